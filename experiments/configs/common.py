@@ -1,0 +1,64 @@
+"""Fields shared by every experiment config; each experiment overrides a few of them."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.backbone = "conv4"
+    c.settings = "5way_1shot"  # comma-separated "<N>way_<K>shot" settings to meta-train and test
+    c.eval_checkpoint = "last"  # the published numbers use the last checkpoint; or "best"
+    c.val_seed = 1
+    c.val_episodes = 1000
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = ""
+    c.data.root = ""
+    c.data.image_size = ml_collections.FieldReference(None, field_type=int)
+    c.data.transform = ""
+
+    # Backbone pretraining: cosine classifier on the base classes.
+    c.pretrain = ml_collections.ConfigDict()
+    c.pretrain.seed = 0
+    c.pretrain.epochs = 60
+    c.pretrain.batch_size = 64
+    c.pretrain.lr = 0.1
+    c.pretrain.warmup_steps = 6000
+    c.pretrain.decay_epochs = (50,)
+    c.pretrain.decay_factor = 0.1
+    c.pretrain.momentum = 0.9
+    c.pretrain.weight_decay = 5e-4
+    c.pretrain.val_every_epochs = 1
+    c.pretrain.val_n_way = 5
+    c.pretrain.val_n_shot = 1
+    c.pretrain.val_n_query = 15
+    c.pretrain.log_every = 50
+
+    # SIB meta-training on the frozen backbone (the reference's published settings).
+    c.metatrain = ml_collections.ConfigDict()
+    c.metatrain.seed = 100
+    c.metatrain.iterations = 50_000
+    c.metatrain.batch_size = 1
+    c.metatrain.n_query = 15
+    c.metatrain.sib_steps = 3
+    c.metatrain.inner_lr = 1e-3
+    c.metatrain.lr = 1e-3
+    c.metatrain.momentum = 0.9
+    c.metatrain.weight_decay = 5e-4
+    c.metatrain.grad_coeff = 0.0
+    c.metatrain.val_every = 1000
+    c.metatrain.log_every = 100
+    # "images": features recomputed on freshly augmented images every episode (faithful);
+    # "features": computed once per image; "auto": features when training uses no randomness.
+    c.metatrain.source = "auto"
+    # Filled in per setting by the pipeline.
+    c.metatrain.n_way = 5
+    c.metatrain.n_shot = 1
+
+    c.test = ml_collections.ConfigDict()
+    c.test.episodes = 2000
+    c.test.n_query = 15
+    c.test.seed = 2
+    c.log_every = 100
+    return c

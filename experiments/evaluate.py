@@ -1,0 +1,49 @@
+"""Evaluate a trained work dir on a fixed episode file in the reference JSON format.
+
+    python -m experiments.evaluate --workdir=W --episodes=FILE.json --image_root=DIR \
+        [--output=OUT.json] [--checkpoint=last|best]
+
+Episodes may have any number of ways, shots and queries; images are preprocessed exactly
+as the model in W was trained (size, channels, polarity, normalisation). Prints and
+writes accuracy +- 95% interval for SIB and for K = 0 on the same episodes.
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
+flags.DEFINE_string("episodes", None, "Episode file (reference JSON format).", required=True)
+flags.DEFINE_string("image_root", None, "Folder the episode paths are relative to.",
+                    required=True)
+flags.DEFINE_string("output", None, "Where to write the results JSON (optional).")
+flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which SIB checkpoint to use.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    from metaunlab.data.errors import DataError
+    from metaunlab.episode_file_eval import evaluate_episode_file
+
+    try:
+        results = evaluate_episode_file(FLAGS.workdir, FLAGS.episodes, FLAGS.image_root,
+                                        checkpoint=FLAGS.checkpoint)
+    except (DataError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    for name, entry in results["methods"].items():
+        print(f"{name}: {entry['accuracy']:.2f} +- {entry['ci95']:.2f}% "
+              f"over {results['episodes']} episodes")
+    if FLAGS.output:
+        from metaunlab.workdir import write_json_atomic
+
+        write_json_atomic(FLAGS.output, results)
+    else:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

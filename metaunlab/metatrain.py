@@ -1,0 +1,156 @@
+"""Meta-training of the SIB head on a frozen backbone.
+
+One jitted step: gather the episode batch from a device-resident source -> (augment and
+embed with the frozen backbone, when the source is images) -> vmapped SIB over the episodes
+-> mean query cross-entropy -> SGD with Nesterov momentum and coupled weight decay.
+
+The source is either the images themselves (faithful to the reference: features recomputed
+on freshly augmented images every episode) or precomputed features. When the training
+transform has no randomness the two are the same computation, since the frozen backbone
+maps each image to one feature vector.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from metaunlab import evaluation, optim, sib
+from metaunlab.checkpoints import Checkpointer
+from metaunlab.data.augment import ImageTransform
+from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
+from metaunlab.hostsync import step_barrier
+from metaunlab.metrics import MetricWriter
+
+FeatureFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    return optim.sgd_nesterov(config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+
+
+def init_state(params: sib.Params, optimizer: optax.GradientTransformation,
+               seed: int) -> dict[str, Any]:
+    return {"step": jnp.asarray(0, jnp.int32), "params": params,
+            "opt_state": optimizer.init(params), "rng": jax.random.PRNGKey(seed),
+            "best_accuracy": jnp.asarray(-1.0)}
+
+
+def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inner_lr: float,
+                    grad_coeff: float = 0.0, feature_fn: FeatureFn | None = None,
+                    transform: ImageTransform | None = None):
+    """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
+
+    `source` is (N, D) features when `feature_fn` is None, else (N, H, W, C) uint8 images
+    that are augmented with `transform.train` and embedded by the frozen backbone inside the
+    step. `episodes` is a dict of the int32 arrays of an `Episodes` batch.
+    """
+    if (feature_fn is None) != (transform is None):
+        raise ValueError("make_train_step needs both feature_fn and transform, or neither.")
+
+    def episode_features(backbone_variables, rng, source, idx):
+        batch = source[idx]  # (B, n, ...) gathered on the device
+        if feature_fn is None:
+            return batch
+        flat = batch.reshape((-1,) + batch.shape[2:])
+        feats = feature_fn(backbone_variables, transform.train(rng, flat))
+        # The backbone is frozen: no gradient flows into it (and none is computed).
+        return jax.lax.stop_gradient(feats).reshape(idx.shape + feats.shape[-1:])
+
+    def train_step(state, backbone_variables, source, episodes):
+        rng, support_rng, query_rng = jax.random.split(state["rng"], 3)
+        fs = episode_features(backbone_variables, support_rng, source, episodes["support_idx"])
+        fq = episode_features(backbone_variables, query_rng, source, episodes["query_idx"])
+
+        def loss_fn(params):
+            return sib.batch_loss(params, fs, episodes["support_labels"], fq,
+                                  episodes["query_labels"], steps=steps, lr=inner_lr,
+                                  grad_coeff=grad_coeff)
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == episodes["query_labels"])
+        new_state = dict(state, step=state["step"] + 1, rng=rng, opt_state=opt_state,
+                         params=optax.apply_updates(state["params"], updates))
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def episodes_as_dict(episodes: Episodes) -> dict[str, np.ndarray]:
+    return {"support_idx": episodes.support_idx, "support_labels": episodes.support_labels,
+            "query_idx": episodes.query_idx, "query_labels": episodes.query_labels}
+
+
+def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
+               train_labels: np.ndarray, feat_dim: int, val_feats: np.ndarray,
+               val_episodes: Episodes, workdir: str, writer: MetricWriter,
+               backbone_variables: Any = None, feature_fn: FeatureFn | None = None,
+               transform: ImageTransform | None = None, phase: str = "metatrain"
+               ) -> tuple[sib.Params, sib.Params]:
+    """Meta-train SIB for `config.n_way`-way `config.n_shot`-shot episodes.
+
+    Returns (last params, best-on-validation params). Checkpoints live in
+    `<workdir>/last` and `<workdir>/best`; a rerun with the same workdir resumes.
+    """
+    shape = EpisodeShape(config.n_way, config.n_shot, config.n_query)
+    sampler = EpisodeSampler(train_labels, shape, seed=config.seed, split_name="train")
+    optimizer = make_optimizer(config)
+    params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim)
+    state = init_state(params, optimizer, config.seed)
+
+    last = Checkpointer(os.path.join(workdir, "last"))
+    best = Checkpointer(os.path.join(workdir, "best"))
+    if last.latest_step() is not None:
+        state = last.restore(state)
+        tqdm.write(f"{phase}: resuming from step {int(state['step'])} of {config.iterations}")
+
+    train_step = make_train_step(optimizer, steps=config.sib_steps, inner_lr=config.inner_lr,
+                                 grad_coeff=config.grad_coeff, feature_fn=feature_fn,
+                                 transform=transform)
+    source = jnp.asarray(source)
+    val_feats = jnp.asarray(val_feats)
+
+    def validate(step: int) -> None:
+        accs = evaluation.episode_accuracies(state["params"], val_feats, val_episodes,
+                                             steps=config.sib_steps, lr=config.inner_lr)
+        accuracy, ci95 = evaluation.mean_and_ci95(accs)
+        writer.write(f"{phase}_val", step, accuracy=accuracy, ci95=ci95)
+        if accuracy > float(state["best_accuracy"]):
+            state["best_accuracy"] = jnp.asarray(accuracy)
+            best.save(step, state["params"])
+        last.save(step, state)
+        tqdm.write(f"{phase} step {step}: val accuracy {accuracy:.2f} +- {ci95:.2f}% "
+                   f"(best {float(state['best_accuracy']):.2f}%)")
+
+    start = int(state["step"])
+    if start == 0:
+        validate(0)  # the reference validates before the first step too
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations,
+               desc=phase, unit="step")
+    window_start, window_episodes = time.perf_counter(), 0
+    for step in bar:
+        batch = episodes_as_dict(sampler.sample(step, config.batch_size))
+        state, metrics = step_barrier(train_step(state, backbone_variables, source, batch))
+        window_episodes += config.batch_size
+        if (step + 1) % config.log_every == 0:
+            metrics = {k: float(v) for k, v in metrics.items()}
+            episodes_per_s = window_episodes / (time.perf_counter() - window_start)
+            writer.write(phase, step + 1, episodes_per_s=episodes_per_s, **metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+                            ep_s=f"{episodes_per_s:.0f}")
+            window_start, window_episodes = time.perf_counter(), 0
+        if (step + 1) % config.val_every == 0 or step + 1 == config.iterations:
+            validate(step + 1)
+    writer.flush()
+    return state["params"], best.restore(state["params"])

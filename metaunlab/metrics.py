@@ -1,0 +1,54 @@
+"""Metrics of a run: one JSON line per record in `metrics.jsonl` plus TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+
+class MetricWriter:
+    """Appends `{"phase", "step", **scalars}` records; TensorBoard tags are `phase/name`.
+
+    TensorBoard events go through tensorboardX, which needs no TensorFlow install.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+        self.enabled = enabled
+        self._path = os.path.join(os.fspath(workdir), "metrics.jsonl")
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter  # imported lazily: heavy, optional for readers
+
+            os.makedirs(workdir, exist_ok=True)
+            self._tb = SummaryWriter(os.path.join(os.fspath(workdir), "tensorboard"))
+
+    def write(self, phase: str, step: int, **scalars: Any) -> None:
+        if not self.enabled:
+            return
+        values = {k: float(np.asarray(v)) for k, v in scalars.items()}
+        record = {"phase": phase, "step": int(step), "time": time.time(), **values}
+        with open(self._path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in values.items():
+            self._tb.add_scalar(f"{phase}/{name}", value, int(step))
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of `metrics.jsonl` in order (empty when the run wrote none)."""
+    path = os.path.join(os.fspath(workdir), "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,227 @@
+"""The whole published method as one function: `train_and_evaluate(config, workdir)`.
+
+  1. load the dataset's train / val / test classes;
+  2. pretrain the backbone on the train classes (cosine classifier), keep the best by
+     validation episodes;
+  3. for each requested setting ("5way_1shot", ...), meta-train SIB on the frozen
+     backbone and meta-test it, with K = 0 on the same episodes;
+  4. write results.json and print a table.
+
+Every stage checkpoints into the work directory, so rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+
+import jax
+import ml_collections
+from tqdm.auto import tqdm
+
+from metaunlab import evaluation
+from metaunlab.backbones import get_backbone
+from metaunlab.data import augment
+from metaunlab.data.dataset import ImageDataset
+from metaunlab.data.decode import ImageFormat
+from metaunlab.data.episodes import (
+    Episodes,
+    EpisodeSampler,
+    EpisodeShape,
+    episodes_from_records,
+    load_episodes_json,
+)
+from metaunlab.data.errors import DataError
+from metaunlab.data.folders import load_reference_layout
+from metaunlab.data.omniglot import (
+    default_omniglot_dir,
+    load_omniglot,
+    omniglot_format,
+    rotate_classes,
+    split_omniglot,
+)
+from metaunlab.metatrain import meta_train
+from metaunlab.metrics import MetricWriter
+from metaunlab.pretrain import Backbone, init_backbone, pretrain
+from metaunlab.workdir import save_config, write_json_atomic
+
+_SETTING = re.compile(r"^(\d+)way_(\d+)shot$")
+
+
+def parse_settings(settings: str) -> list[tuple[int, int]]:
+    """"5way_1shot,20way_5shot" -> [(5, 1), (20, 5)]."""
+    parsed = []
+    for item in (s.strip() for s in settings.split(",") if s.strip()):
+        match = _SETTING.match(item)
+        if not match:
+            raise ValueError(f"--config.settings entry {item!r} is not of the form "
+                             "'<N>way_<K>shot', e.g. '5way_1shot,20way_5shot'.")
+        parsed.append((int(match[1]), int(match[2])))
+    if not parsed:
+        raise ValueError("--config.settings is empty; name at least one setting, e.g. 5way_1shot.")
+    return parsed
+
+
+def setting_name(n_way: int, n_shot: int) -> str:
+    return f"{n_way}way_{n_shot}shot"
+
+
+@dataclasses.dataclass
+class Splits:
+    """The three class-disjoint splits, and what is needed to read more images like them."""
+
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+    image_format: ImageFormat
+    val_paths: list[str] | None = None  # relative paths of val images (reference JSON)
+    val_root: str | None = None
+
+
+def load_splits(data: ml_collections.ConfigDict) -> Splits:
+    if data.name == "omniglot":
+        root = data.root or str(default_omniglot_dir())
+        full = load_omniglot(root, image_size=data.image_size)
+        splits = split_omniglot(full, by=data.split_by, fractions=tuple(data.fractions),
+                                seed=data.split_seed)
+        # Rotating characters by 90 degree steps into new classes (Vinyals et al. 2016) gives
+        # more base classes; test characters are kept as drawn.
+        for name in data.rotate_splits:
+            splits[name] = rotate_classes(splits[name])
+        return Splits(splits["train"], splits["val"], splits["test"],
+                      omniglot_format(data.image_size))
+    if data.name in ("miniimagenet", "cifar_fs"):
+        if not data.root:
+            raise DataError(f"--config.data.root is not set; point it at the {data.name} folder "
+                            "holding train/, val/ and test/ class folders (see README 'Data').")
+        loaded = load_reference_layout(data.root, image_size=data.image_size)
+        return Splits(loaded["train"][0], loaded["val"][0], loaded["test"][0],
+                      ImageFormat(channels=3, image_size=data.image_size),
+                      val_paths=loaded["val"][1], val_root=os.path.join(data.root, "val"))
+    raise ValueError(f"--config.data.name={data.name!r} is not known; use omniglot, "
+                     "miniimagenet or cifar_fs.")
+
+
+def validation_episodes(config: ml_collections.ConfigDict, splits: Splits,
+                        shape: EpisodeShape) -> Episodes:
+    """The reference's fixed JSON episodes when the dataset ships them, else seeded ones."""
+    if splits.val_paths is not None and config.data.root:
+        path = os.path.join(config.data.root, f"val1000Episode_{shape.n_way}_way_"
+                                              f"{shape.n_shot}_shot.json")
+        if os.path.exists(path):
+            index_of = {p: i for i, p in enumerate(splits.val_paths)}
+            groups = episodes_from_records(load_episodes_json(path), index_of, source=path)
+            if list(groups) != [shape]:
+                raise DataError(f"{path} holds episodes of shapes {list(groups)}, not {shape}; "
+                                "regenerate it or remove it to use seeded episodes.")
+            return next(iter(groups.values()))[1]
+    sampler = EpisodeSampler(splits.val, shape, seed=config.val_seed, split_name="val")
+    return sampler.sample(0, config.val_episodes)
+
+
+def _train_source_is_exact_features(transform: augment.ImageTransform) -> bool:
+    """Whether training images go through no randomness, so features can be computed once."""
+    return transform.crop_padding == 0 and not transform.flip and transform.jitter == 0 and (
+        transform.crop_size is None)
+
+
+def _format_table(results: dict) -> str:
+    lines = ["| setting | SIB (K steps) | K = 0 | gain |", "|---|---|---|---|"]
+    for name, entry in results["settings"].items():
+        sib_, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
+        lines.append(f"| {name} | {sib_['accuracy']:.2f} +- {sib_['ci95']:.2f} "
+                     f"(K={sib_['steps']}) | {k0['accuracy']:.2f} +- {k0['ci95']:.2f} | "
+                     f"{sib_['accuracy'] - k0['accuracy']:+.2f} |")
+    return "\n".join(lines)
+
+
+def build_backbone(config: ml_collections.ConfigDict, splits: Splits
+                   ) -> tuple[Backbone, augment.ImageTransform]:
+    transform = augment.preset(config.data.transform)
+    stored = splits.train.images.shape
+    image_size = transform.output_size(stored[1])
+    module, feat_dim = get_backbone(config.backbone, image_size)
+    return init_backbone(module, feat_dim, (image_size, image_size, stored[3]),
+                         config.seed), transform
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Run (or resume) the whole pipeline in `workdir`; returns the results dict."""
+    started = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    save_config(workdir, config)
+    writer = MetricWriter(workdir)
+    splits = load_splits(config.data)
+    tqdm.write(f"data: {splits.train.num_classes} train / {splits.val.num_classes} val / "
+               f"{splits.test.num_classes} test classes, {len(splits.train)} train images of "
+               f"shape {splits.train.images.shape[1:]}")
+    backbone, transform = build_backbone(config, splits)
+    # What `experiments.evaluate` needs to turn new image files into the same inputs.
+    write_json_atomic(os.path.join(workdir, "model.json"), {
+        "image_shape": list(splits.train.images.shape[1:]),
+        "image_format": dataclasses.asdict(splits.image_format),
+        "feat_dim": backbone.feat_dim})
+
+    pre = config.pretrain
+    pre_shape = EpisodeShape(pre.val_n_way, pre.val_n_shot, pre.val_n_query)
+    variables = pretrain(pre, backbone, splits.train, splits.val.images,
+                         validation_episodes(config, splits, pre_shape), pre.val_n_way,
+                         transform, workdir, writer)
+
+    def embed(images, desc):
+        return evaluation.embed(backbone.features, variables, images, transform.eval,
+                                desc=desc)
+
+    val_feats = embed(splits.val.images, "embed val")
+    test_feats = embed(splits.test.images, "embed test")
+    mode = config.metatrain.source
+    if mode == "auto":
+        mode = "features" if _train_source_is_exact_features(transform) else "images"
+    if mode == "features":
+        source, feature_fn, train_transform = embed(splits.train.images, "embed train"), None, None
+    elif mode == "images":
+        source, feature_fn, train_transform = splits.train.images, backbone.features, transform
+    else:
+        raise ValueError(f"--config.metatrain.source={mode!r}; use auto, images or features.")
+
+    results = {"dataset": config.data.name, "backbone": config.backbone,
+               "metatrain_source": mode, "eval_checkpoint": config.eval_checkpoint,
+               "settings": {}}
+    for n_way, n_shot in parse_settings(config.settings):
+        name = setting_name(n_way, n_shot)
+        mt = ml_collections.ConfigDict(config.metatrain.to_dict())
+        mt.n_way, mt.n_shot = n_way, n_shot
+        val_eps = validation_episodes(config, splits, EpisodeShape(n_way, n_shot, mt.n_query))
+        last, best = meta_train(
+            mt, source=source, train_labels=splits.train.labels, feat_dim=backbone.feat_dim,
+            val_feats=val_feats, val_episodes=val_eps,
+            workdir=os.path.join(workdir, "metatrain", name), writer=writer,
+            backbone_variables=variables, feature_fn=feature_fn, transform=train_transform,
+            phase=f"metatrain_{name}")
+        params = last if config.eval_checkpoint == "last" else best
+        shape = EpisodeShape(n_way, n_shot, config.test.n_query)
+        test_eps = EpisodeSampler(splits.test, shape, seed=config.test.seed,
+                                  split_name="test").sample(0, config.test.episodes)
+        methods = evaluation.evaluate_sib(params, test_feats, test_eps, steps=mt.sib_steps,
+                                          lr=mt.inner_lr, desc=f"test {name}")
+        results["settings"][name] = {
+            "dataset": config.data.name, "n_way": n_way, "n_shot": n_shot,
+            "n_query": config.test.n_query, "episodes": config.test.episodes,
+            "methods": methods}
+        for method, entry in methods.items():
+            writer.write(f"test_{name}", mt.iterations, **{method: entry["accuracy"]})
+        tqdm.write(f"test {name}: SIB {methods['sib']['accuracy']:.2f} +- "
+                   f"{methods['sib']['ci95']:.2f}%, K=0 {methods['k0']['accuracy']:.2f} +- "
+                   f"{methods['k0']['ci95']:.2f}%")
+    results["wall_seconds"] = time.time() - started
+    results["devices"] = [str(d) for d in jax.devices()]
+    write_json_atomic(os.path.join(workdir, "results.json"), results)
+    writer.close()
+    table = _format_table(results)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return results
+

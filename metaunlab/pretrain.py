@@ -1,0 +1,168 @@
+"""Backbone pretraining on the base classes, as in the SIB reference.
+
+Ordinary classification with a cosine classifier `s * normalize(f) @ normalize_columns(W)`
+(W ~ N(0, sqrt(2 / D)), learnable s initialised to 10), SGD with Nesterov momentum and
+coupled weight decay, a linear warm-up followed by step decay. The backbone kept is the
+one with the best 5-way accuracy of the class-mean cosine classifier on fixed validation
+episodes (model selection by the few-shot task, not by base-class accuracy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from metaunlab import evaluation, optim, sib
+from metaunlab.checkpoints import Checkpointer
+from metaunlab.data.augment import ImageTransform
+from metaunlab.data.dataset import ImageDataset
+from metaunlab.data.episodes import Episodes
+from metaunlab.hostsync import step_barrier
+from metaunlab.metrics import MetricWriter
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A backbone module with its variables (`{"params", "batch_stats"}`)."""
+
+    module: nn.Module
+    variables: Any
+    feat_dim: int
+
+    def features(self, variables: Any, images: jax.Array) -> jax.Array:
+        """Inference-mode features (BatchNorm uses running statistics): frozen backbone."""
+        return self.module.apply(variables, images, train=False)
+
+
+def init_backbone(module: nn.Module, feat_dim: int, image_shape: tuple[int, int, int],
+                  seed: int) -> Backbone:
+    variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *image_shape)),
+                            train=False)
+    return Backbone(module, variables, feat_dim)
+
+
+def _cosine_head_logits(head: dict, feats: jax.Array) -> jax.Array:
+    weights = head["weight"] / jnp.maximum(
+        jnp.linalg.norm(head["weight"], axis=0, keepdims=True), 1e-12)
+    return head["scale"] * (sib.l2_normalize(feats) @ weights)
+
+
+def make_train_step(module: nn.Module, transform: ImageTransform,
+                    optimizer: optax.GradientTransformation):
+    """One jitted classification step on a batch of uint8 images, augmentation included."""
+
+    def loss_fn(params, batch_stats, rng, images, labels):
+        x = transform.train(rng, images)
+        feats, updates = module.apply({"params": params["backbone"], "batch_stats": batch_stats},
+                                      x, train=True, mutable=["batch_stats"])
+        logits = _cosine_head_logits(params["head"], feats)
+        loss = sib.cross_entropy(logits, labels)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        return loss, (updates["batch_stats"], accuracy)
+
+    def train_step(state, images, labels):
+        rng, step_rng = jax.random.split(state["rng"])
+        (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], state["batch_stats"], step_rng, images, labels)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {"step": state["step"] + 1,
+                     "params": optax.apply_updates(state["params"], updates),
+                     "batch_stats": batch_stats, "opt_state": opt_state, "rng": rng,
+                     "best_accuracy": state["best_accuracy"]}
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def validation_accuracy(backbone: Backbone, variables: Any, images: np.ndarray,
+                        episodes: Episodes, transform: ImageTransform, n_way: int) -> float:
+    """Mean accuracy (%) of the class-mean cosine classifier (SIB at init, K = 0)."""
+    feats = evaluation.embed(backbone.features, variables, images, transform.eval)
+    params = sib.init(jax.random.PRNGKey(0), n_way, feats.shape[1])
+    return float(evaluation.episode_accuracies(params, feats, episodes, steps=0, lr=0.0).mean())
+
+
+def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: ImageDataset,
+             val_images: np.ndarray, val_episodes: Episodes, val_n_way: int,
+             transform: ImageTransform, workdir: str, writer: MetricWriter) -> Any:
+    """Train `backbone` on `train`'s classes; return the best backbone variables.
+
+    Resumes from `<workdir>/pretrain/last` if present; the best variables (by validation
+    episodes) are kept in `<workdir>/pretrain/best`.
+    """
+    steps_per_epoch = len(train) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"pretrain.batch_size={config.batch_size} is larger than the "
+                         f"{len(train)} training images; lower --config.pretrain.batch_size.")
+    total_steps = config.epochs * steps_per_epoch
+    schedule = optim.warmup_then_step(
+        config.lr, min(config.warmup_steps, total_steps),
+        {epoch * steps_per_epoch: config.decay_factor for epoch in config.decay_epochs})
+    optimizer = optim.sgd_nesterov(schedule, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+    rng = jax.random.PRNGKey(config.seed)
+    head = {"weight": math.sqrt(2.0 / backbone.feat_dim) * jax.random.normal(
+                rng, (backbone.feat_dim, train.num_classes)),
+            "scale": jnp.asarray(10.0)}
+    params = {"backbone": backbone.variables["params"], "head": head}
+    state = {"step": jnp.asarray(0, jnp.int32), "params": params,
+             "batch_stats": backbone.variables["batch_stats"],
+             "opt_state": optimizer.init(params), "rng": jax.random.fold_in(rng, 1),
+             "best_accuracy": jnp.asarray(-1.0)}
+
+    last = Checkpointer(os.path.join(workdir, "pretrain", "last"))
+    best = Checkpointer(os.path.join(workdir, "pretrain", "best"))
+    if last.latest_step() is not None:
+        state = last.restore(state)
+        tqdm.write(f"pretrain: resuming from step {int(state['step'])} of {total_steps}")
+
+    train_step = make_train_step(backbone.module, transform, optimizer)
+    start = int(state["step"])
+    bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc="pretrain",
+               unit="step")
+    window_start, window_images = time.perf_counter(), 0
+    for step in bar:
+        epoch, within = divmod(step, steps_per_epoch)
+        order = _epoch_order(config.seed, epoch, len(train))
+        rows = order[within * config.batch_size:(within + 1) * config.batch_size]
+        state, metrics = step_barrier(train_step(state, train.images[rows], train.labels[rows]))
+        window_images += len(rows)
+        end_of_epoch = within == steps_per_epoch - 1
+        if (step + 1) % config.log_every == 0 or end_of_epoch:
+            images_per_s = window_images / (time.perf_counter() - window_start)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            writer.write("pretrain", step + 1, lr=float(schedule(step)),
+                         images_per_s=images_per_s, **metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+                            img_s=f"{images_per_s:.0f}")
+            window_start, window_images = time.perf_counter(), 0
+        if end_of_epoch and ((epoch + 1) % config.val_every_epochs == 0
+                             or step + 1 == total_steps):
+            variables = {"params": state["params"]["backbone"],
+                         "batch_stats": state["batch_stats"]}
+            accuracy = validation_accuracy(backbone, variables, val_images, val_episodes,
+                                           transform, val_n_way)
+            writer.write("pretrain_val", step + 1, accuracy=accuracy)
+            if accuracy > float(state["best_accuracy"]):
+                state["best_accuracy"] = jnp.asarray(accuracy)
+                best.save(step + 1, variables)
+            tqdm.write(f"pretrain epoch {epoch + 1}: val {val_n_way}-way accuracy "
+                       f"{accuracy:.2f}% (best {float(state['best_accuracy']):.2f}%)")
+            last.save(step + 1, state)
+    writer.flush()
+    return best.restore(backbone.variables)

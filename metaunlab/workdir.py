@@ -1,0 +1,65 @@
+"""The self-describing work directory: config.json, results.json, atomic JSON writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write to a temporary file and rename, so readers never see a half-written file."""
+    path = os.fspath(path)
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(partial, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+# Fields that may change between a run and its resumption without invalidating its
+# checkpoints: how much is evaluated and logged, not what is trained.
+RESUMABLE_FIELDS = ("test", "log_every", "eval_checkpoint")
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Write `config.json`; refuse to resume a work dir that was trained with another config.
+
+    A resumed run with a different model or schedule would silently mix two experiments
+    in one set of checkpoints.
+    """
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        old = read_json(path)
+        changed = sorted(_differences(old, new))
+        changed = [c for c in changed if c.split(".")[0] not in RESUMABLE_FIELDS]
+        if changed:
+            raise ValueError(
+                f"--workdir={workdir} holds a run with a different config ({', '.join(changed)} "
+                "changed); use a new --workdir, or the same config to resume.")
+    write_json_atomic(path, new)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist; --workdir must be a directory written "
+                                "by a metaunlab training run.")
+    return ml_collections.ConfigDict(read_json(path))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]

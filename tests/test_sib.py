@@ -1,0 +1,210 @@
+"""Tests of the SIB head against an independent numpy transcription of the reference maths."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metaunlab import sib
+
+
+def _episode(rng, n_way=5, n_shot=1, n_query=4, dim=16, dtype=np.float32):
+    support_labels = np.repeat(np.arange(n_way), n_shot)
+    query_labels = np.repeat(np.arange(n_way), n_query)
+    centres = rng.normal(size=(n_way, dim))
+    support = centres[support_labels] + 0.5 * rng.normal(size=(len(support_labels), dim))
+    query = centres[query_labels] + 0.5 * rng.normal(size=(len(query_labels), dim))
+    return (support.astype(dtype), support_labels.astype(np.int32), query.astype(dtype),
+            query_labels.astype(np.int32))
+
+
+def _perturbed_params(seed, n_way, dim):
+    """Parameters away from their init values, so no term of the maths hides behind a 1 or 0."""
+    params = sib.init(jax.random.PRNGKey(seed), n_way, dim)
+    rng = np.random.default_rng(seed)
+    params["init"]["w"] = jnp.asarray(1.0 + 0.3 * rng.normal(size=dim), jnp.float32)
+    params["classifier"] = {"scale": jnp.float32(7.0), "bias": jnp.float32(0.2)}
+    for bn in ("bn1", "bn2"):
+        width = params["grad_net"][bn]["scale"].shape[0]
+        params["grad_net"][bn]["scale"] = jnp.asarray(1 + 0.2 * rng.normal(size=width),
+                                                      jnp.float32)
+        params["grad_net"][bn]["bias"] = jnp.asarray(0.1 * rng.normal(size=width), jnp.float32)
+    return params
+
+
+# ---- an independent numpy transcription: analytic VJP of the cosine classifier ------------
+
+def _np_normalize(x):
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _np_phi(p, z):
+    def bn(x, q):
+        mean = x.mean(0)
+        var = ((x - mean) ** 2).mean(0)
+        return (x - mean) / np.sqrt(var + 1e-5) * q["scale"] + q["bias"]
+
+    h = bn(np.maximum(z @ p["dense1"]["kernel"] + p["dense1"]["bias"], 0), p["bn1"])
+    h = bn(np.maximum(h @ p["dense2"]["kernel"] + p["dense2"]["bias"], 0), p["bn2"])
+    return h @ p["dense3"]["kernel"] + p["dense3"]["bias"]
+
+
+def _np_sib(params, fs, ys, fq, steps, lr):
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    n_way = p["grad_net"]["dense1"]["kernel"].shape[0]
+    scale, bias = p["classifier"]["scale"], p["classifier"]["bias"]
+    fs_hat, fq_hat = _np_normalize(fs), _np_normalize(fq)
+    theta = np.stack([fs_hat[ys == c].mean(0) for c in range(n_way)]) * p["init"]["w"]
+    for _ in range(steps):
+        norms = np.linalg.norm(theta, axis=1, keepdims=True)
+        theta_hat = theta / norms
+        z = scale * (fq_hat @ theta_hat.T + bias)
+        g = _np_phi(p["grad_net"], z)  # (Nq, N)
+        # z[q, c] = s * <fq_hat[q], theta_c / |theta_c|>, so
+        # dL/dtheta_c = s / |theta_c| * (I - theta_hat_c theta_hat_c^T) sum_q g[q, c] fq_hat[q]
+        v = g.T @ fq_hat  # (N, D)
+        v = v - (v * theta_hat).sum(1, keepdims=True) * theta_hat
+        theta = theta - lr * scale * v / norms
+    return scale * (fq_hat @ _np_normalize(theta).T + bias)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, 5])
+@pytest.mark.parametrize("n_shot", [1, 5])
+def test_apply_matches_numpy_transcription(steps, n_shot):
+    rng = np.random.default_rng(steps * 10 + n_shot)
+    fs, ys, fq, _ = _episode(rng, n_shot=n_shot, n_query=6)
+    params = _perturbed_params(1, 5, fs.shape[1])
+    # A large step size makes the synthetic steps move theta visibly, so the check has teeth.
+    got = sib.apply(params, fs, ys, fq, steps=steps, lr=0.5)
+    want = _np_sib(params, fs, ys, fq.astype(np.float64), steps, 0.5)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
+
+
+def test_steps_change_the_logits():
+    fs, ys, fq, _ = _episode(np.random.default_rng(0))
+    params = _perturbed_params(0, 5, fs.shape[1])
+    k0 = sib.apply(params, fs, ys, fq, steps=0, lr=0.5)
+    k3 = sib.apply(params, fs, ys, fq, steps=3, lr=0.5)
+    assert float(jnp.abs(k0 - k3).max()) > 1e-3
+
+
+def test_init_matches_reference_defaults():
+    params = sib.init(jax.random.PRNGKey(0), n_way=5, feat_dim=32)
+    chex.assert_trees_all_equal(params["init"]["w"], jnp.ones(32))
+    assert float(params["classifier"]["scale"]) == 10.0
+    assert float(params["classifier"]["bias"]) == 0.0
+    shapes = jax.tree_util.tree_map(jnp.shape, params["grad_net"])
+    assert shapes["dense1"] == {"kernel": (5, 40), "bias": (40,)}
+    assert shapes["dense2"] == {"kernel": (40, 40), "bias": (40,)}
+    assert shapes["dense3"] == {"kernel": (40, 5), "bias": (5,)}
+    # torch nn.Linear default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    kernel = np.asarray(params["grad_net"]["dense2"]["kernel"])
+    assert np.abs(kernel).max() <= 1 / np.sqrt(40)
+    assert np.abs(kernel).max() > 0.9 / np.sqrt(40)
+    assert sib.n_way_of(params) == 5
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_meta_gradient_matches_finite_differences(steps):
+    """The meta-gradient through K unrolled second-order steps, checked in float64."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(steps)
+        fs, ys, fq, yq = _episode(rng, n_query=3, dim=8, dtype=np.float64)
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                        _perturbed_params(2, 5, 8))
+
+        def loss(p):
+            # grad_coeff stays 0: the matching loss holds its target fixed (stop_gradient, as
+            # the reference detaches it), which finite differences cannot hold fixed.
+            return sib.episode_loss(p, fs, ys, fq, yq, steps=steps, lr=0.3)[0]
+
+        grads = jax.grad(loss)(params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        grad_leaves = jax.tree_util.tree_leaves(grads)
+        eps = 1e-6
+        for i, (leaf, grad_leaf) in enumerate(zip(leaves, grad_leaves, strict=True)):
+            flat = np.asarray(leaf).ravel()
+            # Check a few coordinates of every parameter array (all of them when small).
+            for j in rng.choice(flat.size, size=min(flat.size, 3), replace=False):
+                def shifted(delta, i=i, j=j, flat=flat, leaf=leaf):
+                    new = flat.copy()
+                    new[j] += delta
+                    moved = list(leaves)
+                    moved[i] = jnp.asarray(new.reshape(np.shape(leaf)))
+                    return float(loss(jax.tree_util.tree_unflatten(treedef, moved)))
+
+                numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
+                analytic = float(np.asarray(grad_leaf).ravel()[j])
+                assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (i, j)
+
+
+def test_meta_gradient_reaches_the_synthetic_gradient_network():
+    fs, ys, fq, yq = _episode(np.random.default_rng(3))
+    params = sib.init(jax.random.PRNGKey(0), 5, fs.shape[1])
+    grads = jax.grad(lambda p: sib.episode_loss(p, fs, ys, fq, yq, steps=3, lr=1e-3)[0])(params)
+    assert float(jnp.abs(grads["grad_net"]["dense1"]["kernel"]).max()) > 0
+    grads0 = jax.grad(lambda p: sib.episode_loss(p, fs, ys, fq, yq, steps=0, lr=1e-3)[0])(params)
+    # With K = 0 phi is never used, so it must get exactly zero gradient.
+    assert float(jnp.abs(grads0["grad_net"]["dense1"]["kernel"]).max()) == 0
+
+
+def test_vmap_over_episodes_equals_one_call_per_episode():
+    rng = np.random.default_rng(4)
+    episodes = [_episode(rng) for _ in range(4)]
+    fs, ys, fq, yq = (np.stack(parts) for parts in zip(*episodes, strict=True))
+    params = _perturbed_params(3, 5, fs.shape[-1])
+    batched = sib.batched_apply(params, fs, ys, fq, steps=3, lr=0.5)
+    for b in range(4):
+        single = sib.apply(params, fs[b], ys[b], fq[b], steps=3, lr=0.5)
+        np.testing.assert_allclose(np.asarray(batched[b]), np.asarray(single), rtol=1e-4,
+                                   atol=1e-5)
+    loss, _ = sib.batch_loss(params, fs, ys, fq, yq, steps=3, lr=0.5)
+    singles = [sib.episode_loss(params, fs[b], ys[b], fq[b], yq[b], steps=3, lr=0.5)[0]
+               for b in range(4)]
+    assert float(loss) == pytest.approx(float(np.mean(singles)), rel=1e-5)
+
+
+def test_synthetic_gradient_batchnorm_uses_the_query_statistics():
+    """Transduction: phi's output for one query depends on the other queries, at any time."""
+    params = _perturbed_params(5, 5, 16)
+    rng = np.random.default_rng(5)
+    logits = jnp.asarray(rng.normal(size=(10, 5)), jnp.float32)
+    full = sib.synthetic_gradient(params, logits)
+    # Same first five queries, different companions: their synthetic gradients change.
+    other = logits.at[5:].set(logits[5:] * 3 + 1)
+    assert float(jnp.abs(sib.synthetic_gradient(params, other)[:5] - full[:5]).max()) > 1e-3
+    # And the first hidden layer is normalised with exactly this batch's mean and variance.
+    hidden = np.maximum(np.asarray(logits) @ np.asarray(params["grad_net"]["dense1"]["kernel"])
+                        + np.asarray(params["grad_net"]["dense1"]["bias"]), 0)
+    out = sib.QueryBatchNorm().apply({"params": {"scale": jnp.ones(40), "bias": jnp.zeros(40)}},
+                                     jnp.asarray(hidden))
+    np.testing.assert_allclose(np.asarray(out), (hidden - hidden.mean(0))
+                               / np.sqrt(hidden.var(0) + 1e-5), rtol=1e-4, atol=1e-4)
+
+
+def test_grad_matching_loss_target_is_the_true_logit_gradient():
+    params = _perturbed_params(6, 5, 16)
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(10, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=10)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    true_grad = (probs - np.eye(5)[labels]) / 10
+    phi = np.asarray(sib.synthetic_gradient(params, jnp.asarray(logits)))
+    want = np.mean((phi - true_grad) ** 2)
+    got = sib.grad_matching_loss(params, jnp.asarray(logits), jnp.asarray(labels))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+def test_batched_apply_compiles_once_per_shape():
+    episodes = [_episode(np.random.default_rng(i)) for i in range(2)]
+    fs, ys, fq, _ = (np.stack(p) for p in zip(*episodes, strict=True))
+    params = sib.init(jax.random.PRNGKey(0), 5, fs.shape[-1])
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(p, a, b, c):
+        return sib.batched_apply(p, a, b, c, steps=3, lr=1e-3)
+
+    for _ in range(3):
+        run(params, fs, ys, fq + np.float32(0.1))
