@@ -30,6 +30,7 @@ from metaunlab.data.episodes import (
     Episodes,
     EpisodeSampler,
     EpisodeShape,
+    check_episode_shape,
     episodes_from_records,
     load_episodes_json,
 )
@@ -121,6 +122,20 @@ def validation_episodes(config: ml_collections.ConfigDict, splits: Splits,
     return sampler.sample(0, config.val_episodes)
 
 
+def check_shapes_before_training(config: ml_collections.ConfigDict, splits: Splits) -> None:
+    """Fail in seconds, not after pretraining, when a split cannot hold a requested episode."""
+    pre = config.pretrain
+    check_episode_shape(splits.val, EpisodeShape(pre.val_n_way, pre.val_n_shot,
+                                                 pre.val_n_query), "val")
+    for n_way, n_shot in parse_settings(config.settings):
+        check_episode_shape(splits.train, EpisodeShape(n_way, n_shot, config.metatrain.n_query),
+                            "train")
+        check_episode_shape(splits.val, EpisodeShape(n_way, n_shot, config.metatrain.n_query),
+                            "val")
+        check_episode_shape(splits.test, EpisodeShape(n_way, n_shot, config.test.n_query),
+                            "test")
+
+
 def _train_source_is_exact_features(transform: augment.ImageTransform) -> bool:
     """Whether training images go through no randomness, so features can be computed once."""
     return transform.crop_padding == 0 and not transform.flip and transform.jitter == 0 and (
@@ -157,6 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tqdm.write(f"data: {splits.train.num_classes} train / {splits.val.num_classes} val / "
                f"{splits.test.num_classes} test classes, {len(splits.train)} train images of "
                f"shape {splits.train.images.shape[1:]}")
+    check_shapes_before_training(config, splits)
     backbone, transform = build_backbone(config, splits)
     # What `experiments.evaluate` needs to turn new image files into the same inputs.
     write_json_atomic(os.path.join(workdir, "model.json"), {

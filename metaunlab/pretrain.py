@@ -105,6 +105,9 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
     Resumes from `<workdir>/pretrain/last` if present; the best variables (by validation
     episodes) are kept in `<workdir>/pretrain/best`.
     """
+    if config.epochs == 0:
+        tqdm.write("pretrain: epochs=0, keeping the backbone's initial weights")
+        return backbone.variables
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"pretrain.batch_size={config.batch_size} is larger than the "
