@@ -103,10 +103,17 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
     """Train `backbone` on `train`'s classes; return the best backbone variables.
 
     Resumes from `<workdir>/pretrain/last` if present; the best variables (by validation
-    episodes) are kept in `<workdir>/pretrain/best`.
+    episodes) are kept in `<workdir>/pretrain/best`. With `config.epochs == 0` nothing is
+    trained: the backbone in `<workdir>/pretrain/best` is used if there is one.
     """
+    best = Checkpointer(os.path.join(workdir, "pretrain", "best"))
     if config.epochs == 0:
-        tqdm.write("pretrain: epochs=0, keeping the backbone's initial weights")
+        # No pretraining: use a backbone placed in pretrain/best (e.g. by
+        # experiments.import_torch), or else the initial weights.
+        if best.latest_step() is not None:
+            tqdm.write(f"pretrain: epochs=0, using the backbone in {best.directory}")
+            return best.restore(backbone.variables)
+        tqdm.write("pretrain: epochs=0 and no pretrain/best; keeping the initial weights")
         return backbone.variables
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch < 1:
@@ -129,7 +136,6 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
              "best_accuracy": jnp.asarray(-1.0)}
 
     last = Checkpointer(os.path.join(workdir, "pretrain", "last"))
-    best = Checkpointer(os.path.join(workdir, "pretrain", "best"))
     if last.latest_step() is not None:
         state = last.restore(state)
         tqdm.write(f"pretrain: resuming from step {int(state['step'])} of {total_steps}")

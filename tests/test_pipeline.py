@@ -71,7 +71,7 @@ def omniglot_run(few_characters, tmp_path_factory):
 
 
 def test_omniglot_end_to_end_writes_a_self_describing_workdir(omniglot_run):
-    workdir, results = omniglot_run
+    workdir, _ = omniglot_run
     for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "model.json"):
         assert (workdir / name).is_file(), name
     assert any((workdir / "tensorboard").iterdir())
@@ -249,5 +249,5 @@ def test_bad_settings_string_is_a_clear_error():
     from metaunlab.pipeline import parse_settings
 
     assert parse_settings("5way_1shot, 20way_5shot") == [(5, 1), (20, 5)]
-    with pytest.raises(ValueError, match="--config.settings"):
+    with pytest.raises(ValueError, match=r"--config\.settings"):
         parse_settings("5-way")

@@ -58,7 +58,8 @@ def _metatrain_config(**overrides):
     return c
 
 
-def _episode_batch(labels, step, batch=4, shape=EpisodeShape(5, 1, 3)):
+def _episode_batch(labels, step, batch=4):
+    shape = EpisodeShape(5, 1, 3)
     return metatrain.episodes_as_dict(EpisodeSampler(labels, shape, seed=1).sample(step, batch))
 
 
@@ -95,10 +96,13 @@ def test_image_step_equals_feature_step_for_a_deterministic_transform():
     from_images = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3,
                                             feature_fn=feature_fn, transform=transform)
     from_feats = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3)
-    state_a, metrics_a = from_images(metatrain.init_state(params, optimizer, 0), variables,
+    # The steps donate their state, so each gets its own copy of the parameters.
+    def fresh():
+        return metatrain.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, 0)
+
+    state_a, metrics_a = from_images(fresh(), variables,
                                      jnp.asarray(images), batch)
-    state_b, metrics_b = from_feats(metatrain.init_state(params, optimizer, 0), None, feats,
-                                    batch)
+    state_b, metrics_b = from_feats(fresh(), None, feats, batch)
     assert float(metrics_a["loss"]) == pytest.approx(float(metrics_b["loss"]), rel=1e-5)
     chex.assert_trees_all_close(state_a["params"], state_b["params"], rtol=1e-4, atol=1e-6)
 
