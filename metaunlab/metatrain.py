@@ -43,7 +43,7 @@ def init_state(params: sib.Params, optimizer: optax.GradientTransformation,
                seed: int) -> dict[str, Any]:
     return {"step": jnp.asarray(0, jnp.int32), "params": params,
             "opt_state": optimizer.init(params), "rng": jax.random.PRNGKey(seed),
-            "best_accuracy": jnp.asarray(-1.0)}
+            "best_accuracy": jnp.asarray(-1.0, jnp.float32)}
 
 
 def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inner_lr: float,
@@ -127,7 +127,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
         accuracy, ci95 = evaluation.mean_and_ci95(accs)
         writer.write(f"{phase}_val", step, accuracy=accuracy, ci95=ci95)
         if accuracy > float(state["best_accuracy"]):
-            state["best_accuracy"] = jnp.asarray(accuracy)
+            state["best_accuracy"] = jnp.asarray(accuracy, jnp.float32)
             best.save(step, state["params"])
         last.save(step, state)
         tqdm.write(f"{phase} step {step}: val accuracy {accuracy:.2f} +- {ci95:.2f}% "

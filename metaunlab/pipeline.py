@@ -182,9 +182,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     pre = config.pretrain
     pre_shape = EpisodeShape(pre.val_n_way, pre.val_n_shot, pre.val_n_query)
+    # Pretraining may augment more than meta-training (config.pretrain.transform); both
+    # evaluate through the data's own transform.
+    pre_transform = augment.preset(pre.transform) if pre.transform else transform
+    if pre_transform.output_size(splits.train.images.shape[1]) != transform.output_size(
+            splits.train.images.shape[1]):
+        raise ValueError(f"--config.pretrain.transform={pre.transform!r} changes the image "
+                         "size; pick a transform with the same output size as data.transform.")
     variables = pretrain(pre, backbone, splits.train, splits.val.images,
                          validation_episodes(config, splits, pre_shape), pre.val_n_way,
-                         transform, workdir, writer)
+                         pre_transform, workdir, writer)
 
     def embed(images, desc):
         return evaluation.embed(backbone.features, variables, images, transform.eval,

@@ -58,6 +58,22 @@ def _cosine_head_logits(head: dict, feats: jax.Array) -> jax.Array:
     return head["scale"] * (sib.l2_normalize(feats) @ weights)
 
 
+def init_state(backbone: Backbone, num_classes: int,
+               optimizer: optax.GradientTransformation, seed: int) -> dict[str, Any]:
+    """Pretraining state: backbone + cosine head (W ~ N(0, sqrt(2/D)), scale 10)."""
+    rng = jax.random.PRNGKey(seed)
+    head = {"weight": math.sqrt(2.0 / backbone.feat_dim) * jax.random.normal(
+                rng, (backbone.feat_dim, num_classes), jnp.float32),
+            "scale": jnp.asarray(10.0, jnp.float32)}
+    params = {"backbone": backbone.variables["params"], "head": head}
+    # Every leaf gets an explicit dtype: a weakly typed scalar would become strongly typed
+    # after the first update and force the jitted step to compile a second time.
+    return {"step": jnp.asarray(0, jnp.int32), "params": params,
+            "batch_stats": backbone.variables["batch_stats"],
+            "opt_state": optimizer.init(params), "rng": jax.random.fold_in(rng, 1),
+            "best_accuracy": jnp.asarray(-1.0, jnp.float32)}
+
+
 def make_train_step(module: nn.Module, transform: ImageTransform,
                     optimizer: optax.GradientTransformation):
     """One jitted classification step on a batch of uint8 images, augmentation included."""
@@ -125,15 +141,7 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
         {epoch * steps_per_epoch: config.decay_factor for epoch in config.decay_epochs})
     optimizer = optim.sgd_nesterov(schedule, momentum=config.momentum,
                                    weight_decay=config.weight_decay)
-    rng = jax.random.PRNGKey(config.seed)
-    head = {"weight": math.sqrt(2.0 / backbone.feat_dim) * jax.random.normal(
-                rng, (backbone.feat_dim, train.num_classes)),
-            "scale": jnp.asarray(10.0)}
-    params = {"backbone": backbone.variables["params"], "head": head}
-    state = {"step": jnp.asarray(0, jnp.int32), "params": params,
-             "batch_stats": backbone.variables["batch_stats"],
-             "opt_state": optimizer.init(params), "rng": jax.random.fold_in(rng, 1),
-             "best_accuracy": jnp.asarray(-1.0)}
+    state = init_state(backbone, train.num_classes, optimizer, config.seed)
 
     last = Checkpointer(os.path.join(workdir, "pretrain", "last"))
     if last.latest_step() is not None:
@@ -168,7 +176,7 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
                                            transform, val_n_way)
             writer.write("pretrain_val", step + 1, accuracy=accuracy)
             if accuracy > float(state["best_accuracy"]):
-                state["best_accuracy"] = jnp.asarray(accuracy)
+                state["best_accuracy"] = jnp.asarray(accuracy, jnp.float32)
                 best.save(step + 1, variables)
             tqdm.write(f"pretrain epoch {epoch + 1}: val {val_n_way}-way accuracy "
                        f"{accuracy:.2f}% (best {float(state['best_accuracy']):.2f}%)")

@@ -137,3 +137,23 @@ def test_interrupted_and_resumed_meta_training_equals_an_uninterrupted_run(tmp_p
     assert {"loss", "accuracy", "episodes_per_s"} <= set(
         next(r for r in records if r["phase"] == "metatrain"))
     chex.assert_trees_all_equal_shapes(best, resumed)
+
+
+def test_pretrain_step_compiles_once_and_learns():
+    from metaunlab import pretrain
+
+    module = Conv4()
+    backbone = pretrain.init_backbone(module, 64, (16, 16, 1), seed=0)
+    optimizer = optim.sgd_nesterov(0.05)
+    state = pretrain.init_state(backbone, 4, optimizer, seed=0)
+    step = pretrain.make_train_step(module, augment.OMNIGLOT_SHIFT, optimizer)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 32).astype(np.int32)
+    images = (np.eye(4)[labels][:, :, None, None] * 255 * np.ones((1, 1, 16, 4))).reshape(
+        32, 16, 16, 1).astype(np.uint8)  # each class lights up its own band of columns
+    losses = []
+    for _ in range(6):
+        state, metrics = step(state, images, labels)
+        losses.append(float(metrics["loss"]))
+    assert step._cache_size() == 1
+    assert losses[-1] < losses[0]

@@ -34,6 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.pretrain.val_n_shot = 1
     c.pretrain.val_n_query = 15
     c.pretrain.log_every = 50
+    # A preset of metaunlab.data.augment for pretraining only ("" = data.transform).
+    c.pretrain.transform = ""
 
     # SIB meta-training on the frozen backbone (the reference's published settings).
     c.metatrain = ml_collections.ConfigDict()
