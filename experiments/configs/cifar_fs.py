@@ -11,17 +11,8 @@ Expected (authors' code, WRN-28-10, K = 3, last checkpoint, 2000 test episodes):
 5-way 1-shot 79.76 +- 0.58, 5-way 5-shot 85.72 +- 0.37 - not reproduced on this CPU.
 """
 
-from experiments.configs.common import base_config
+from experiments.configs.common import published_config
 
 
 def get_config(variant: str = "1shot"):
-    shots = {"1shot": 1, "5shot": 5}
-    if variant not in shots:
-        raise ValueError(f"--config variant {variant!r} is not one of {sorted(shots)}.")
-    c = base_config()
-    c.backbone = "wrn28_10"
-    c.settings = f"5way_{shots[variant]}shot"
-    c.data.name = "cifar_fs"
-    c.data.image_size = 32
-    c.data.transform = "cifar_fs"
-    return c
+    return published_config("cifar_fs", 32, variant)

@@ -13,17 +13,8 @@ meta-training iterations need an accelerator; on this project's 2-core CPU they 
 practical, and the numbers above have not been reproduced here.
 """
 
-from experiments.configs.common import base_config
+from experiments.configs.common import published_config
 
 
 def get_config(variant: str = "1shot"):
-    shots = {"1shot": 1, "5shot": 5}
-    if variant not in shots:
-        raise ValueError(f"--config variant {variant!r} is not one of {sorted(shots)}.")
-    c = base_config()
-    c.backbone = "wrn28_10"
-    c.settings = f"5way_{shots[variant]}shot"
-    c.data.name = "miniimagenet"
-    c.data.image_size = 84
-    c.data.transform = "miniimagenet"
-    return c
+    return published_config("miniimagenet", 84, variant)

@@ -31,14 +31,20 @@ def get_config():
 
     c.val_episodes = 300
 
-    c.pretrain.epochs = 12
+    # Random shifts of up to 2 px while pretraining only: with 162 characters the backbone
+    # overfits without them (5-way val accuracy 96.9% -> 98.0% with them). Meta-training and
+    # testing see the images as drawn, so their features are computed once, exactly.
+    c.pretrain.transform = "omniglot_shift"
+    c.pretrain.epochs = 15
     c.pretrain.batch_size = 64
     c.pretrain.lr = 0.1
     c.pretrain.warmup_steps = 200
-    c.pretrain.decay_epochs = (9,)
+    c.pretrain.decay_epochs = (12,)
     c.pretrain.log_every = 20
 
-    c.metatrain.iterations = 2000
+    # 4000 x 8 = 32,000 episodes (the reference: 50,000 x 1). With 2000 iterations the
+    # synthetic-gradient network was still improving and SIB trailed K = 0 at 20-way 5-shot.
+    c.metatrain.iterations = 4000
     c.metatrain.batch_size = 8
     c.metatrain.val_every = 500
     c.metatrain.log_every = 50

@@ -1,0 +1,53 @@
+"""Compare few-shot methods on the same frozen features of a trained work dir.
+
+    python -m experiments.compare --workdir=W [--episodes=FILE.json --image_root=DIR] \
+        [--num_episodes=500] [--methods=simpleshot,pt_map,...] [--shots=1,5]
+
+Runs the inductive and transductive baselines of `metaunlab.methods` and W's SIB heads
+(K = 0, 1, 3, 5) on identical episodes (default: seeded random test-split episodes, 1 and
+5 shots for each n_way SIB was trained for, 15 queries per class). Writes W/compare.md,
+W/compare.png and a "compare" section in W/results.json.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
+flags.DEFINE_string("episodes", None, "Fixed episode file (reference JSON format).")
+flags.DEFINE_string("image_root", None, "Folder the episode paths are relative to.")
+flags.DEFINE_integer("num_episodes", 500, "Random test episodes per setting.")
+flags.DEFINE_integer("seed", None, "Episode seed (default: the run's test.seed).")
+flags.DEFINE_integer("n_query", 15, "Queries per class of the random episodes.")
+flags.DEFINE_list("shots", ["1", "5"], "Shots of the random episodes.")
+flags.DEFINE_list("methods", None, "Baselines to run (default: all).")
+flags.DEFINE_list("sib_steps", ["0", "1", "3", "5"], "SIB steps K to evaluate.")
+flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which SIB checkpoint to use.")
+flags.DEFINE_integer("chunk", 100, "Episodes per vmapped batch.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    from metaunlab.compare import run_compare
+    from metaunlab.data.errors import DataError
+
+    try:
+        results = run_compare(
+            FLAGS.workdir, episodes_file=FLAGS.episodes, image_root=FLAGS.image_root,
+            num_episodes=FLAGS.num_episodes, seed=FLAGS.seed, n_query=FLAGS.n_query,
+            shots=[int(s) for s in FLAGS.shots], methods=FLAGS.methods,
+            sib_steps=[int(k) for k in FLAGS.sib_steps], checkpoint=FLAGS.checkpoint,
+            chunk=FLAGS.chunk)
+    except (DataError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    with open(f"{FLAGS.workdir}/compare.md") as f:
+        print(f.read())
+    print(f"wrote {FLAGS.workdir}/compare.md, compare.png and results.json['compare'] "
+          f"in {results['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)
