@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/omniglot
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install install-torch demo test test-slow lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(PY):
 
 install: $(PY)
 	$(PY) -m pip install -e ".[test]"
+
+# Optional: PyTorch (CPU) for the checkpoint-parity tests and reading .pth files with torch.
+# 2.13.0 is pinned because these machines carry its CPU wheel; elsewhere any 2.x CPU build works.
+install-torch: install
+	$(PY) -m pip install torch==2.13.0
 
 # The offline default: pretrain Conv-4 on Omniglot, meta-train SIB, meta-test four settings.
 demo: install
