@@ -1,0 +1,204 @@
+"""The benchmark suite: helpers, the lax.scan variant, the torch transcription, the CLI.
+
+No timing assertions: only that the numbers exist, are positive and are well-formed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metaunlab import benchmark, metatrain, optim, sib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _params(seed=0, n_way=5, dim=16):
+    """SIB parameters away from their init values (no term hides behind a 1 or a 0)."""
+    params = sib.init(jax.random.PRNGKey(seed), n_way, dim)
+    rng = np.random.default_rng(seed)
+    params["init"]["w"] = jnp.asarray(1.0 + 0.3 * rng.normal(size=dim), jnp.float32)
+    params["classifier"] = {"scale": jnp.float32(7.0), "bias": jnp.float32(0.2)}
+    for bn in ("bn1", "bn2"):
+        width = params["grad_net"][bn]["scale"].shape[0]
+        params["grad_net"][bn]["scale"] = jnp.asarray(1 + 0.2 * rng.normal(size=width),
+                                                      jnp.float32)
+        params["grad_net"][bn]["bias"] = jnp.asarray(0.1 * rng.normal(size=width), jnp.float32)
+    return params
+
+
+def _episodes(seed=0, batch=2, n_way=5, n_shot=1, n_query=3, dim=16):
+    rng = np.random.default_rng(seed)
+    ys = np.tile(np.repeat(np.arange(n_way), n_shot), (batch, 1)).astype(np.int32)
+    yq = np.tile(np.repeat(np.arange(n_way), n_query), (batch, 1)).astype(np.int32)
+    centres = rng.normal(size=(batch, n_way, dim))
+    fs = np.take_along_axis(centres, ys[..., None], 1) + 0.5 * rng.normal(size=ys.shape + (dim,))
+    fq = np.take_along_axis(centres, yq[..., None], 1) + 0.5 * rng.normal(size=yq.shape + (dim,))
+    return fs.astype(np.float32), ys, fq.astype(np.float32), yq
+
+
+def test_scan_variant_gives_the_logits_of_sib_apply():
+    params = _params()
+    fs, ys, fq, _ = _episodes()
+
+    @jax.jit  # one compilation for every K (eager dispatch is slow on this CPU)
+    def both(params, fs, ys, fq):
+        out = []
+        for steps in (0, 1, 3):
+            out.append((sib.batched_apply(params, fs, ys, fq, steps=steps, lr=0.5),
+                        jax.vmap(lambda s, y, q, k=steps: benchmark.scan_apply(
+                            params, s, y, q, steps=k, lr=0.5))(fs, ys, fq)))
+        return out
+
+    for expected, got in both(params, fs, ys, fq):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def one_episode():
+    """(params, episode arrays, SIB loss and meta-gradient with K = 3, lr = 0.5)."""
+    params = _params()
+    episode = _episodes(batch=1, n_query=4)
+
+    @jax.jit
+    def loss_and_grads(p):
+        return jax.value_and_grad(lambda q: sib.batch_loss(q, *episode, steps=3, lr=0.5)[0])(p)
+
+    return params, episode, loss_and_grads(params)
+
+
+def test_scan_variant_gives_the_loss_and_meta_gradient_of_sib(one_episode):
+    params, episode, (loss, grads) = one_episode
+
+    @jax.jit
+    def scanned(p):
+        return jax.value_and_grad(
+            lambda q: benchmark.scan_batch_loss(q, *episode, steps=3, lr=0.5)[0])(p)
+
+    loss_s, grads_s = scanned(params)
+    np.testing.assert_allclose(float(loss_s), float(loss), rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+                 grads_s, grads)
+
+
+def test_memory_analysis_returns_positive_byte_counts():
+    f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(0))
+    compiled, seconds, stats = benchmark.compile_with_stats(
+        f, jax.ShapeDtypeStruct((64, 32), jnp.float32))  # abstract: nothing runs
+    assert seconds > 0
+    assert stats["argument"] == 64 * 32 * 4 and stats["output"] == 64 * 4
+    assert stats["peak"] > 0
+    assert stats["peak"] == stats["argument"] + stats["output"] - stats["alias"] + stats["temp"]
+    np.testing.assert_allclose(compiled(jnp.ones((64, 32))), np.full(64, 64.0), rtol=1e-6)
+
+
+def test_sib_step_donation_shows_as_aliased_bytes():
+    optimizer = optim.sgd_nesterov(1e-3)
+    state = metatrain.init_state(sib.init(jax.random.PRNGKey(0), 5, 8), optimizer, 0)
+    fs, ys, fq, yq = _episodes(dim=8)
+    alias = {}
+    for donate in (True, False):
+        step = benchmark.make_sib_step(optimizer, steps=0, donate=donate)
+        _, _, stats = benchmark.compile_with_stats(step, state, fs, ys, fq, yq)
+        assert stats["peak"] > 0
+        alias[donate] = stats["alias"]
+    assert alias[True] > 0 and alias[False] == 0
+
+
+def test_time_interleaved_counts_calls_and_returns_positive_times():
+    counts = [0, 0]
+
+    def make(i):
+        def call():
+            counts[i] += 1
+            return jnp.ones(3) * counts[i]
+        return call
+
+    timings = benchmark.time_interleaved([make(0), make(1)], round_s=0.01, rounds=3,
+                                         max_s=10.0)
+    assert len(timings) == 2
+    for timing, count in zip(timings, counts, strict=True):
+        assert 0 < timing.best_s <= timing.median_s
+        assert timing.calls >= 3 and count > timing.calls  # plus warm-up and estimation
+
+
+def test_suites_cover_the_issue_cases():
+    full, _ = benchmark.suite("full")
+    grid = {(c.batch, c.k, c.shot) for c in full
+            if c.name == "sib_step" and c.inner == "unroll" and c.donate}
+    assert {(b, k, s) for b in (1, 8, 32, 128) for k in (0, 3, 5) for s in (1, 5)} <= grid
+    for mode in ("full", "quick"):
+        cases, _ = benchmark.suite(mode)
+        names = {c.name for c in cases}
+        assert {"sib_step", "cached_step", "eval", "full_step", "memory_target"} <= names
+        assert any(c.inner == "scan" for c in cases) and any(not c.donate for c in cases)
+        assert any(c.name == "memory_target" and c.backbone == "wrn28_10" and c.batch == 8
+                   and c.k == 5 and c.dataset == "miniimagenet" for c in cases)
+    full_steps = {(c.backbone, c.dataset) for c in full if c.name == "full_step"}
+    assert full_steps == {("conv4", "miniimagenet"), ("wrn28_10", "miniimagenet"),
+                          ("wrn28_10", "cifar_fs")}
+    with pytest.raises(ValueError):
+        benchmark.suite("nope")
+
+
+def test_speedup_is_relative_to_the_quoted_reference():
+    case = benchmark.Case("sib_step", 4, 3, 1)
+    prepared = benchmark.Prepared(case, None, 4, 1.0, {"peak": 10}, "cpu")
+    record = benchmark.make_record(prepared, benchmark.Timing(0.01, 0.008, 5))
+    assert record["episodes_per_s"] == pytest.approx(400.0)
+    assert record["speedup_vs_reference"] == pytest.approx(400.0 * benchmark.REFERENCE_SIB_STEP_S)
+    other = benchmark.make_record(
+        benchmark.Prepared(benchmark.Case("sib_step", 4, 5, 1), None, 4, 1.0, {}, "cpu"),
+        benchmark.Timing(0.01, 0.01, 1))
+    assert other["speedup_vs_reference"] is None  # no reference figure for K = 5
+
+
+def test_torch_path_skips_cleanly_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    case = benchmark.Case("torch_sib_step", 1, 3, 1, inner="eager")
+    assert benchmark.prepare_torch_sib_step(case, benchmark.suite("smoke")[1]) is None
+    with pytest.raises(ImportError):
+        benchmark.make_torch_sib_step(_params(), steps=1)
+
+
+def test_torch_transcription_matches_the_jax_step(one_episode):
+    torch = pytest.importorskip("torch")
+    params, episode, (loss, grads) = one_episode
+    step, tensors = benchmark.make_torch_sib_step(params, steps=3, lr=0.5)
+    fs, ys, fq, yq = (torch.from_numpy(np.asarray(a[0])) for a in episode)
+    torch_loss = step(fs, ys.long(), fq, yq.long())
+    np.testing.assert_allclose(float(torch_loss), float(loss), rtol=1e-5)
+    np.testing.assert_allclose(tensors["w"].grad.numpy(), grads["init"]["w"], rtol=1e-3,
+                               atol=1e-5)
+    np.testing.assert_allclose(tensors["phi"][0].weight.grad.numpy(),
+                               np.asarray(grads["grad_net"]["dense1"]["kernel"]).T, rtol=1e-3,
+                               atol=1e-5)
+
+
+def test_cli_smoke_writes_well_formed_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--smoke", f"--json={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "episodes/s" in result.stdout  # the table
+    records = json.loads(out.read_text())
+    smoke, _ = benchmark.suite("smoke")
+    assert [r["name"] for r in records] == [c.name for c in smoke]
+    for r in records:
+        for key in ("name", "backbone", "batch", "k", "way", "shot", "episodes_per_s",
+                    "peak_bytes", "compile_s"):
+            assert key in r, (key, r)
+        assert r["peak_bytes"] > 0 and r["compile_s"] > 0
+        if r["name"] == "memory_target":
+            assert r["episodes_per_s"] is None and r["fits_target"] is True
+        else:
+            assert r["episodes_per_s"] > 0 and r["best_episodes_per_s"] > 0
+            assert r["step_ms"] > 0 and r["timed_calls"] > 0
+    assert {(r["inner"], r["donate"]) for r in records if r["name"] == "sib_step"} == {
+        ("unroll", True), ("scan", False)}
