@@ -1,0 +1,394 @@
+"""Every few-shot method on the same episodes and the same frozen backbone.
+
+`run_compare(workdir)` embeds the test split once with the work dir's backbone and
+evaluates, on identical episodes, the inductive and transductive baselines of
+`metaunlab.methods` and the work dir's trained SIB heads with K in {0, 1, 3, 5}. It writes
+`compare.md` (a table), `compare.png` (accuracy bars with 95% intervals) and a `compare`
+section in `results.json`.
+
+Episodes: by default `num_episodes` seeded random test-split episodes for each trained
+n_way, with 1 and 5 shots and 15 queries per class. The seed is the run's `test.seed`, so
+the first episodes are the ones `results.json` was computed on. Alternatively a fixed
+episode file in the reference JSON format (`episodes_file` + `image_root`).
+
+Timing: each method runs on chunks of `chunk` episodes, vmapped under one jit (one
+compilation per episode shape, triggered by a warm-up call that is not timed); the
+reported milliseconds per episode are the wall time of the whole timed pass divided by the
+number of episodes, so they are throughput numbers for batched evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from metaunlab import evaluation
+from metaunlab.data.episodes import (
+    Episodes,
+    EpisodeSampler,
+    EpisodeShape,
+    episodes_from_records,
+    load_episodes_json,
+    resolve_episode_paths,
+)
+from metaunlab.data.errors import DataError
+from metaunlab.methods import METHODS, Method, sib_method
+from metaunlab.workdir import read_json, write_json_atomic
+
+# Table order: inductive first, then transductive, each roughly by publication.
+DEFAULT_METHODS = ("protonet_cosine", "simpleshot", "logreg", "transductive_ft", "bd_cspn",
+                   "laplacianshot", "tim_gd", "pt_map")
+SIB_STEPS = (0, 1, 3, 5)
+MAX_BASE_IMAGES = 20_000  # images averaged for the base-class mean (a seeded subset above)
+
+
+@dataclasses.dataclass
+class EpisodeSet:
+    """The episodes of one setting, as indices into a feature array."""
+
+    name: str
+    shape: EpisodeShape
+    episodes: Episodes
+
+
+def method_order(names: Sequence[str] | None = None) -> list[Method]:
+    names = list(DEFAULT_METHODS) if names is None else list(names)
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(DEFAULT_METHODS)}")
+    return [METHODS[n] for n in names]
+
+
+def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS) -> list[Method]:
+    return [sib_method(params, k, lr) for k in steps]
+
+
+def _accuracy_fn(method: Method, n_way: int, base_mean: np.ndarray | None
+                 ) -> Callable[..., jax.Array]:
+    probs_fn = method.batched(n_way, None if base_mean is None else jnp.asarray(base_mean))
+
+    @jax.jit
+    def accuracy(feats, support_idx, support_labels, query_idx, query_labels):
+        probs = probs_fn(feats[support_idx], support_labels, feats[query_idx])
+        return jnp.mean(jnp.argmax(probs, -1) == query_labels, axis=-1)
+
+    return accuracy
+
+
+def evaluate_method(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes,
+                    n_way: int, *, base_mean: np.ndarray | None = None,
+                    chunk: int = 100) -> tuple[np.ndarray, float, float]:
+    """(per-episode accuracies in percent (E,), milliseconds per episode after compilation,
+    seconds of the untimed warm-up call: compilation plus one chunk).
+
+    The last chunk is padded by repeating episodes (then dropped), so one shape compiles.
+    """
+    feats = jnp.asarray(feats)
+    accuracy = _accuracy_fn(method, n_way, base_mean)
+    arrays = (episodes.support_idx, episodes.support_labels, episodes.query_idx,
+              episodes.query_labels)
+    total = len(episodes)
+    chunk = min(chunk, total)
+    parts = [[a[np.arange(start, start + chunk) % total] for a in arrays]
+             for start in range(0, total, chunk)]
+    started = time.perf_counter()
+    jax.block_until_ready(accuracy(feats, *parts[0]))  # compile (not in the per-episode time)
+    warm_up = time.perf_counter() - started
+    started = time.perf_counter()
+    out = [np.asarray(accuracy(feats, *part)) for part in parts]
+    seconds = time.perf_counter() - started
+    return 100.0 * np.concatenate(out)[:total], 1000.0 * seconds / total, warm_up
+
+
+def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequence[Method], *,
+                    base_mean: np.ndarray | None = None, chunk: int = 100,
+                    progress: bool = True) -> dict[str, dict]:
+    """`{method name: {"accuracy", "ci95", "ms_per_episode", "warm_up_s", "transductive",
+    "paper"}}`."""
+    results = {}
+    bar = tqdm(methods, desc=f"compare {episode_set.name}", disable=not progress, leave=False)
+    for method in bar:
+        bar.set_postfix(method=method.name)
+        accs, ms, warm_up = evaluate_method(method, feats, episode_set.episodes,
+                                            episode_set.shape.n_way, base_mean=base_mean,
+                                            chunk=chunk)
+        mean, ci = evaluation.mean_and_ci95(accs)
+        results[method.name] = {"accuracy": mean, "ci95": ci, "ms_per_episode": ms,
+                                "warm_up_s": warm_up, "transductive": method.is_transductive,
+                                "paper": method.paper}
+    return results
+
+
+def _setting_name(shape: EpisodeShape) -> str:
+    return f"{shape.n_way}way_{shape.n_shot}shot"
+
+
+def _trained_ways(settings: Sequence[str]) -> list[int]:
+    ways = set()
+    for name in settings:
+        head, _, _ = name.partition("way_")
+        if head.isdigit():
+            ways.add(int(head))
+    return sorted(ways)
+
+
+def _base_mean(model, splits, max_images: int, seed: int) -> tuple[np.ndarray, int]:
+    images = splits.train.images
+    if len(images) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(len(images), max_images,
+                                                          replace=False))
+        images = images[rows]
+    return model.embed(images).mean(axis=0), len(images)
+
+
+def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: str | None = None,
+                num_episodes: int = 500, seed: int | None = None, n_query: int = 15,
+                shots: Sequence[int] = (1, 5), methods: Sequence[str] | None = None,
+                sib_steps: Sequence[int] = SIB_STEPS, checkpoint: str = "last",
+                chunk: int = 100, write: bool = True, progress: bool = True) -> dict:
+    """Evaluate every method on the same episodes; write compare.md/.png and results.json."""
+    from metaunlab.pipeline import load_splits  # heavy imports only when used
+    from metaunlab.restore import TrainedModel
+
+    if (episodes_file is None) != (image_root is None):
+        raise ValueError("--episodes and --image_root go together; give both or neither.")
+    if num_episodes < 1:
+        raise ValueError(f"--num_episodes must be positive, got {num_episodes}.")
+    started = time.time()
+    model = TrainedModel.load(workdir)
+    config = model.config
+    seed = config.test.seed if seed is None else seed
+    baselines = method_order(methods)
+
+    if episodes_file is not None:  # check the file before the (slow) dataset load
+        records = load_episodes_json(episodes_file)
+        resolved = resolve_episode_paths(records, image_root, source=episodes_file)
+    try:
+        splits = load_splits(config.data)
+    except (DataError, FileNotFoundError, ValueError):
+        if episodes_file is None:
+            raise
+        splits = None  # an episode file can be evaluated without the training data
+
+    if splits is not None:
+        base_mean, base_images = _base_mean(model, splits, MAX_BASE_IMAGES, seed)
+    else:
+        base_mean, base_images = None, 0
+
+    if episodes_file is None:
+        feats = model.embed(splits.test.images, desc="embed test" if progress else None)
+        ways = _trained_ways(model.trained_settings())
+        if not ways:
+            raise ValueError(f"{workdir} has no meta-trained SIB head; train one first.")
+        episode_sets = []
+        for n_way in ways:
+            for n_shot in shots:
+                shape = EpisodeShape(n_way, n_shot, n_query)
+                sampler = EpisodeSampler(splits.test, shape, seed=seed, split_name="test")
+                episode_sets.append(EpisodeSet(_setting_name(shape), shape,
+                                               sampler.sample(0, num_episodes)))
+        source = {"kind": "random", "split": "test", "seed": int(seed),
+                  "episodes_per_setting": int(num_episodes), "n_query": int(n_query)}
+    else:
+        unique = sorted({p for support, query in resolved for group in (support, query)
+                         for paths in group for p in paths})
+        feats = model.embed_files(unique)
+        groups = episodes_from_records(resolved, {p: i for i, p in enumerate(unique)},
+                                       episodes_file)
+        episode_sets = [EpisodeSet(f"{_setting_name(shape)}_{shape.n_query}query", shape, eps)
+                        for shape, (_, eps) in sorted(groups.items(),
+                                                      key=lambda kv: _shape_key(kv[0]))]
+        source = {"kind": "file", "episodes_file": os.path.abspath(episodes_file),
+                  "image_root": os.path.abspath(image_root), "episodes": len(records)}
+
+    settings = {}
+    for episode_set in episode_sets:
+        shape = episode_set.shape
+        entry_methods = list(baselines)
+        sib_head = None
+        try:
+            params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
+            sib_head = _head_name(model.trained_settings(), shape)
+            entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps)
+        except ValueError:
+            pass  # no SIB head for this n_way: the baselines still run
+        results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
+                                  chunk=chunk, progress=progress)
+        settings[episode_set.name] = {
+            "n_way": shape.n_way, "n_shot": shape.n_shot, "n_query": shape.n_query,
+            "episodes": len(episode_set.episodes), "sib_head": sib_head,
+            # results.json sorts keys; this keeps the table order (inductive first).
+            "method_order": list(results), "methods": results}
+        if progress:
+            best = max(results, key=lambda m: results[m]["accuracy"])
+            tqdm.write(f"compare {episode_set.name}: best {best} "
+                       f"{results[best]['accuracy']:.2f}%")
+
+    out = {"workdir": os.path.abspath(workdir), "dataset": config.data.name,
+           "backbone": config.backbone, "checkpoint": checkpoint, "source": source,
+           "base_mean_images": int(base_images), "sib_trained_steps":
+           int(config.metatrain.sib_steps), "sib_lr": float(config.metatrain.inner_lr),
+           "chunk": int(chunk), "devices": [str(d) for d in jax.devices()],
+           "setting_order": list(settings), "settings": settings}
+    out["wall_seconds"] = time.time() - started
+    if write:
+        write_outputs(workdir, out)
+    return out
+
+
+def _shape_key(shape: EpisodeShape) -> tuple[int, int, int]:
+    return shape.n_way, shape.n_shot, shape.n_query
+
+
+def _head_name(trained: Sequence[str], shape: EpisodeShape) -> str | None:
+    """The setting whose head `TrainedModel.sib_params` picks (same rule)."""
+    candidates = [_setting_name(shape)] + [s for s in trained
+                                          if s.startswith(f"{shape.n_way}way_")]
+    return next((c for c in candidates if c in trained), None)
+
+
+# ---- outputs ---------------------------------------------------------------------------------
+
+def write_outputs(workdir: str, results: dict) -> None:
+    with open(os.path.join(workdir, "compare.md"), "w") as f:
+        f.write(format_markdown(results))
+    plot_comparison(results, os.path.join(workdir, "compare.png"))
+    path = os.path.join(workdir, "results.json")
+    existing = read_json(path) if os.path.exists(path) else {}
+    existing["compare"] = results
+    write_json_atomic(path, existing)
+
+
+def setting_names(results: dict) -> list[str]:
+    """Settings in evaluation order (results.json sorts its keys; the order is kept aside)."""
+    return list(results.get("setting_order", results["settings"]))
+
+
+def method_names(results: dict) -> list[str]:
+    """Method names in table order, across settings (a file may lack SIB for some)."""
+    names: list[str] = []
+    for entry in (results["settings"][s] for s in setting_names(results)):
+        order = entry.get("method_order", list(entry["methods"]))
+        names += [n for n in order if n not in names]
+    return names
+
+
+def _lookup(results: dict, name: str) -> dict | None:
+    for entry in results["settings"].values():
+        if name in entry["methods"]:
+            return entry["methods"][name]
+    return None
+
+
+def format_markdown(results: dict) -> str:
+    source = results["source"]
+    if source["kind"] == "random":
+        episodes = (f"{source['episodes_per_setting']} seeded random episodes per setting from "
+                    f"the test split (seed {source['seed']}, {source['n_query']} queries per "
+                    "class)")
+    else:
+        episodes = (f"the {source['episodes']} episodes of {source['episodes_file']} "
+                    f"(images under {source['image_root']})")
+    base = (f"the mean feature of {results['base_mean_images']} training-split images"
+            if results["base_mean_images"] else "the support mean (training data unavailable)")
+    lines = [
+        "# Few-shot methods on the same frozen features", "",
+        f"Work dir `{results['workdir']}`: {results['dataset']}, {results['backbone']} "
+        f"backbone (frozen), SIB checkpoint `{results['checkpoint']}` (trained with "
+        f"K = {results['sib_trained_steps']}, lr {results['sib_lr']:g}).",
+        f"Episodes: {episodes}; every method sees exactly the same episodes.",
+        f"Base-class mean for SimpleShot and LaplacianShot: {base}.",
+        f"Accuracy: mean over episodes +- 1.96 std / sqrt(episodes), in percent. ms/episode: "
+        f"wall time of batches of {results['chunk']} episodes vmapped under jit, after "
+        f"compilation, on {', '.join(results['devices'])} (throughput, not latency; noisy "
+        "on a shared machine).",
+        f"Total wall time: {results['wall_seconds']:.0f} s.", "",
+        "## Accuracy (%)", "",
+    ]
+    names = setting_names(results)
+    lines.append("| method | transductive | " + " | ".join(names) + " |")
+    lines.append("|---|---|" + "---|" * len(names))
+    for method in method_names(results):
+        info = _lookup(results, method)
+        cells = []
+        for setting in names:
+            entry = results["settings"][setting]["methods"].get(method)
+            cells.append("n/a" if entry is None else
+                         f"{entry['accuracy']:.2f} +- {entry['ci95']:.2f}")
+        lines.append(f"| {method} | {'yes' if info['transductive'] else 'no'} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "## Milliseconds per episode (in brackets: seconds of the untimed first "
+              "call, i.e. compilation plus one chunk)", "",
+              "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for method in method_names(results):
+        cells = []
+        for setting in names:
+            entry = results["settings"][setting]["methods"].get(method)
+            cells.append("n/a" if entry is None else
+                         f"{entry['ms_per_episode']:.2f} ({entry['warm_up_s']:.1f} s)")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Settings", ""]
+    for setting in names:
+        entry = results["settings"][setting]
+        head = entry["sib_head"] or "none (no SIB head for this n_way)"
+        lines.append(f"* {setting}: {entry['n_way']}-way {entry['n_shot']}-shot, "
+                     f"{entry['n_query']} queries per class, {entry['episodes']} episodes, "
+                     f"SIB head {head}")
+    lines += ["", "## Methods", ""]
+    for method in method_names(results):
+        info = _lookup(results, method)
+        lines.append(f"* `{method}` ({'transductive' if info['transductive'] else 'inductive'}"
+                     f"): {info['paper']}")
+    lines += ["", "![accuracy per method and setting](compare.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_comparison(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = setting_names(results)
+    cols = min(2, len(settings))
+    rows = -(-len(settings) // cols)
+    names = method_names(results)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 0.38 * len(names) * rows + 1.5),
+                             squeeze=False)
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        methods = results["settings"][setting]["methods"]
+        shown = [n for n in names if n in methods]
+        acc = np.array([methods[n]["accuracy"] for n in shown])
+        ci = np.array([methods[n]["ci95"] for n in shown])
+        colours = ["tab:green" if n.startswith("sib_") else
+                   "tab:orange" if methods[n]["transductive"] else "tab:blue" for n in shown]
+        y = np.arange(len(shown))
+        ax.barh(y, acc, xerr=ci, color=colours, capsize=3)
+        ax.set_yticks(y, shown)
+        ax.invert_yaxis()
+        low = max(0.0, float(np.min(acc - ci)) - 1.0)
+        span = 100.0 - low
+        ax.set_xlim(max(0.0, low - 0.1 * span), 100.0 + 0.12 * span)  # room for the labels
+        ax.axvline(100.0, color="grey", lw=0.8)
+        ax.set_xlabel("accuracy (%)")
+        ax.set_title(f"{setting} ({results['settings'][setting]['episodes']} episodes)")
+        for yi, a, c in zip(y, acc, ci, strict=True):
+            ax.text(a + c, yi, f" {a:.1f}", va="center", fontsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange",
+                                                             "tab:green")]
+    fig.legend(handles, ["inductive", "transductive", "SIB (K=0 inductive)"],
+               loc="lower center", ncol=3, frameon=False)
+    fig.suptitle(f"{results['dataset']}: accuracy +- 95% interval on identical episodes")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

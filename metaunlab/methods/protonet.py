@@ -1,0 +1,31 @@
+"""Class-mean cosine classifier (ProtoNet-style; inductive).
+
+Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017, with
+the cosine similarity of Chen et al. / Gidaris & Komodakis instead of the Euclidean
+distance: each class is the mean of its L2-normalised support features and a query is
+scored by `scale * cos(query, class mean)`.
+
+This is exactly SIB with K = 0 synthetic-gradient steps, an initialization network
+`w = 1`, classifier bias 0 and scale 10 (SIB's initial values): the untrained baseline on
+which SIB's learned `w` and synthetic gradients build. Defaults: scale = 10 (it only sets
+the softness of the probabilities, never the predicted class).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from metaunlab.methods.base import Method, class_means, l2_normalize, register
+
+
+def class_mean_cosine(support_feats: jax.Array, support_labels: jax.Array,
+                      query_feats: jax.Array, n_way: int, *, scale: float = 10.0) -> jax.Array:
+    protos = class_means(l2_normalize(support_feats), support_labels, n_way)
+    cos = l2_normalize(query_feats) @ l2_normalize(protos).T
+    return jax.nn.softmax(scale * cos, axis=-1)
+
+
+METHOD = register(Method(
+    name="protonet_cosine", fn=class_mean_cosine, is_transductive=False,
+    paper="Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017 "
+          "(cosine variant = SIB with K=0, w=1)"))

@@ -1,0 +1,334 @@
+"""A human-readable report of one work dir: learning curves, accuracy against K, histograms.
+
+`write_report(workdir)` writes, next to the run's files,
+
+* `report_curves.png`: loss and accuracy (training batches and validation episodes)
+  against step, for pretraining and for each meta-training setting (from metrics.jsonl);
+* `report_accuracy_vs_k.png`: test accuracy of each trained SIB head with K synthetic
+  gradient steps, K in {0, 1, 2, 3, 5, 8}, on the same few hundred test episodes;
+* `report_episode_hist.png`: per-episode accuracy of SIB (the trained K) and of K = 0 on
+  those episodes, and the per-episode difference;
+* `report.md`: links them with the run's config, results.json and, when present, the
+  method comparison of `experiments.compare`.
+
+Units: the training records of metrics.jsonl hold accuracy as a fraction of the batch,
+the validation records as a percentage; the plots show both in percent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from metaunlab import evaluation
+from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.metrics import read_metrics
+from metaunlab.workdir import read_json
+
+REPORT_STEPS = (0, 1, 2, 3, 5, 8)
+CURVES = "report_curves.png"
+ACCURACY_VS_K = "report_accuracy_vs_k.png"
+HISTOGRAM = "report_episode_hist.png"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---- learning curves -------------------------------------------------------------------------
+
+def learning_curves(records: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
+    """Per training phase ("pretrain", "metatrain_5way_1shot", ...): arrays of step, loss,
+    accuracy (%) of the training records and val_step, val_accuracy (%) of its "_val"
+    records. Phases appear in the order the run logged them."""
+    phases: dict[str, dict[str, list]] = {}
+    for record in records:
+        phase = record.get("phase", "")
+        base = phase[:-len("_val")] if phase.endswith("_val") else phase
+        if not (base == "pretrain" or base.startswith("metatrain_")):
+            continue
+        curves = phases.setdefault(base, {"step": [], "loss": [], "accuracy": [],
+                                          "val_step": [], "val_accuracy": []})
+        if phase.endswith("_val"):
+            if "accuracy" in record:
+                curves["val_step"].append(record["step"])
+                curves["val_accuracy"].append(record["accuracy"])
+        elif "loss" in record:
+            curves["step"].append(record["step"])
+            curves["loss"].append(record["loss"])
+            curves["accuracy"].append(100.0 * record.get("accuracy", np.nan))
+    return {name: {k: np.asarray(v, np.float64) for k, v in curves.items()}
+            for name, curves in phases.items()}
+
+
+def plot_learning_curves(curves: dict[str, dict[str, np.ndarray]], path: str) -> None:
+    plt = _pyplot()
+    rows = max(len(curves), 1)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 2.8 * rows), squeeze=False)
+    if not curves:
+        for ax in axes.flat:
+            ax.text(0.5, 0.5, "no training records in metrics.jsonl", ha="center")
+    for (name, c), (ax_loss, ax_acc) in zip(curves.items(), axes, strict=False):
+        ax_loss.plot(c["step"], c["loss"], lw=1)
+        ax_loss.set_title(f"{name}: training loss")
+        ax_loss.set_xlabel("step")
+        if len(c["loss"]) and np.nanmin(c["loss"]) > 0:
+            ax_loss.set_yscale("log")
+        ax_acc.plot(c["step"], c["accuracy"], lw=1, label="train batches")
+        if len(c["val_step"]):
+            ax_acc.plot(c["val_step"], c["val_accuracy"], "o-", lw=1.5,
+                        label="validation episodes")
+        ax_acc.set_title(f"{name}: accuracy (%)")
+        ax_acc.set_xlabel("step")
+        ax_acc.legend(fontsize=8)
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- accuracy against K ----------------------------------------------------------------------
+
+def accuracy_against_k(model, test_feats: np.ndarray, test_labels: np.ndarray,
+                       settings: Sequence[tuple[int, int]], *, steps: Sequence[int],
+                       num_episodes: int, n_query: int, seed: int,
+                       checkpoint: str = "last") -> dict[str, dict]:
+    """{setting: {"steps": [...], "accuracy": [...], "ci95": [...], "per_episode": {K: accs}}}
+    for each trained (n_way, n_shot) head on the same seeded test episodes."""
+    lr = model.config.metatrain.inner_lr
+    out = {}
+    for n_way, n_shot in settings:
+        shape = EpisodeShape(n_way, n_shot, n_query)
+        episodes = EpisodeSampler(test_labels, shape, seed=seed,
+                                  split_name="test").sample(0, num_episodes)
+        params = model.sib_params(n_way, n_shot, checkpoint)
+        per_episode = {}
+        for k in steps:
+            per_episode[int(k)] = evaluation.episode_accuracies(params, test_feats, episodes,
+                                                                steps=int(k), lr=lr)
+        stats = [evaluation.mean_and_ci95(per_episode[int(k)]) for k in steps]
+        out[f"{n_way}way_{n_shot}shot"] = {
+            "steps": [int(k) for k in steps], "accuracy": [m for m, _ in stats],
+            "ci95": [c for _, c in stats], "episodes": int(num_episodes),
+            "per_episode": per_episode}
+    return out
+
+
+def plot_accuracy_vs_k(results: dict[str, dict], trained_k: int, path: str) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, r in results.items():
+        acc, ci = np.asarray(r["accuracy"]), np.asarray(r["ci95"])
+        axes[0].errorbar(r["steps"], acc, yerr=ci, marker="o", capsize=3, label=name)
+        axes[1].errorbar(r["steps"], acc - acc[0], yerr=ci, marker="o", capsize=3, label=name)
+    for ax, title in zip(axes, ("test accuracy (%)", "gain over K = 0 (points)"), strict=True):
+        ax.axvline(trained_k, color="grey", ls="--", lw=1)
+        ax.set_xlabel("synthetic gradient steps K (dashed: K used in meta-training)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].axhline(0.0, color="black", lw=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_episode_histograms(results: dict[str, dict], trained_k: int, path: str) -> None:
+    plt = _pyplot()
+    names = list(results)
+    cols = max(len(names), 1)
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6), squeeze=False)
+    for col, name in enumerate(names):
+        per_episode = results[name]["per_episode"]
+        sib_acc, k0_acc = per_episode[trained_k], per_episode[0]
+        low = float(min(sib_acc.min(), k0_acc.min()))
+        bins = np.linspace(low, 100.0, 21) if low < 100.0 else np.array([99.0, 100.0])
+        ax = axes[0, col]
+        ax.hist(k0_acc, bins=bins, histtype="step", lw=1.5,
+                label=f"K = 0 (mean {k0_acc.mean():.2f})")
+        ax.hist(sib_acc, bins=bins, histtype="step", lw=1.5,
+                label=f"SIB K = {trained_k} (mean {sib_acc.mean():.2f})")
+        ax.set_title(f"{name}: per-episode accuracy")
+        ax.set_xlabel("episode accuracy (%)")
+        ax.set_ylabel("episodes")
+        ax.legend(fontsize=8, loc="upper left")
+        diff = sib_acc - k0_acc
+        ax = axes[1, col]
+        span = max(float(np.abs(diff).max()), 1.0)
+        ax.hist(diff, bins=np.linspace(-span, span, 25), color="tab:purple")
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_title(f"SIB - K=0: better {np.mean(diff > 0):.0%}, worse {np.mean(diff < 0):.0%}")
+        ax.set_xlabel("difference (points)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+def _setting_key(name: str) -> tuple:
+    """"20way_1shot" -> (20, 1): numeric order instead of results.json's sorted keys."""
+    match = re.match(r"^(\d+)way_(\d+)shot", name)
+    return (int(match[1]), int(match[2]), name) if match else (10**9, 0, name)
+
+
+def _results_table(results: dict) -> list[str]:
+    settings = results.get("settings", {})
+    if not settings:
+        return ["No test results yet (results.json has no settings)."]
+    lines = ["| setting | episodes | SIB | K = 0 | gain |", "|---|---|---|---|---|"]
+    for name in sorted(settings, key=_setting_key):
+        entry = settings[name]
+        sib_, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
+        lines.append(f"| {name} | {entry['episodes']} | {sib_['accuracy']:.2f} +- "
+                     f"{sib_['ci95']:.2f} (K={sib_['steps']}) | {k0['accuracy']:.2f} +- "
+                     f"{k0['ci95']:.2f} | {sib_['accuracy'] - k0['accuracy']:+.2f} |")
+    return lines
+
+
+def _k_table(k_results: dict[str, dict]) -> list[str]:
+    if not k_results:
+        return []
+    steps = next(iter(k_results.values()))["steps"]
+    lines = ["| setting | " + " | ".join(f"K={k}" for k in steps) + " |",
+             "|---|" + "---|" * len(steps)]
+    for name, r in k_results.items():
+        cells = [f"{a:.2f} +- {c:.2f}" for a, c in zip(r["accuracy"], r["ci95"], strict=True)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _compare_summary(compare: dict) -> list[str]:
+    from metaunlab.compare import method_names, setting_names
+
+    if not compare.get("settings"):
+        return []
+    settings = setting_names(compare)
+    methods = method_names(compare)
+    lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for m in methods:
+        cells = []
+        for s in settings:
+            e = compare["settings"][s]["methods"].get(m)
+            cells.append("n/a" if e is None else f"{e['accuracy']:.2f} +- {e['ci95']:.2f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_report(config: dict, results: dict, k_results: dict[str, dict], trained_k: int,
+                  curves: dict[str, dict[str, np.ndarray]], workdir: str,
+                  out_dir: str | None = None) -> str:
+    """report.md; links to the comparison files are relative to `out_dir` (the report's)."""
+    def link(name: str) -> str:
+        return os.path.relpath(os.path.join(workdir, name), out_dir or workdir)
+
+    lines = [f"# Run report: `{os.path.abspath(workdir)}`", ""]
+    data = config.get("data", {})
+    lines += [
+        f"* dataset: {data.get('name', '?')}, backbone: {config.get('backbone', '?')}, "
+        f"settings: {config.get('settings', '?')}",
+        f"* pretraining: {config.get('pretrain', {}).get('epochs', '?')} epochs; "
+        f"meta-training: {config.get('metatrain', {}).get('iterations', '?')} iterations of "
+        f"{config.get('metatrain', {}).get('batch_size', '?')} episodes, "
+        f"K = {trained_k}, inner lr {config.get('metatrain', {}).get('inner_lr', '?')}",
+    ]
+    if "wall_seconds" in results:
+        lines.append(f"* wall time of the run: {results['wall_seconds']:.0f} s on "
+                     f"{', '.join(results.get('devices', []))}")
+    lines += ["", "## Test results (results.json)", ""] + _results_table(results)
+    lines += ["", "## Learning curves", "",
+              "Training loss and accuracy of each logged batch, and the validation accuracy "
+              "used for model selection, against the step of each phase.", "",
+              f"![learning curves]({CURVES})", ""]
+    for name, c in curves.items():
+        if len(c["val_accuracy"]):
+            best = int(np.argmax(c["val_accuracy"]))
+            lines.append(f"* {name}: {len(c['step'])} training records, best validation "
+                         f"{c['val_accuracy'][best]:.2f}% at step {int(c['val_step'][best])}")
+    if k_results:
+        episodes = next(iter(k_results.values()))["episodes"]
+        lines += ["", "## Accuracy against K", "",
+                  f"Each trained SIB head on the same {episodes} seeded test episodes with K "
+                  "synthetic gradient steps at test time (K = 0: the initialization network "
+                  "alone, which ignores the unlabeled queries).", "",
+                  f"![accuracy against K]({ACCURACY_VS_K})", ""] + _k_table(k_results)
+        lines += ["", "## Per-episode accuracy: SIB against K = 0", "",
+                  f"![per-episode histograms]({HISTOGRAM})", ""]
+        for name, r in k_results.items():
+            diff = r["per_episode"][trained_k] - r["per_episode"][0]
+            lines.append(f"* {name}: SIB better on {np.mean(diff > 0):.0%} of episodes, worse "
+                         f"on {np.mean(diff < 0):.0%}, equal on {np.mean(diff == 0):.0%}; "
+                         f"mean difference {diff.mean():+.2f} points")
+    compare = results.get("compare")
+    if compare:
+        lines += ["", "## Comparison with other methods", "",
+                  "From `python -m experiments.compare` (details and timings in "
+                  f"[compare.md]({link('compare.md')})).", ""] + _compare_summary(compare)
+        lines += ["", f"![method comparison]({link('compare.png')})"]
+    lines += ["", "## Config", "", "<details><summary>config.json</summary>", "", "```json",
+              json.dumps(config, indent=2, sort_keys=True), "```", "", "</details>", ""]
+    return "\n".join(lines)
+
+
+def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] = REPORT_STEPS,
+                 checkpoint: str = "last", output_dir: str | None = None,
+                 progress: bool = True) -> dict:
+    """Write the PNGs and report.md into `output_dir` (default: the work dir).
+
+    Returns {"curves": phases, "accuracy_vs_k": {setting: {...}} (no per-episode arrays),
+    "files": [...]}.
+    """
+    from tqdm.auto import tqdm
+
+    from metaunlab.pipeline import load_splits, parse_settings
+    from metaunlab.restore import TrainedModel
+
+    out_dir = output_dir or workdir
+    os.makedirs(out_dir, exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{config_path} does not exist; --workdir must be a directory "
+                                "written by a metaunlab training run.")
+    config = read_json(config_path)
+    results_path = os.path.join(workdir, "results.json")
+    results = read_json(results_path) if os.path.exists(results_path) else {}
+
+    curves = learning_curves(read_metrics(workdir))
+    plot_learning_curves(curves, os.path.join(out_dir, CURVES))
+    files = [CURVES]
+
+    model = TrainedModel.load(workdir)
+    trained_k = int(model.config.metatrain.sib_steps)
+    steps = sorted({int(k) for k in steps} | {0, trained_k})
+    trained = [s for s in parse_settings(model.config.settings)
+               if f"{s[0]}way_{s[1]}shot" in model.trained_settings()]
+    k_results: dict[str, dict] = {}
+    if trained:
+        test = load_splits(model.config.data).test
+        feats = model.embed(test.images, desc="embed test" if progress else None)
+        if progress:
+            tqdm.write(f"report: accuracy against K on {num_episodes} episodes per setting")
+        k_results = accuracy_against_k(model, feats, test.labels, trained, steps=steps,
+                                       num_episodes=num_episodes,
+                                       n_query=int(model.config.test.n_query),
+                                       seed=int(model.config.test.seed),
+                                       checkpoint=checkpoint)
+        plot_accuracy_vs_k(k_results, trained_k, os.path.join(out_dir, ACCURACY_VS_K))
+        plot_episode_histograms(k_results, trained_k, os.path.join(out_dir, HISTOGRAM))
+        files += [ACCURACY_VS_K, HISTOGRAM]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(format_report(config, results, k_results, trained_k, curves, workdir, out_dir))
+    files.append("report.md")
+    summary = {name: {k: v for k, v in r.items() if k != "per_episode"}
+               for name, r in k_results.items()}
+    return {"curves": list(curves), "accuracy_vs_k": summary, "files": files}
