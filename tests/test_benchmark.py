@@ -14,22 +14,13 @@ import numpy as np
 import pytest
 
 from metaunlab import benchmark, metatrain, optim, sib
+from tests._support import perturbed_sib_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _params(seed=0, n_way=5, dim=16):
-    """SIB parameters away from their init values (no term hides behind a 1 or a 0)."""
-    params = sib.init(jax.random.PRNGKey(seed), n_way, dim)
-    rng = np.random.default_rng(seed)
-    params["init"]["w"] = jnp.asarray(1.0 + 0.3 * rng.normal(size=dim), jnp.float32)
-    params["classifier"] = {"scale": jnp.float32(7.0), "bias": jnp.float32(0.2)}
-    for bn in ("bn1", "bn2"):
-        width = params["grad_net"][bn]["scale"].shape[0]
-        params["grad_net"][bn]["scale"] = jnp.asarray(1 + 0.2 * rng.normal(size=width),
-                                                      jnp.float32)
-        params["grad_net"][bn]["bias"] = jnp.asarray(0.1 * rng.normal(size=width), jnp.float32)
-    return params
+    return perturbed_sib_params(seed, n_way, dim)
 
 
 def _episodes(seed=0, batch=2, n_way=5, n_shot=1, n_query=3, dim=16):

@@ -16,21 +16,11 @@ from metaunlab.data.episodes import EpisodeSampler, EpisodeShape, fixed_episodes
 from metaunlab.pipeline import load_splits, train_and_evaluate
 from metaunlab.report import learning_curves, write_report
 from metaunlab.restore import TrainedModel
+from tests._support import first_characters_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _first_characters(archive: Path, out: Path, count: int) -> None:
-    """A copy of an Omniglot archive holding only its first `count` characters."""
-    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as dst:
-        characters = sorted({"/".join(n.split("/")[1:3]) for n in src.namelist()
-                             if n.endswith(".png")})[:count]
-        for name in src.namelist():
-            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in characters:
-                dst.writestr(name.replace("images_background_small1", "images_background"),
-                             src.read(name))
 
 
 def _tiny_config(data_root: Path):
@@ -58,7 +48,7 @@ def tiny(tmp_path_factory):
     if not ARCHIVE.exists():
         pytest.skip(f"{ARCHIVE} is absent; the shared Omniglot archives are needed")
     data = tmp_path_factory.mktemp("omniglot")
-    _first_characters(ARCHIVE, data / "images_background.zip", 40)
+    first_characters_archive(ARCHIVE, data / "images_background.zip", 40)
     workdir = tmp_path_factory.mktemp("run")
     config = _tiny_config(data)
     train_and_evaluate(config, str(workdir))

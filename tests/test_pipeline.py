@@ -19,6 +19,7 @@ from metaunlab.data.errors import DataError
 from metaunlab.episode_file_eval import evaluate_episode_file
 from metaunlab.pipeline import load_splits, train_and_evaluate
 from metaunlab.restore import TrainedModel
+from tests._support import first_characters_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"
@@ -31,13 +32,7 @@ def few_characters(tmp_path_factory) -> Path:
     if not ARCHIVE.exists():
         pytest.skip(f"{ARCHIVE} is absent; the shared Omniglot archives are needed")
     out = tmp_path_factory.mktemp("omniglot") / "images_background.zip"
-    with zipfile.ZipFile(ARCHIVE) as src, zipfile.ZipFile(out, "w") as dst:
-        characters = sorted({"/".join(n.split("/")[1:3]) for n in src.namelist()
-                             if n.endswith(".png")})[:40]
-        for name in src.namelist():
-            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in characters:
-                dst.writestr(name.replace("images_background_small1", "images_background"),
-                             src.read(name))
+    first_characters_archive(ARCHIVE, out, 40)
     return out.parent
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from metaunlab import sib
+from tests._support import perturbed_sib_params
 
 
 def _episode(rng, n_way=5, n_shot=1, n_query=4, dim=16, dtype=np.float32):
@@ -20,17 +21,7 @@ def _episode(rng, n_way=5, n_shot=1, n_query=4, dim=16, dtype=np.float32):
 
 
 def _perturbed_params(seed, n_way, dim):
-    """Parameters away from their init values, so no term of the maths hides behind a 1 or 0."""
-    params = sib.init(jax.random.PRNGKey(seed), n_way, dim)
-    rng = np.random.default_rng(seed)
-    params["init"]["w"] = jnp.asarray(1.0 + 0.3 * rng.normal(size=dim), jnp.float32)
-    params["classifier"] = {"scale": jnp.float32(7.0), "bias": jnp.float32(0.2)}
-    for bn in ("bn1", "bn2"):
-        width = params["grad_net"][bn]["scale"].shape[0]
-        params["grad_net"][bn]["scale"] = jnp.asarray(1 + 0.2 * rng.normal(size=width),
-                                                      jnp.float32)
-        params["grad_net"][bn]["bias"] = jnp.asarray(0.1 * rng.normal(size=width), jnp.float32)
-    return params
+    return perturbed_sib_params(seed, n_way, dim)
 
 
 # ---- an independent numpy transcription: analytic VJP of the cosine classifier ------------
