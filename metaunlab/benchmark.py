@@ -11,11 +11,13 @@ Cases (`name`):
   sib_step       the SIB meta-training step on features already gathered into (B, Ns, D)
                  arrays: K synthetic-gradient steps, query cross-entropy, meta-gradient, SGD
                  update. `inner` is "unroll" (`sib.batch_loss`, a Python loop over K) or
-                 "scan" (the local `lax.scan` variant below); `donate` says whether the
+                 "scan" (the local `lax.scan` variant below); `form` is the SIB form,
+                 "direct" or "gram" (`sib.span_logits`); `donate` says whether the
                  training state is donated to the step.
   cached_step    `metatrain.make_train_step` on a device-resident feature table (the whole
                  train split) gathered by index inside the step: meta-training on cached
-                 features.
+                 features, `per_call` iterations of B episodes per dispatched call
+                 (`steps_per_call`), SIB form `form` ("auto" as meta_train uses it).
   eval           `evaluation.episode_accuracies`: test episodes per second.
   full_step      `metatrain.make_train_step` on uint8 images: gather, augmentation, frozen
                  backbone forward, SIB step (Conv-4-64 and WRN-28-10).
@@ -104,6 +106,8 @@ class Case:
     feat_dim: int = FEAT_DIM
     inner: str = "unroll"  # "unroll" | "scan" (sib_step); "eager" (torch_sib_step)
     donate: bool = True
+    form: str = "direct"  # SIB form (sib_step, cached_step, eval): direct | gram | auto
+    per_call: int = 1  # meta-training iterations per dispatched call (cached_step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +135,12 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
         cases += [Case("sib_step", 8, k, 1, inner="scan") for k in (3, 5, 10)]
         cases += [Case("sib_step", 8, 10, 1)]
         cases += [Case("sib_step", b, 3, 1, donate=False) for b in (1, 32)]
-        cases += [Case("cached_step", b, 3, 1) for b in (1, 8, 32)]
-        cases += [Case("eval", 100, 0, 1)] + [Case("eval", 100, 3, s) for s in (1, 5)]
+        cases += [Case("sib_step", b, k, s, form="gram")
+                  for s in (1, 5) for k in (3, 5) for b in (1, 8, 32, 128)]
+        cases += [Case("cached_step", b, 3, 1, form=f, per_call=n)
+                  for b in (1, 8, 32) for f in ("direct", "auto") for n in (1, 10)]
+        cases += [Case("eval", 100, 0, 1)] + [Case("eval", 100, 3, s, form=f)
+                                              for s in (1, 5) for f in ("direct", "auto")]
         # (Conv-4 at B = 8 and 5-shot were cut: 1 min more on the 2-core CPU, little news.)
         cases += [Case("full_step", 1, 3, 1, backbone="conv4", dataset="miniimagenet")]
         cases += [Case("full_step", 1, 3, 1, backbone="wrn28_10", dataset=d)
@@ -143,8 +151,11 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
     if mode == "quick":
         cases = [Case("sib_step", 1, 3, 1), Case("torch_sib_step", 1, 3, 1, inner="eager")]
         cases += [Case("sib_step", 8, 3, 1), Case("sib_step", 8, 3, 1, inner="scan"),
-                  Case("sib_step", 8, 3, 1, donate=False), Case("cached_step", 8, 3, 1)]
-        cases += [Case("eval", 100, 3, 1)]
+                  Case("sib_step", 8, 3, 1, donate=False), Case("sib_step", 8, 3, 1, form="gram"),
+                  Case("cached_step", 8, 3, 1, form="auto")]
+        cases += [Case("sib_step", 1, 3, 1, form="gram"),
+                  Case("cached_step", 1, 3, 1, per_call=10)]
+        cases += [Case("eval", 100, 3, 1, form="auto")]
         cases += [Case("full_step", 1, 3, 1, backbone="conv4", dataset="miniimagenet")]
         cases += [Case("memory_target", 8, 5, 5, backbone="wrn28_10", dataset="miniimagenet")]
         return cases, Budget(round_s=0.3, rounds=4, max_case_s=6.0, eval_episodes=300)
@@ -153,7 +164,8 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
         dim = 32
         cases = [Case("sib_step", 2, 0, 1, feat_dim=dim),
                  Case("sib_step", 2, 0, 1, feat_dim=dim, inner="scan", donate=False),
-                 Case("cached_step", 2, 0, 1, feat_dim=dim),
+                 Case("cached_step", 2, 0, 1, feat_dim=dim, form="auto", per_call=2),
+                 Case("sib_step", 2, 1, 1, feat_dim=dim, form="gram"),
                  Case("eval", 4, 0, 1, feat_dim=dim),
                  Case("full_step", 1, 0, 1, query=2, backbone="conv4", dataset="omniglot"),
                  Case("memory_target", 2, 0, 1, query=2, backbone="conv4", dataset="omniglot")]
@@ -285,12 +297,16 @@ def scan_batch_loss(params: sib.Params, support_feats: jax.Array, support_labels
 
 
 def make_sib_step(optimizer: optax.GradientTransformation, *, steps: int,
-                  lr: float = INNER_LR, inner: str = "unroll", donate: bool = True):
+                  lr: float = INNER_LR, inner: str = "unroll", donate: bool = True,
+                  form: str = "direct"):
     """Jitted `step(state, fs, ys, fq, yq) -> (state, loss)`: the SIB meta-training step on
     gathered features (B, Ns, D) / (B, Nq, D), with `metatrain.init_state` states."""
     if inner not in ("unroll", "scan"):
         raise ValueError(f"inner must be 'unroll' or 'scan', got {inner!r}")
-    loss_of = sib.batch_loss if inner == "unroll" else scan_batch_loss
+    if inner == "scan" and form != "direct":
+        raise ValueError("the lax.scan variant is of the direct form only")
+    loss_of = (functools.partial(sib.batch_loss, form=form) if inner == "unroll"
+               else scan_batch_loss)
 
     def step(state, fs, ys, fq, yq):
         def loss_fn(params):
@@ -399,7 +415,8 @@ def prepare_sib_step(case: Case, budget: Budget) -> Prepared:
     args = [jnp.asarray(a) for a in (table[ep.support_idx], ep.support_labels,
                                      table[ep.query_idx], ep.query_labels)]
     state = _fresh_state(case)
-    step = make_sib_step(_optimizer(), steps=case.k, inner=case.inner, donate=case.donate)
+    step = make_sib_step(_optimizer(), steps=case.k, inner=case.inner, donate=case.donate,
+                         form=case.form)
     compiled, compile_s, memory = compile_with_stats(step, state, *args)
     return Prepared(case, _train_call(compiled, state, args), case.batch, compile_s, memory,
                     _device())
@@ -408,13 +425,17 @@ def prepare_sib_step(case: Case, budget: Budget) -> Prepared:
 def prepare_cached_step(case: Case, budget: Budget) -> Prepared:
     labels = _labels(budget.table_rows, case)
     table = jnp.asarray(_features(len(labels), case.feat_dim))
-    episodes = metatrain.episodes_as_dict(_episodes(labels, case, case.batch))
+    episodes = metatrain.episodes_as_dict(_episodes(labels, case, case.batch * case.per_call))
+    if case.per_call > 1:  # (per_call, B, ...): one batch of B episodes per iteration
+        episodes = {k: v.reshape((case.per_call, case.batch) + v.shape[1:])
+                    for k, v in episodes.items()}
     state = _fresh_state(case)
-    step = metatrain.make_train_step(_optimizer(), steps=case.k, inner_lr=INNER_LR)
+    step = metatrain.make_train_step(_optimizer(), steps=case.k, inner_lr=INNER_LR,
+                                     form=case.form, steps_per_call=case.per_call)
     args = (None, table, episodes)
     compiled, compile_s, memory = compile_with_stats(step, state, *args)
-    return Prepared(case, _train_call(compiled, state, args), case.batch, compile_s, memory,
-                    _device())
+    return Prepared(case, _train_call(compiled, state, args), case.batch * case.per_call,
+                    compile_s, memory, _device())
 
 
 def prepare_eval(case: Case, budget: Budget) -> Prepared:
@@ -428,11 +449,12 @@ def prepare_eval(case: Case, budget: Budget) -> Prepared:
     part = [jnp.asarray(a[:chunk]) for a in (episodes.support_idx, episodes.support_labels,
                                             episodes.query_idx, episodes.query_labels)]
     _, compile_s, memory = compile_with_stats(evaluation._correct_fraction, params, feats,
-                                              *part, steps=case.k, lr=INNER_LR)
+                                              *part, steps=case.k, lr=INNER_LR,
+                                              form=case.form)
 
     def call():
         return evaluation.episode_accuracies(params, feats, episodes, steps=case.k,
-                                             lr=INNER_LR, chunk=chunk)
+                                             lr=INNER_LR, chunk=chunk, form=case.form)
 
     return Prepared(case, call, len(episodes), compile_s, memory, _device())
 
@@ -608,6 +630,7 @@ def make_record(prepared: Prepared, timing: Timing | None) -> dict[str, Any]:
         "image_size": image_size, "feat_dim": None if case.dataset else case.feat_dim,
         "batch": case.batch, "k": case.k, "way": case.way, "shot": case.shot,
         "query": case.query, "inner": case.inner, "donate": case.donate,
+        "form": case.form, "per_call": case.per_call,
         "episodes_per_s": eps,
         "best_episodes_per_s": None if timing is None else per_call / timing.best_s,
         # One call: a training step of `batch` episodes, or all eval episodes for "eval".
@@ -632,9 +655,15 @@ def _group_key(case: Case) -> tuple:
     return ("single", case)
 
 
+def _variant(inner: str, donate: bool, form: str, per_call: int) -> str:
+    return ",".join([inner] + ([] if form == "direct" else [form])
+                    + ([] if per_call == 1 else [f"{per_call}/call"])
+                    + ([] if donate else ["no-donate"]))
+
+
 def case_label(case: Case) -> str:
     where = case.backbone if case.backbone != "none" else f"{case.feat_dim}-d"
-    variant = f" {case.inner}" + ("" if case.donate else " no-donate")
+    variant = " " + _variant(case.inner, case.donate, case.form, case.per_call)
     return f"{case.name} {where} B={case.batch} K={case.k} {case.shot}-shot{variant}"
 
 
@@ -688,7 +717,7 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
               "ms/call", "x ref", "peak MiB", "compile s")
     rows = []
     for r in records:
-        variant = r["inner"] + ("" if r["donate"] else ",no-donate")
+        variant = _variant(r["inner"], r["donate"], r["form"], r["per_call"])
         backbone = r["backbone"] if r["backbone"] != "none" else f"{r['feat_dim']}-d"
         peak = None if r["peak_bytes"] is None else r["peak_bytes"] / 2**20
         rows.append((r["name"], backbone, _fmt(r["image_size"], "d"), str(r["batch"]),
@@ -712,16 +741,18 @@ def summary(records: Sequence[dict[str, Any]]) -> list[str]:
     for r in records:
         if r["speedup_vs_reference"] is not None and r["inner"] != "scan" and r["donate"]:
             best = r["best_episodes_per_s"] * r["speedup_vs_reference"] / r["episodes_per_s"]
-            lines.append(f"{r['name']} ({case_label_of(r)}): {r['episodes_per_s']:.4g} "
-                         f"episodes/s = {r['speedup_vs_reference']:.2f}x the reference "
+            variant = _variant(r["inner"], r["donate"], r["form"], r["per_call"])
+            lines.append(f"{r['name']} ({case_label_of(r)}, {variant}): "
+                         f"{r['episodes_per_s']:.4g} episodes/s = "
+                         f"{r['speedup_vs_reference']:.2f}x the reference "
                          f"{r['reference_episodes_per_s']:.3g} episodes/s "
                          f"(best round {best:.2f}x)")
 
     def key(r):
         return (r["batch"], r["k"], r["way"], r["shot"], r["query"], r["feat_dim"])
 
-    base = {key(r): r for r in records
-            if r["name"] == "sib_step" and r["inner"] == "unroll" and r["donate"]}
+    base = {key(r): r for r in records if r["name"] == "sib_step" and r["inner"] == "unroll"
+            and r["donate"] and r["form"] == "direct"}
     for r in records:
         ref = base.get(key(r))
         if ref is None or r is ref or r["name"] not in ("sib_step", "cached_step",
@@ -729,11 +760,14 @@ def summary(records: Sequence[dict[str, Any]]) -> list[str]:
             continue
         if r["name"] == "sib_step":
             what = "+".join(([] if r["inner"] == "unroll" else ["lax.scan"])
+                            + ([] if r["form"] == "direct" else [f"{r['form']} form"])
                             + ([] if r["donate"] else ["undonated state"]))
         else:
             what = {"cached_step": "make_train_step on the feature table",
                     "torch_sib_step": "eager PyTorch"}[r["name"]]
-        text = (f"{what} vs sib_step unroll+donated (B={r['batch']}, K={r['k']}, "
+            if r["name"] == "cached_step":
+                what += f" ({r['form']} form, {r['per_call']} iterations per call)"
+        text = (f"{what} vs sib_step unroll+direct+donated (B={r['batch']}, K={r['k']}, "
                 f"{r['shot']}-shot): speed {r['episodes_per_s'] / ref['episodes_per_s']:.2f}x "
                 f"(best rounds {r['best_episodes_per_s'] / ref['best_episodes_per_s']:.2f}x)")
         if r["compile_s"] is not None:

@@ -53,19 +53,21 @@ def embed(feature_fn: FeatureFn, variables: Any, images: np.ndarray,
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("steps",))
+@functools.partial(jax.jit, static_argnames=("steps", "form"))
 def _correct_fraction(params, feats, support_idx, support_labels, query_idx, query_labels, *,
-                      steps, lr):
+                      steps, lr, form="auto"):
     logits = sib.batched_apply(params, feats[support_idx], support_labels, feats[query_idx],
-                               steps=steps, lr=lr)
+                               steps=steps, lr=lr, form=form)
     return jnp.mean(jnp.argmax(logits, -1) == query_labels, axis=-1)
 
 
 def episode_accuracies(params: sib.Params, feats: np.ndarray | jax.Array, episodes: Episodes,
                        *, steps: int, lr: float, chunk: int = 100,
-                       desc: str | None = None) -> np.ndarray:
+                       desc: str | None = None, form: str = "auto") -> np.ndarray:
     """Per-episode query accuracy in percent, shape (E,), for SIB with `steps` steps.
 
+    `form` is the SIB form (`sib.resolve_form`; "auto" takes the Gram form for chunks of
+    two or more episodes): the accuracies are the same up to float rounding.
     Episodes are processed `chunk` at a time, vmapped; the last chunk is padded by repeating
     episodes (then dropped) so that only one shape is ever compiled.
     """
@@ -80,7 +82,8 @@ def episode_accuracies(params: sib.Params, feats: np.ndarray | jax.Array, episod
     for start in bar:
         rows = np.arange(start, start + chunk) % total
         part = [a[rows] for a in arrays]
-        out.append(np.asarray(_correct_fraction(params, feats, *part, steps=steps, lr=lr)))
+        out.append(np.asarray(_correct_fraction(params, feats, *part, steps=steps, lr=lr,
+                                                      form=form)))
     return 100.0 * np.concatenate(out)[:total]
 
 

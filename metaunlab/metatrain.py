@@ -14,6 +14,12 @@ of all processes; the SIB parameters, optimizer state and the source are replica
 device holds the whole training set, as each GPU does in the reference).
 `config.batch_size` is the global batch and must be a multiple of the device count.
 
+Dispatch: with `steps_per_call` = S > 1 one jitted call runs S meta-training iterations in a
+`lax.scan` over S stacked episode batches: the same iterations, in the same order, with the
+same RNG draws, minus S - 1 dispatches (for one-episode steps on CPU the dispatch is a
+fifth of the step). Log, validation and checkpoint steps are never skipped over: a call
+never crosses one, and single steps fill in where S does not fit.
+
 Preemption: the full state (parameters, optimizer state, step, RNG, best validation
 accuracy; the sampler needs only the step) is saved to `last` every `checkpoint_every`
 steps, at every validation, and on SIGTERM, so an interrupted run resumes exactly.
@@ -66,7 +72,8 @@ def gather_cached_views(rng: jax.Array, views: jax.Array, idx: jax.Array) -> jax
 def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inner_lr: float,
                     grad_coeff: float = 0.0, feature_fn: FeatureFn | None = None,
                     transform: ImageTransform | None = None, mesh: jax.sharding.Mesh | None = None,
-                    remat: bool = False, backbone_dtype: Any = jnp.float32):
+                    remat: bool = False, backbone_dtype: Any = jnp.float32,
+                    form: str = "auto", steps_per_call: int = 1):
     """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
 
     `source` is (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
@@ -75,11 +82,17 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
     dict of the int32 arrays of an `Episodes` batch, split over `mesh`
     (default: all devices) along the episode axis; everything else is replicated. `remat`
     recomputes the K SIB steps in the backward pass; `backbone_dtype` is the compute dtype
-    of the frozen backbone forward. Pass a state placed by `parallel.replicate`: the step
-    returns it replicated, and an input placed otherwise costs one more compilation.
+    of the frozen backbone forward; `form` the SIB form ("auto" resolves by the episodes per
+    device, `sib.resolve_form`). With `steps_per_call` = S > 1 every array of `episodes`
+    has a leading axis of S iterations (episodes then split along axis 1) and the call runs
+    them in order; metrics are their means. Pass a state placed by `parallel.replicate`:
+    the step returns it replicated, and an input placed otherwise costs one more
+    compilation.
     """
     if (feature_fn is None) != (transform is None):
         raise ValueError("make_train_step needs both feature_fn and transform, or neither.")
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}.")
     mesh = parallel.data_mesh() if mesh is None else mesh
 
     def episode_features(backbone_variables, rng, source, idx):
@@ -100,10 +113,13 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
         fs = episode_features(backbone_variables, support_rng, source, episodes["support_idx"])
         fq = episode_features(backbone_variables, query_rng, source, episodes["query_idx"])
 
+        per_device = max(1, episodes["support_idx"].shape[0] // mesh.size)
+
         def loss_fn(params):
             return sib.batch_loss(params, fs, episodes["support_labels"], fq,
                                   episodes["query_labels"], steps=steps, lr=inner_lr,
-                                  grad_coeff=grad_coeff, remat=remat)
+                                  grad_coeff=grad_coeff, remat=remat,
+                                  form=sib.resolve_form(form, per_device))
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -112,10 +128,37 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
                          params=optax.apply_updates(state["params"], updates))
         return new_state, {"loss": loss, "accuracy": accuracy}
 
-    replicated, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(train_step, donate_argnums=0,
+    def train_steps(state, backbone_variables, source, episodes):
+        def body(state, one_batch):
+            return train_step(state, backbone_variables, source, one_batch)
+
+        state, metrics = jax.lax.scan(body, state, episodes)
+        return state, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    replicated = parallel.replicated(mesh)
+    batch = parallel.batch_sharded(mesh, axis=0 if steps_per_call == 1 else 1)
+    return jax.jit(train_step if steps_per_call == 1 else train_steps, donate_argnums=0,
                    in_shardings=(replicated, replicated, replicated, batch),
                    out_shardings=(replicated, replicated))
+
+
+def auto_steps_per_call(config_value: int, from_images: bool) -> int:
+    """`metatrain.steps_per_call`, with 0 resolved: 10 iterations per call on features, where
+    a one-episode step takes well under a millisecond on CPU, 1 when the backbone runs
+    inside the step (its compute dwarfs the dispatch)."""
+    if config_value < 0:
+        raise ValueError(f"--config.metatrain.steps_per_call={config_value} must be >= 0 "
+                         "(0 = automatic).")
+    if config_value:
+        return config_value
+    return 1 if from_images else 10
+
+
+def next_stop(done: int, iterations: int, *every: int) -> int:
+    """The first step after `done` at which the loop must be between calls: the end, or a
+    multiple of any non-zero cadence in `every` (logging, validation, checkpoints)."""
+    stops = [iterations] + [(done // e + 1) * e for e in every if e]
+    return min(stops)
 
 
 def episodes_as_dict(episodes: Episodes) -> dict[str, np.ndarray]:
@@ -153,10 +196,15 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
         state = last.restore(state)
         tqdm.write(f"{phase}: resuming from step {int(state['step'])} of {config.iterations}")
 
-    train_step = make_train_step(optimizer, steps=config.sib_steps, inner_lr=config.inner_lr,
-                                 grad_coeff=config.grad_coeff, feature_fn=feature_fn,
-                                 transform=transform, mesh=mesh,
-                                 remat=config.get("remat", False), backbone_dtype=backbone_dtype)
+    per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
+    step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
+                       grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
+                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype,
+                       form=config.get("sib_form", "auto"))
+    # jit compiles on first use: the one-iteration step only where a call of `per_call`
+    # would cross a log, validation or checkpoint step.
+    train_step = make_train_step(optimizer, **step_kwargs)
+    train_steps = make_train_step(optimizer, steps_per_call=per_call, **step_kwargs)
     source = parallel.replicate(np.asarray(source), mesh)
     backbone_variables = parallel.replicate(backbone_variables, mesh)
     val_feats = jnp.asarray(val_feats)
@@ -183,16 +231,30 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     start = int(state["step"])
     if start == 0:
         validate(0)  # the reference validates before the first step too
-    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations,
-               desc=phase, unit="step", disable=not parallel.is_primary())
+    bar = tqdm(total=config.iterations, initial=start, desc=phase, unit="step",
+               disable=not parallel.is_primary())
+
+    def sample(step):
+        return episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
+
     window_start, window_episodes = time.perf_counter(), 0
+    done = start
     with PreemptionGuard() as guard:
-        for step in bar:
-            local = episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
-            batch = parallel.global_batch(local, config.batch_size, mesh)
-            state, metrics = step_barrier(train_step(state, backbone_variables, source, batch))
-            done = step + 1
-            window_episodes += config.batch_size
+        while done < config.iterations:
+            step = done
+            stop = next_stop(step, config.iterations, config.log_every, config.val_every,
+                             checkpoint_every)
+            if per_call > 1 and step + per_call <= stop:
+                local = [sample(s) for s in range(step, step + per_call)]
+                local = {k: np.stack([d[k] for d in local]) for k in local[0]}
+                batch = parallel.global_batch(local, config.batch_size, mesh, axis=1)
+                call, done = train_steps, step + per_call
+            else:
+                batch = parallel.global_batch(sample(step), config.batch_size, mesh)
+                call, done = train_step, step + 1
+            state, metrics = step_barrier(call(state, backbone_variables, source, batch))
+            bar.update(done - step)
+            window_episodes += config.batch_size * (done - step)
             if done % config.log_every == 0:
                 metrics = {k: float(v) for k, v in metrics.items()}
                 episodes_per_s = window_episodes / (time.perf_counter() - window_start)
@@ -205,5 +267,6 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
             elif checkpoint_every and done % checkpoint_every == 0:
                 last.save(done, state)
             stop_if_requested(guard, done, config.iterations, last, state, writer, phase)
+    bar.close()
     writer.flush()
     return parallel.to_local(state["params"]), parallel.to_local(best.restore(state["params"]))

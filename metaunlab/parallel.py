@@ -50,9 +50,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    """Leading axis split along `data`, all others whole."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Axis `axis` (the batch; 0 unless a leading axis stacks several steps) split along
+    `data`, all others whole."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, flag: str) -> None:
@@ -74,14 +75,15 @@ def process_rows(batch_size: int, mesh: Mesh) -> range:
     return rows
 
 
-def global_batch(local: Any, batch_size: int, mesh: Mesh) -> Any:
-    """Global arrays, batch-sharded over `mesh`, from this process's rows (`process_rows`) of
-    every leaf of `local`."""
-    sharding = batch_sharded(mesh)
+def global_batch(local: Any, batch_size: int, mesh: Mesh, axis: int = 0) -> Any:
+    """Global arrays, batch-sharded over `mesh` along `axis`, from this process's rows
+    (`process_rows`) of every leaf of `local`."""
+    sharding = batch_sharded(mesh, axis)
 
     def assemble(x):
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(sharding, x, (batch_size,) + x.shape[1:])
+        shape = x.shape[:axis] + (batch_size,) + x.shape[axis + 1:]
+        return jax.make_array_from_process_local_data(sharding, x, shape)
 
     return jax.tree_util.tree_map(assemble, local)
 

@@ -4,6 +4,14 @@ Synthetic information bottleneck (Hu et al., "Empirical Bayes Transductive Meta-
 with Synthetic Gradients", ICLR 2020). Everything here is a pure function of one episode;
 episode batches are handled by `jax.vmap` (see `batched_apply`).
 
+The K steps come in two exactly equivalent forms (`form`):
+  "direct"  theta (N, D) itself is updated, as the reference does (`refine_theta`);
+  "gram"    theta is kept as coefficients in the span of theta0's rows and the normalised
+            query features, and every step works on the (Nq, Nq) Gram matrix of the queries
+            (`span_logits`). Same function, same meta-gradient (tests check both to 1e-12 in
+            float64); faster for batches of episodes on CPU, where the many skinny (Nq, D)
+            products of the direct form are slow.
+
 Shapes for one episode (D = feature dimension, N = n_way):
   support_feats  (Ns, D) float     support_labels (Ns,) int in [0, N)
   query_feats    (Nq, D) float     query_labels   (Nq,) int in [0, N)   (loss only)
@@ -154,6 +162,69 @@ def refine_theta(params: Params, theta: jax.Array, query_feats: jax.Array, *, st
     return theta
 
 
+FORMS = ("direct", "gram")
+
+
+def resolve_form(form: str, episodes_per_device: int) -> str:
+    """`form`, with "auto" resolved: "gram" for two or more episodes per device, "direct" for
+    one (where the Gram matrix, Nq x Nq x D multiply-adds, costs more than it saves; measured
+    with `python -m experiments.benchmark` on a 2-core CPU)."""
+    if form == "auto":
+        return "gram" if episodes_per_device >= 2 else "direct"
+    if form not in FORMS:
+        raise ValueError(f"unknown SIB form {form!r}; use 'auto', 'direct' or 'gram'.")
+    return form
+
+
+def span_logits(params: Params, support_feats: jax.Array, support_labels: jax.Array,
+                query_feats: jax.Array, *, steps: int, lr: float,
+                remat: bool = False) -> jax.Array:
+    """`apply(..., form="direct")` computed in the span of the query features.
+
+    Every synthetic step moves row c of theta along (J^T g)_c = (sum_q gcos[q,c] fqn[q]
+    - r_c theta_c / n_c) / n_c, with fqn the normalised queries, n_c = ||theta_c|| (clamped
+    at 1e-12 like F.normalize), gcos = scale * phi(z) and r_c = sum_q gcos[q,c] cos[q,c].
+    So theta_c = a_c theta0_c + sum_q b[q,c] fqn[q] at every step, and all the step needs
+    is fqn @ theta_c = a_c P0[:,c] + (G b)[:,c] and ||theta_c||^2, from the Gram matrix
+    G = fqn fqn^T, P0 = fqn theta0^T and ||theta0_c||^2. G and P0 are computed once; the K
+    steps then cost O(Nq^2 N) instead of O(Nq N D). The features carry no gradient, so G
+    needs none either; the meta-gradient reaches `init.w` through P0 and ||theta0||^2.
+    """
+    classifier = params["classifier"]
+    inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(query_feats, axis=-1), _NORM_EPS)  # (Nq,)
+    theta0 = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
+    gram = (query_feats @ query_feats.T) * inv_norm[:, None] * inv_norm[None, :]
+    p0 = (query_feats @ theta0.T) * inv_norm[:, None]  # (Nq, N)
+    theta0_sq = jnp.sum(theta0 * theta0, axis=-1)  # (N,)
+
+    def cosine(a, b):
+        """cos (Nq, N) between the queries and theta's rows; norms n (clamped) and raw."""
+        proj = a * p0 + gram @ b  # fqn @ theta^T
+        along_theta0 = a * theta0_sq + jnp.sum(b * p0, axis=0)  # theta0_c . theta_c
+        norm = jnp.sqrt(a * along_theta0 + jnp.sum(b * proj, axis=0))
+        clamped = jnp.maximum(norm, _NORM_EPS)
+        return proj / clamped, clamped, norm
+
+    def one_step(params, a, b):
+        cos, clamped, norm = cosine(a, b)
+        gcos = classifier["scale"] * synthetic_gradient(
+            params, classifier["scale"] * (cos + classifier["bias"]))
+        # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
+        radial = jnp.where(norm > _NORM_EPS,
+                           lr * jnp.sum(gcos * cos, axis=0) / (clamped * clamped), 0.0)
+        return a * (1.0 + radial), b * (1.0 + radial) - (lr / clamped) * gcos
+
+    if remat:
+        one_step = jax.checkpoint(one_step)
+    n_way = theta0.shape[0]
+    a = jnp.ones((n_way,), theta0.dtype)
+    b = jnp.zeros((query_feats.shape[0], n_way), theta0.dtype)
+    for _ in range(steps):
+        a, b = one_step(params, a, b)
+    cos, _, _ = cosine(a, b)
+    return classifier["scale"] * (cos + classifier["bias"])
+
+
 def adapted_theta(params: Params, support_feats: jax.Array, support_labels: jax.Array,
                   query_feats: jax.Array, *, steps: int, lr: float,
                   remat: bool = False) -> jax.Array:
@@ -164,26 +235,32 @@ def adapted_theta(params: Params, support_feats: jax.Array, support_labels: jax.
 
 def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
           query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-          remat: bool = False) -> jax.Array:
+          remat: bool = False, form: str = "direct") -> jax.Array:
     """Query logits (Nq, N) for one episode after `steps` synthetic gradient steps.
 
     `steps` must be a Python int (it fixes the unroll); `lr` is the synthetic step size eta
     (1e-3 in the published configs); `remat` trades compute for memory in the meta-gradient
-    (see `refine_theta`). For a batch of episodes use `batched_apply` or vmap.
+    (see `refine_theta`); `form` is "direct" or "gram" (module docstring; same result).
+    For a batch of episodes use `batched_apply` or vmap.
     """
+    if resolve_form(form, 1) == "gram":
+        return span_logits(params, support_feats, support_labels, query_feats, steps=steps,
+                           lr=lr, remat=remat)
     theta = adapted_theta(params, support_feats, support_labels, query_feats, steps=steps,
                           lr=lr, remat=remat)
     return cosine_logits(params["classifier"], theta, query_feats)
 
 
 def batched_apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
-                  query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3) -> jax.Array:
+                  query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
+                  form: str = "auto") -> jax.Array:
     """`apply` vmapped over a leading episode axis: (B, Ns, D), (B, Ns), (B, Nq, D) -> (B, Nq, N).
 
     Each episode's BatchNorm sees only its own queries (the reference flattens all queries of
     a batch into one BatchNorm batch but is only ever run with B = 1, where both agree).
     """
-    per_episode = functools.partial(apply, steps=steps, lr=lr)
+    form = resolve_form(form, support_feats.shape[0])
+    per_episode = functools.partial(apply, steps=steps, lr=lr, form=form)
     return jax.vmap(per_episode, in_axes=(None, 0, 0, 0))(
         params, support_feats, support_labels, query_feats)
 
@@ -208,13 +285,14 @@ def grad_matching_loss(params: Params, logits: jax.Array, labels: jax.Array) -> 
 
 def episode_loss(params: Params, support_feats: jax.Array, support_labels: jax.Array,
                  query_feats: jax.Array, query_labels: jax.Array, *, steps: int, lr: float,
-                 grad_coeff: float = 0.0, remat: bool = False) -> tuple[jax.Array, jax.Array]:
+                 grad_coeff: float = 0.0, remat: bool = False,
+                 form: str = "direct") -> tuple[jax.Array, jax.Array]:
     """Meta-training loss of one episode and its query logits.
 
     loss = mean query cross-entropy [+ grad_coeff * grad_matching_loss when grad_coeff > 0].
     """
     logits = apply(params, support_feats, support_labels, query_feats, steps=steps, lr=lr,
-                   remat=remat)
+                   remat=remat, form=form)
     loss = cross_entropy(logits, query_labels)
     if grad_coeff:
         loss = loss + grad_coeff * grad_matching_loss(params, logits, query_labels)
@@ -223,10 +301,14 @@ def episode_loss(params: Params, support_feats: jax.Array, support_labels: jax.A
 
 def batch_loss(params: Params, support_feats: jax.Array, support_labels: jax.Array,
                query_feats: jax.Array, query_labels: jax.Array, *, steps: int, lr: float,
-               grad_coeff: float = 0.0, remat: bool = False) -> tuple[jax.Array, jax.Array]:
-    """`episode_loss` averaged over a leading batch of episodes; returns (loss, logits)."""
+               grad_coeff: float = 0.0, remat: bool = False,
+               form: str = "auto") -> tuple[jax.Array, jax.Array]:
+    """`episode_loss` averaged over a leading batch of episodes; returns (loss, logits).
+
+    `form="auto"` picks by the number of episodes given (`resolve_form`)."""
+    form = resolve_form(form, support_feats.shape[0])
     per_episode = functools.partial(episode_loss, steps=steps, lr=lr, grad_coeff=grad_coeff,
-                                    remat=remat)
+                                    remat=remat, form=form)
     losses, logits = jax.vmap(per_episode, in_axes=(None, 0, 0, 0, 0))(
         params, support_feats, support_labels, query_feats, query_labels)
     return losses.mean(), logits

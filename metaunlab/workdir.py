@@ -38,7 +38,9 @@ def read_json(path: str | os.PathLike) -> Any:
 # so stopping later or earlier leaves the steps already taken as they were).
 RESUMABLE_FIELDS = ("test", "log_every", "eval_checkpoint", "data.root",
                     "metatrain.iterations", "metatrain.log_every",
-                    "metatrain.checkpoint_every", "pretrain.checkpoint_every")
+                    "metatrain.checkpoint_every", "pretrain.checkpoint_every",
+                    # Speed knobs that leave the trajectory as it is (up to rounding).
+                    "metatrain.steps_per_call", "metatrain.sib_form")
 
 
 def _is_resumable(field: str) -> bool:

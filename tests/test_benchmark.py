@@ -120,14 +120,16 @@ def test_time_interleaved_counts_calls_and_returns_positive_times():
 
 def test_suites_cover_the_issue_cases():
     full, _ = benchmark.suite("full")
-    grid = {(c.batch, c.k, c.shot) for c in full
-            if c.name == "sib_step" and c.inner == "unroll" and c.donate}
+    grid = {(c.batch, c.k, c.shot) for c in full if c.name == "sib_step"
+            and c.inner == "unroll" and c.donate and c.form == "direct"}
     assert {(b, k, s) for b in (1, 8, 32, 128) for k in (0, 3, 5) for s in (1, 5)} <= grid
     for mode in ("full", "quick"):
         cases, _ = benchmark.suite(mode)
         names = {c.name for c in cases}
         assert {"sib_step", "cached_step", "eval", "full_step", "memory_target"} <= names
         assert any(c.inner == "scan" for c in cases) and any(not c.donate for c in cases)
+        assert any(c.name == "sib_step" and c.form == "gram" for c in cases)
+        assert any(c.name == "cached_step" and c.per_call > 1 for c in cases)
         assert any(c.name == "memory_target" and c.backbone == "wrn28_10" and c.batch == 8
                    and c.k == 5 and c.dataset == "miniimagenet" for c in cases)
     full_steps = {(c.backbone, c.dataset) for c in full if c.name == "full_step"}
@@ -191,5 +193,9 @@ def test_cli_smoke_writes_well_formed_json(tmp_path):
         else:
             assert r["episodes_per_s"] > 0 and r["best_episodes_per_s"] > 0
             assert r["step_ms"] > 0 and r["timed_calls"] > 0
-    assert {(r["inner"], r["donate"]) for r in records if r["name"] == "sib_step"} == {
-        ("unroll", True), ("scan", False)}
+    assert {(r["inner"], r["donate"], r["form"]) for r in records
+            if r["name"] == "sib_step"} == {("unroll", True, "direct"), ("scan", False, "direct"),
+                                             ("unroll", True, "gram")}
+    cached = next(r for r in records if r["name"] == "cached_step")
+    # Two iterations of B = 2 episodes per call: 4 episodes per timed call.
+    assert (cached["per_call"], cached["episodes_per_call"]) == (2, 4)

@@ -60,14 +60,15 @@ def _np_sib(params, fs, ys, fq, steps, lr):
     return scale * (fq_hat @ _np_normalize(theta).T + bias)
 
 
+@pytest.mark.parametrize("form", sib.FORMS)
 @pytest.mark.parametrize("steps", [0, 1, 3, 5])
 @pytest.mark.parametrize("n_shot", [1, 5])
-def test_apply_matches_numpy_transcription(steps, n_shot):
+def test_apply_matches_numpy_transcription(steps, n_shot, form):
     rng = np.random.default_rng(steps * 10 + n_shot)
     fs, ys, fq, _ = _episode(rng, n_shot=n_shot, n_query=6)
     params = _perturbed_params(1, 5, fs.shape[1])
     # A large step size makes the synthetic steps move theta visibly, so the check has teeth.
-    got = sib.apply(params, fs, ys, fq, steps=steps, lr=0.5)
+    got = sib.apply(params, fs, ys, fq, steps=steps, lr=0.5, form=form)
     want = _np_sib(params, fs, ys, fq.astype(np.float64), steps, 0.5)
     np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
 
@@ -96,8 +97,9 @@ def test_init_matches_reference_defaults():
     assert sib.n_way_of(params) == 5
 
 
+@pytest.mark.parametrize("form", sib.FORMS)
 @pytest.mark.parametrize("steps", [1, 3])
-def test_meta_gradient_matches_finite_differences(steps):
+def test_meta_gradient_matches_finite_differences(steps, form):
     """The meta-gradient through K unrolled second-order steps, checked in float64."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(steps)
@@ -108,7 +110,7 @@ def test_meta_gradient_matches_finite_differences(steps):
         def loss(p):
             # grad_coeff stays 0: the matching loss holds its target fixed (stop_gradient, as
             # the reference detaches it), which finite differences cannot hold fixed.
-            return sib.episode_loss(p, fs, ys, fq, yq, steps=steps, lr=0.3)[0]
+            return sib.episode_loss(p, fs, ys, fq, yq, steps=steps, lr=0.3, form=form)[0]
 
         grads = jax.grad(loss)(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)

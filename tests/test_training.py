@@ -196,3 +196,66 @@ def test_only_the_writing_process_creates_metric_files(tmp_path, monkeypatch):
     writer.close()
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
     assert read_metrics(tmp_path / "w") == []
+
+
+def test_several_iterations_per_call_are_the_same_iterations():
+    """steps_per_call = S runs S iterations in one call: the same updates, RNG draws and
+    step count as S calls of the one-iteration step (same sampled episodes)."""
+    feats, labels = _toy_features()
+    optimizer = optim.sgd_nesterov(0.05)
+    mesh = parallel.data_mesh()
+    params = sib.init(jax.random.PRNGKey(0), 5, 16)
+
+    def fresh():
+        return parallel.replicate(metatrain.init_state(
+            jax.tree_util.tree_map(jnp.copy, params), optimizer, 0), mesh)
+
+    source = parallel.replicate(feats, mesh)
+    batches = [_episode_batch(labels, i) for i in range(4)]
+    one = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3)
+    four = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3, steps_per_call=4)
+    state_a, losses = fresh(), []
+    for batch in batches:
+        state_a, metrics = one(state_a, None, source, parallel.global_batch(batch, 4, mesh))
+        losses.append(float(metrics["loss"]))
+    stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    state_b, metrics_b = four(fresh(), None, source,
+                              parallel.global_batch(stacked, 4, mesh, axis=1))
+    assert int(state_b["step"]) == 4
+    chex.assert_trees_all_close(state_a["params"], state_b["params"], rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_equal(state_a["rng"], state_b["rng"])
+    assert float(metrics_b["loss"]) == pytest.approx(np.mean(losses), rel=1e-5)
+    with pytest.raises(ValueError, match="steps_per_call must be at least 1"):
+        metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3, steps_per_call=0)
+
+
+def test_meta_training_with_several_iterations_per_call_logs_and_validates_on_time(tmp_path):
+    """Calls of 3 iterations never step over a log (every 5) or validation (every 10) step:
+    single iterations fill in. The run ends where the one-iteration run ends."""
+    feats, labels = _toy_features()
+    val_feats, val_labels = _toy_features(n_classes=6, seed=1)
+    val_episodes = EpisodeSampler(val_labels, EpisodeShape(5, 1, 3), seed=2).sample(0, 20)
+    results = {}
+    for per_call in (1, 3):
+        name = f"per_call_{per_call}"
+        writer = MetricWriter(tmp_path / name)
+        results[per_call], _ = metatrain.meta_train(
+            _metatrain_config(steps_per_call=per_call, checkpoint_every=0), source=feats,
+            train_labels=labels, feat_dim=16, val_feats=val_feats, val_episodes=val_episodes,
+            workdir=str(tmp_path / name / "mt"), writer=writer)
+        writer.close()
+        records = read_metrics(tmp_path / name)
+        assert [r["step"] for r in records if r["phase"] == "metatrain"] == [5, 10, 15, 20]
+        assert [r["step"] for r in records if r["phase"] == "metatrain_val"] == [0, 10, 20]
+    chex.assert_trees_all_close(results[1], results[3], rtol=1e-4, atol=1e-6)
+
+
+def test_next_stop_and_automatic_steps_per_call():
+    assert metatrain.next_stop(0, 50, 100, 1000, 500) == 50
+    assert metatrain.next_stop(3, 1000, 5, 10, 0) == 5
+    assert metatrain.next_stop(10, 1000, 5, 10, 0) == 15
+    assert metatrain.auto_steps_per_call(0, from_images=False) == 10
+    assert metatrain.auto_steps_per_call(0, from_images=True) == 1
+    assert metatrain.auto_steps_per_call(4, from_images=True) == 4
+    with pytest.raises(ValueError, match="steps_per_call=-1"):
+        metatrain.auto_steps_per_call(-1, from_images=False)
