@@ -99,15 +99,20 @@ def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
     )
 
 
-def _max_pool2(x: jax.Array) -> jax.Array:
+def _max_pool2(x: jax.Array, train: bool) -> jax.Array:
     """2x2 max-pool, stride 2, odd edges dropped (torch MaxPool2d(2, 2), flax VALID).
 
-    Written as a reshape and a max rather than `nn.max_pool`: the values are identical,
-    but the gradient avoids XLA's select-and-scatter, which on CPU made a Conv-4 training
-    step about 40% slower.
+    Two spellings of the same values, each the faster one on CPU where it is used: in
+    training, a reshape and a max, whose gradient avoids XLA's select-and-scatter (which
+    made a Conv-4 training step about 40% slower); in inference (the frozen backbone of
+    meta-training and evaluation), `reduce_window`, which XLA fuses into the conv kernel
+    before it (a Conv-4 forward of 80 images at 80x80: 142 -> 106 ms, bitwise equal).
     """
     n, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2]
+    if not train:
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+                                     "VALID")
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
@@ -128,7 +133,7 @@ class Conv4(nn.Module):
             x = _conv(self.width, 3, name=f"conv{i}")(x)
             x = _bn(train, name=f"bn{i}")(x)
             x = nn.relu(x)
-            x = _max_pool2(x)
+            x = _max_pool2(x, train)
         return x.reshape((x.shape[0], -1))
 
 
@@ -225,7 +230,7 @@ class _ResBlock12(nn.Module):
             if i < 2:
                 out = nn.leaky_relu(out, negative_slope=0.1)
         out = nn.leaky_relu(out + shortcut, negative_slope=0.1)
-        return _max_pool2(out)
+        return _max_pool2(out, train)
 
 
 class ResNet12(nn.Module):

@@ -265,9 +265,13 @@ def test_real_forward_is_finite(model, shape, dim):
     assert float(jnp.abs(out_eval).max()) > 0.0
 
 
-def test_max_pool_matches_flax_window_max_pool() -> None:
+@pytest.mark.parametrize("train", [True, False])
+def test_max_pool_matches_flax_window_max_pool(train: bool) -> None:
+    """Training pools by reshape + max, inference by reduce_window (the faster of the two
+    on CPU in each place): both must give flax's VALID window max, odd edges dropped."""
     from metaunlab.backbones import _max_pool2
 
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3))
     want = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-    np.testing.assert_array_equal(np.asarray(_max_pool2(x)), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(_max_pool2(x, train)), np.asarray(want))
+
