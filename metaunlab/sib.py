@@ -8,9 +8,10 @@ The K steps come in two exactly equivalent forms (`form`):
   "direct"  theta (N, D) itself is updated, as the reference does (`refine_theta`);
   "gram"    theta is kept as coefficients in the span of theta0's rows and the normalised
             query features, and every step works on the (Nq, Nq) Gram matrix of the queries
-            (`span_logits`). Same function, same meta-gradient (tests check both to 1e-12 in
-            float64); faster for batches of episodes on CPU, where the many skinny (Nq, D)
-            products of the direct form are slow.
+            (`span_logits`). Same function, same meta-gradient (in float64 the tests find
+            logits equal to 1e-12 and meta-gradients to 1e-9, relative); faster for batches
+            of episodes on CPU, where the many skinny (Nq, D) products of the direct form
+            are slow.
 
 Shapes for one episode (D = feature dimension, N = n_way):
   support_feats  (Ns, D) float     support_labels (Ns,) int in [0, N)
@@ -243,7 +244,8 @@ def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
     (see `refine_theta`); `form` is "direct" or "gram" (module docstring; same result).
     For a batch of episodes use `batched_apply` or vmap.
     """
-    if resolve_form(form, 1) == "gram":
+    # With no steps there is nothing for the Gram matrix to save: both forms are theta0's logits.
+    if resolve_form(form, 1) == "gram" and steps > 0:
         return span_logits(params, support_feats, support_labels, query_feats, steps=steps,
                            lr=lr, remat=remat)
     theta = adapted_theta(params, support_feats, support_labels, query_feats, steps=steps,
