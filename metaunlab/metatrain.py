@@ -204,7 +204,8 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
     # would cross a log, validation or checkpoint step.
     train_step = make_train_step(optimizer, **step_kwargs)
-    train_steps = make_train_step(optimizer, steps_per_call=per_call, **step_kwargs)
+    train_steps = (train_step if per_call == 1
+                   else make_train_step(optimizer, steps_per_call=per_call, **step_kwargs))
     source = parallel.replicate(np.asarray(source), mesh)
     backbone_variables = parallel.replicate(backbone_variables, mesh)
     val_feats = jnp.asarray(val_feats)

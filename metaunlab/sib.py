@@ -260,6 +260,7 @@ def batched_apply(params: Params, support_feats: jax.Array, support_labels: jax.
 
     Each episode's BatchNorm sees only its own queries (the reference flattens all queries of
     a batch into one BatchNorm batch but is only ever run with B = 1, where both agree).
+    `form="auto"` picks by the number of episodes given (`resolve_form`).
     """
     form = resolve_form(form, support_feats.shape[0])
     per_episode = functools.partial(apply, steps=steps, lr=lr, form=form)
