@@ -83,7 +83,7 @@ def episode_accuracies(params: sib.Params, feats: np.ndarray | jax.Array, episod
         rows = np.arange(start, start + chunk) % total
         part = [a[rows] for a in arrays]
         out.append(np.asarray(_correct_fraction(params, feats, *part, steps=steps, lr=lr,
-                                                      form=form)))
+                                                form=form)))
     return 100.0 * np.concatenate(out)[:total]
 
 
