@@ -266,13 +266,10 @@ def environment() -> dict[str, Any]:
 def scan_refine_theta(params: sib.Params, theta: jax.Array, query_feats: jax.Array, *,
                       steps: int, lr: float) -> jax.Array:
     """`sib.refine_theta` with the K steps as a `lax.scan` instead of a Python loop."""
-    def logits_of(t):
-        return sib.cosine_logits(params["classifier"], t, query_feats)
+    query_hat = sib.l2_normalize(query_feats)
 
     def body(theta, _):
-        logits, vjp = jax.vjp(logits_of, theta)
-        (grad_theta,) = vjp(sib.synthetic_gradient(params, logits))
-        return theta - lr * grad_theta, None
+        return sib.synthetic_step(params, theta, query_hat, lr=lr), None
 
     theta, _ = jax.lax.scan(body, theta, None, length=steps)
     return theta

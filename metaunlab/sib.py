@@ -139,27 +139,47 @@ def synthetic_gradient(params: Params, logits: jax.Array) -> jax.Array:
     return SyntheticGradientNet(n_way_of(params)).apply({"params": params["grad_net"]}, logits)
 
 
+def synthetic_step(params: Params, theta: jax.Array, query_hat: jax.Array, *,
+                   lr: float) -> jax.Array:
+    """One synthetic gradient step: theta - lr * (dz/dtheta)^T phi(z), z = query logits.
+
+    `query_hat` are the L2-normalised query features. The vector-Jacobian product through
+    the cosine classifier is written out rather than taken with `jax.vjp`: row c of it is
+    (sum_q gcos[q,c] fqn[q] - r_c theta_hat_c) / n_c, with gcos = scale * phi(z), n_c the
+    norm of theta_c (clamped at 1e-12 like F.normalize), theta_hat_c = theta_c / n_c and
+    r_c = sum_q gcos[q,c] cos[q,c]. The same values as autodiff (tests/test_sib.py checks
+    them in float64), but r_c comes from the (Nq, N) cosines instead of a second pass over
+    the D-dimensional rows, and the meta-gradient then differentiates a plain forward graph
+    instead of a VJP: 1.1-1.2x faster one-episode meta-training steps on CPU.
+    """
+    classifier = params["classifier"]
+    norm = jnp.sqrt(jnp.sum(theta * theta, axis=-1))  # (N,)
+    clamped = jnp.maximum(norm, _NORM_EPS)
+    theta_hat = theta / clamped[:, None]
+    cos = query_hat @ theta_hat.T  # (Nq, N)
+    gcos = classifier["scale"] * synthetic_gradient(
+        params, classifier["scale"] * (cos + classifier["bias"]))
+    # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
+    radial = jnp.where(norm > _NORM_EPS, jnp.sum(gcos * cos, axis=0), 0.0)
+    grad_theta = (gcos.T @ query_hat - radial[:, None] * theta_hat) / clamped[:, None]
+    return theta - lr * grad_theta
+
+
 def refine_theta(params: Params, theta: jax.Array, query_feats: jax.Array, *, steps: int,
                  lr: float, remat: bool = False) -> jax.Array:
-    """K synthetic gradient steps: theta <- theta - lr * (dz/dtheta)^T phi(z), z = logits.
+    """K synthetic gradient steps (`synthetic_step`) from theta.
 
     The loop is unrolled (steps is static and small); the meta-gradient flows through every
     step, through phi and through the vector-Jacobian product (second order, nothing stopped).
     With `remat`, each step's intermediates are recomputed in the backward pass instead of
     kept (`jax.checkpoint` per step): only theta between steps is stored.
     """
-    def one_step(params, theta, query_feats):
-        def logits_of(t):
-            return cosine_logits(params["classifier"], t, query_feats)
-
-        logits, vjp = jax.vjp(logits_of, theta)
-        (grad_theta,) = vjp(synthetic_gradient(params, logits))
-        return theta - lr * grad_theta
-
+    step = functools.partial(synthetic_step, lr=lr)
     if remat:
-        one_step = jax.checkpoint(one_step)
+        step = jax.checkpoint(step)
+    query_hat = l2_normalize(query_feats)
     for _ in range(steps):
-        theta = one_step(params, theta, query_feats)
+        theta = step(params, theta, query_hat)
     return theta
 
 

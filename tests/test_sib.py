@@ -132,6 +132,50 @@ def test_meta_gradient_matches_finite_differences(steps, form):
                 assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (i, j)
 
 
+def _autodiff_step(params, theta, query_feats, lr):
+    """The synthetic step as the reference takes it: the VJP by automatic differentiation."""
+    logits, vjp = jax.vjp(lambda t: sib.cosine_logits(params["classifier"], t, query_feats),
+                          theta)
+    (grad_theta,) = vjp(sib.synthetic_gradient(params, logits))
+    return theta - lr * grad_theta
+
+
+@pytest.mark.parametrize("steps,lr", [(1, 0.5), (3, 1e-3), (5, 0.5)])
+def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr):
+    """`sib.synthetic_step` writes the VJP out; autodiff must agree, meta-gradient included."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(steps)
+        fs, ys, fq, yq = _episode(rng, n_query=15, dim=64, dtype=np.float64)
+        fq = np.abs(fq)  # non-negative like post-ReLU features
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                        _perturbed_params(steps, 5, 64))
+
+        def loss(p, step):
+            theta = sib.init_theta(p["init"], fs, ys, 5)
+            for _ in range(steps):
+                theta = step(p, theta)
+            return sib.cross_entropy(sib.cosine_logits(p["classifier"], theta, fq), yq), theta
+
+        def closed(p, t):
+            return sib.synthetic_step(p, t, sib.l2_normalize(fq), lr=lr)
+
+        def autodiff(p, t):
+            return _autodiff_step(p, t, fq, lr)
+
+        (closed_loss, closed_theta), closed_grads = jax.value_and_grad(
+            lambda p: loss(p, closed), has_aux=True)(params)
+        (auto_loss, auto_theta), auto_grads = jax.value_and_grad(
+            lambda p: loss(p, autodiff), has_aux=True)(params)
+        theta0 = sib.init_theta(params["init"], fs, ys, 5)
+        assert float(jnp.abs(auto_theta - theta0).max()) > 1e-6 * float(jnp.abs(theta0).max())
+        np.testing.assert_allclose(closed_theta, auto_theta, rtol=1e-12, atol=1e-15)
+        assert float(closed_loss) == pytest.approx(float(auto_loss), rel=1e-12)
+        for got, want in zip(jax.tree_util.tree_leaves(closed_grads),
+                             jax.tree_util.tree_leaves(auto_grads), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * float(
+                jnp.abs(want).max()))
+
+
 def test_meta_gradient_reaches_the_synthetic_gradient_network():
     fs, ys, fq, yq = _episode(np.random.default_rng(3))
     params = sib.init(jax.random.PRNGKey(0), 5, fs.shape[1])
