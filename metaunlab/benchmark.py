@@ -10,8 +10,9 @@ then run the compiled step in a loop. Records are flat dicts, one per case:
 Cases (`name`):
   sib_step       the SIB meta-training step on features already gathered into (B, Ns, D)
                  arrays: K synthetic-gradient steps, query cross-entropy, meta-gradient, SGD
-                 update. `inner` is "unroll" (`sib.batch_loss`, a Python loop over K) or
-                 "scan" (the local `lax.scan` variant below); `form` is the SIB form,
+                 update. `inner` is "unroll" (`sib.batch_loss`, a Python loop over K),
+                 "scan" (the K steps as a `lax.scan`) or "autodiff" (unrolled, the VJP
+                 of each step by `jax.vjp`: variants below); `form` is the SIB form,
                  "direct" or "gram" (`sib.span_logits`); `donate` says whether the
                  training state is donated to the step.
   cached_step    `metatrain.make_train_step` on a device-resident feature table (the whole
@@ -104,7 +105,7 @@ class Case:
     backbone: str = "none"
     dataset: str = ""  # full_step / memory_target: a key of DATASETS
     feat_dim: int = FEAT_DIM
-    inner: str = "unroll"  # "unroll" | "scan" (sib_step); "eager" (torch_sib_step)
+    inner: str = "unroll"  # "unroll" | "scan" | "autodiff" (sib_step); "eager" (torch_sib_step)
     donate: bool = True
     form: str = "direct"  # SIB form (sib_step, cached_step, eval): direct | gram | auto
     per_call: int = 1  # meta-training iterations per dispatched call (cached_step)
@@ -134,6 +135,7 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
                                                                  inner="eager")]
         cases += [Case("sib_step", 8, k, 1, inner="scan") for k in (3, 5, 10)]
         cases += [Case("sib_step", 8, 10, 1)]
+        cases += [Case("sib_step", b, 3, 1, inner="autodiff") for b in (1, 8)]
         cases += [Case("sib_step", b, 3, 1, donate=False) for b in (1, 32)]
         cases += [Case("sib_step", b, k, s, form="gram")
                   for s in (1, 5) for k in (3, 5) for b in (1, 8, 32, 128)]
@@ -154,6 +156,7 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
                   Case("sib_step", 8, 3, 1, donate=False), Case("sib_step", 8, 3, 1, form="gram"),
                   Case("cached_step", 8, 3, 1, form="auto")]
         cases += [Case("sib_step", 1, 3, 1, form="gram"),
+                  Case("sib_step", 1, 3, 1, inner="autodiff"),
                   Case("cached_step", 1, 3, 1, per_call=10)]
         cases += [Case("eval", 100, 3, 1, form="auto")]
         cases += [Case("full_step", 1, 3, 1, backbone="conv4", dataset="miniimagenet")]
@@ -166,6 +169,7 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
                  Case("sib_step", 2, 0, 1, feat_dim=dim, inner="scan", donate=False),
                  Case("cached_step", 2, 0, 1, feat_dim=dim, form="auto", per_call=2),
                  Case("sib_step", 2, 1, 1, feat_dim=dim, form="gram"),
+                 Case("sib_step", 2, 1, 1, feat_dim=dim, inner="autodiff"),
                  Case("eval", 4, 0, 1, feat_dim=dim),
                  Case("full_step", 1, 0, 1, query=2, backbone="conv4", dataset="omniglot"),
                  Case("memory_target", 2, 0, 1, query=2, backbone="conv4", dataset="omniglot")]
@@ -261,33 +265,51 @@ def environment() -> dict[str, Any]:
             "load_avg_1min": load, "jax": jax.__version__, "python": platform.python_version()}
 
 
-# ---- a lax.scan variant of the K synthetic-gradient steps -------------------------------------
+# ---- variants of the K synthetic-gradient steps -----------------------------------------------
 
-def scan_refine_theta(params: sib.Params, theta: jax.Array, query_feats: jax.Array, *,
-                      steps: int, lr: float) -> jax.Array:
-    """`sib.refine_theta` with the K steps as a `lax.scan` instead of a Python loop."""
+def autodiff_synthetic_step(params: sib.Params, theta: jax.Array, query_hat: jax.Array, *,
+                            lr: float) -> jax.Array:
+    """`sib.synthetic_step` with the VJP through the cosine classifier taken by `jax.vjp`,
+    as the reference takes it with torch.autograd (and as metaunlab did before writing it
+    out): the same values, timed against the closed form."""
+    logits, vjp = jax.vjp(lambda t: sib.cosine_logits(params["classifier"], t, query_hat),
+                          theta)
+    (grad_theta,) = vjp(sib.synthetic_gradient(params, logits))
+    return theta - lr * grad_theta
+
+
+def variant_refine_theta(params: sib.Params, theta: jax.Array, query_feats: jax.Array, *,
+                         steps: int, lr: float, inner: str) -> jax.Array:
+    """`sib.refine_theta` as variant `inner`: "scan" runs the K steps as a `lax.scan`
+    instead of a Python loop; "autodiff" unrolls `autodiff_synthetic_step`."""
     query_hat = sib.l2_normalize(query_feats)
+    if inner == "scan":
+        def body(theta, _):
+            return sib.synthetic_step(params, theta, query_hat, lr=lr), None
 
-    def body(theta, _):
-        return sib.synthetic_step(params, theta, query_hat, lr=lr), None
-
-    theta, _ = jax.lax.scan(body, theta, None, length=steps)
+        theta, _ = jax.lax.scan(body, theta, None, length=steps)
+        return theta
+    if inner != "autodiff":
+        raise ValueError(f"no K-step variant {inner!r}; use 'scan' or 'autodiff'")
+    for _ in range(steps):
+        theta = autodiff_synthetic_step(params, theta, query_hat, lr=lr)
     return theta
 
 
-def scan_apply(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
-               query_feats: jax.Array, *, steps: int = 3, lr: float = INNER_LR) -> jax.Array:
-    """`sib.apply` built on `scan_refine_theta`: query logits (Nq, N) of one episode."""
+def variant_apply(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
+                  query_feats: jax.Array, *, steps: int = 3, lr: float = INNER_LR,
+                  inner: str) -> jax.Array:
+    """`sib.apply` (direct form) built on `variant_refine_theta`: query logits (Nq, N)."""
     theta = sib.init_theta(params["init"], support_feats, support_labels, sib.n_way_of(params))
-    theta = scan_refine_theta(params, theta, query_feats, steps=steps, lr=lr)
+    theta = variant_refine_theta(params, theta, query_feats, steps=steps, lr=lr, inner=inner)
     return sib.cosine_logits(params["classifier"], theta, query_feats)
 
 
-def scan_batch_loss(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
-                    query_feats: jax.Array, query_labels: jax.Array, *, steps: int,
-                    lr: float) -> tuple[jax.Array, jax.Array]:
-    """`sib.batch_loss` (grad_coeff = 0) on `scan_apply`: (mean loss, logits (B, Nq, N))."""
-    per_episode = functools.partial(scan_apply, steps=steps, lr=lr)
+def variant_batch_loss(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
+                       query_feats: jax.Array, query_labels: jax.Array, *, steps: int,
+                       lr: float, inner: str) -> tuple[jax.Array, jax.Array]:
+    """`sib.batch_loss` (grad_coeff = 0) on `variant_apply`: (mean loss, logits (B, Nq, N))."""
+    per_episode = functools.partial(variant_apply, steps=steps, lr=lr, inner=inner)
     logits = jax.vmap(per_episode, in_axes=(None, 0, 0, 0))(
         params, support_feats, support_labels, query_feats)
     return sib.cross_entropy(logits, query_labels), logits
@@ -298,12 +320,12 @@ def make_sib_step(optimizer: optax.GradientTransformation, *, steps: int,
                   form: str = "direct"):
     """Jitted `step(state, fs, ys, fq, yq) -> (state, loss)`: the SIB meta-training step on
     gathered features (B, Ns, D) / (B, Nq, D), with `metatrain.init_state` states."""
-    if inner not in ("unroll", "scan"):
-        raise ValueError(f"inner must be 'unroll' or 'scan', got {inner!r}")
-    if inner == "scan" and form != "direct":
-        raise ValueError("the lax.scan variant is of the direct form only")
+    if inner not in ("unroll", "scan", "autodiff"):
+        raise ValueError(f"inner must be 'unroll', 'scan' or 'autodiff', got {inner!r}")
+    if inner != "unroll" and form != "direct":
+        raise ValueError(f"the {inner} variant is of the direct form only")
     loss_of = (functools.partial(sib.batch_loss, form=form) if inner == "unroll"
-               else scan_batch_loss)
+               else functools.partial(variant_batch_loss, inner=inner))
 
     def step(state, fs, ys, fq, yq):
         def loss_fn(params):
@@ -736,7 +758,8 @@ def summary(records: Sequence[dict[str, Any]]) -> list[str]:
     """Sentences: speed-ups vs the reference, variants vs unroll+donated, the memory target."""
     lines = []
     for r in records:
-        if r["speedup_vs_reference"] is not None and r["inner"] != "scan" and r["donate"]:
+        if (r["speedup_vs_reference"] is not None and r["inner"] in ("unroll", "eager")
+                and r["donate"]):
             best = r["best_episodes_per_s"] * r["speedup_vs_reference"] / r["episodes_per_s"]
             variant = _variant(r["inner"], r["donate"], r["form"], r["per_call"])
             lines.append(f"{r['name']} ({case_label_of(r)}, {variant}): "
@@ -756,7 +779,8 @@ def summary(records: Sequence[dict[str, Any]]) -> list[str]:
                                                         "torch_sib_step"):
             continue
         if r["name"] == "sib_step":
-            what = "+".join(([] if r["inner"] == "unroll" else ["lax.scan"])
+            what = "+".join({"unroll": [], "scan": ["lax.scan"],
+                             "autodiff": ["VJP by jax.vjp"]}[r["inner"]]
                             + ([] if r["form"] == "direct" else [f"{r['form']} form"])
                             + ([] if r["donate"] else ["undonated state"]))
         else:

@@ -1,4 +1,4 @@
-"""The benchmark suite: helpers, the lax.scan variant, the torch transcription, the CLI.
+"""The benchmark suite: helpers, the K-step variants, the torch transcription, the CLI.
 
 No timing assertions: only that the numbers exist, are positive and are well-formed.
 """
@@ -33,7 +33,8 @@ def _episodes(seed=0, batch=2, n_way=5, n_shot=1, n_query=3, dim=16):
     return fs.astype(np.float32), ys, fq.astype(np.float32), yq
 
 
-def test_scan_variant_gives_the_logits_of_sib_apply():
+@pytest.mark.parametrize("inner", ["scan", "autodiff"])
+def test_k_step_variants_give_the_logits_of_sib_apply(inner):
     params = _params()
     fs, ys, fq, _ = _episodes()
 
@@ -42,8 +43,8 @@ def test_scan_variant_gives_the_logits_of_sib_apply():
         out = []
         for steps in (0, 1, 3):
             out.append((sib.batched_apply(params, fs, ys, fq, steps=steps, lr=0.5),
-                        jax.vmap(lambda s, y, q, k=steps: benchmark.scan_apply(
-                            params, s, y, q, steps=k, lr=0.5))(fs, ys, fq)))
+                        jax.vmap(lambda s, y, q, k=steps: benchmark.variant_apply(
+                            params, s, y, q, steps=k, lr=0.5, inner=inner))(fs, ys, fq)))
         return out
 
     for expected, got in both(params, fs, ys, fq):
@@ -63,13 +64,15 @@ def one_episode():
     return params, episode, loss_and_grads(params)
 
 
-def test_scan_variant_gives_the_loss_and_meta_gradient_of_sib(one_episode):
+@pytest.mark.parametrize("inner", ["scan", "autodiff"])
+def test_k_step_variants_give_the_loss_and_meta_gradient_of_sib(one_episode, inner):
     params, episode, (loss, grads) = one_episode
 
     @jax.jit
     def scanned(p):
         return jax.value_and_grad(
-            lambda q: benchmark.scan_batch_loss(q, *episode, steps=3, lr=0.5)[0])(p)
+            lambda q: benchmark.variant_batch_loss(q, *episode, steps=3, lr=0.5,
+                                                   inner=inner)[0])(p)
 
     loss_s, grads_s = scanned(params)
     np.testing.assert_allclose(float(loss_s), float(loss), rtol=1e-5)
@@ -128,6 +131,7 @@ def test_suites_cover_the_issue_cases():
         names = {c.name for c in cases}
         assert {"sib_step", "cached_step", "eval", "full_step", "memory_target"} <= names
         assert any(c.inner == "scan" for c in cases) and any(not c.donate for c in cases)
+        assert any(c.inner == "autodiff" for c in cases)
         assert any(c.name == "sib_step" and c.form == "gram" for c in cases)
         assert any(c.name == "cached_step" and c.per_call > 1 for c in cases)
         assert any(c.name == "memory_target" and c.backbone == "wrn28_10" and c.batch == 8
@@ -195,7 +199,8 @@ def test_cli_smoke_writes_well_formed_json(tmp_path):
             assert r["step_ms"] > 0 and r["timed_calls"] > 0
     assert {(r["inner"], r["donate"], r["form"]) for r in records
             if r["name"] == "sib_step"} == {("unroll", True, "direct"), ("scan", False, "direct"),
-                                             ("unroll", True, "gram")}
+                                             ("unroll", True, "gram"),
+                                             ("autodiff", True, "direct")}
     cached = next(r for r in records if r["name"] == "cached_step")
     # Two iterations of B = 2 episodes per call: 4 episodes per timed call.
     assert (cached["per_call"], cached["episodes_per_call"]) == (2, 4)
