@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/omniglot
 PYTEST_WORKERS ?= 2
 
-.PHONY: install install-torch demo test test-slow lint clean \
+.PHONY: install install-torch demo test test-slow bench-quick lint clean \
 	tpu-create tpu-setup tpu-train tpu-logs tpu-delete
 
 $(PY):
@@ -30,6 +30,13 @@ test: install
 # Long end-to-end runs, excluded from the default suite.
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The benchmark's quick suite (about 1 min on 2 CPU cores). CI runs it as a smoke test: it must
+# finish; no timing is asserted. The full suite: `$(PY) -m experiments.benchmark`.
+BENCH_JSON ?= workdirs/bench-quick.json
+bench-quick: install
+	mkdir -p $(dir $(BENCH_JSON))
+	$(PY) -m experiments.benchmark --quick --json=$(BENCH_JSON)
 
 lint: install
 	$(PY) -m ruff check .
