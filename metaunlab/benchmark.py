@@ -11,8 +11,11 @@ Cases (`name`):
   sib_step       the SIB meta-training step on features already gathered into (B, Ns, D)
                  arrays: K synthetic-gradient steps, query cross-entropy, meta-gradient, SGD
                  update. `inner` is "unroll" (`sib.batch_loss`, a Python loop over K),
-                 "scan" (the K steps as a `lax.scan`) or "autodiff" (unrolled, the VJP
-                 of each step by `jax.vjp`: variants below); `form` is the SIB form,
+                 "scan" (the K steps as a `lax.scan`), "autodiff" (unrolled, the VJP
+                 of each step by `jax.vjp`), "phi_autodiff" (phi's VJP by autodiff
+                 instead of written out) or "vmap" (episodes by `jax.vmap` instead of a
+                 leading axis, and phi's VJP by autodiff: how `sib` ran before; variants
+                 below); `form` is the SIB form,
                  "direct" or "gram" (`sib.span_logits`); `donate` says whether the
                  training state is donated to the step.
   cached_step    `metatrain.make_train_step` on a device-resident feature table (the whole
@@ -105,7 +108,8 @@ class Case:
     backbone: str = "none"
     dataset: str = ""  # full_step / memory_target: a key of DATASETS
     feat_dim: int = FEAT_DIM
-    inner: str = "unroll"  # "unroll" | "scan" | "autodiff" (sib_step); "eager" (torch_sib_step)
+    # sib_step: "unroll" | "scan" | "autodiff" | "phi_autodiff" | "vmap"; torch_sib_step: "eager"
+    inner: str = "unroll"
     donate: bool = True
     form: str = "direct"  # SIB form (sib_step, cached_step, eval): direct | gram | auto
     per_call: int = 1  # meta-training iterations per dispatched call (cached_step)
@@ -136,6 +140,8 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
         cases += [Case("sib_step", 8, k, 1, inner="scan") for k in (3, 5, 10)]
         cases += [Case("sib_step", 8, 10, 1)]
         cases += [Case("sib_step", b, 3, 1, inner="autodiff") for b in (1, 8)]
+        cases += [Case("sib_step", b, 3, 1, inner=i, form=f) for i in ("phi_autodiff", "vmap")
+                  for b, f in ((1, "direct"), (8, "gram"), (32, "gram"))]
         cases += [Case("sib_step", b, 3, 1, donate=False) for b in (1, 32)]
         cases += [Case("sib_step", b, k, s, form="gram")
                   for s in (1, 5) for k in (3, 5) for b in (1, 8, 32, 128)]
@@ -154,6 +160,7 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
         cases = [Case("sib_step", 1, 3, 1), Case("torch_sib_step", 1, 3, 1, inner="eager")]
         cases += [Case("sib_step", 8, 3, 1), Case("sib_step", 8, 3, 1, inner="scan"),
                   Case("sib_step", 8, 3, 1, donate=False), Case("sib_step", 8, 3, 1, form="gram"),
+                  Case("sib_step", 8, 3, 1, inner="vmap", form="gram"),
                   Case("cached_step", 8, 3, 1, form="auto")]
         cases += [Case("sib_step", 1, 3, 1, form="gram"),
                   Case("sib_step", 1, 3, 1, inner="autodiff"),
@@ -170,6 +177,7 @@ def suite(mode: str) -> tuple[list[Case], Budget]:
                  Case("cached_step", 2, 0, 1, feat_dim=dim, form="auto", per_call=2),
                  Case("sib_step", 2, 1, 1, feat_dim=dim, form="gram"),
                  Case("sib_step", 2, 1, 1, feat_dim=dim, inner="autodiff"),
+                 Case("sib_step", 2, 1, 1, feat_dim=dim, inner="vmap", form="gram"),
                  Case("eval", 4, 0, 1, feat_dim=dim),
                  Case("full_step", 1, 0, 1, query=2, backbone="conv4", dataset="omniglot"),
                  Case("memory_target", 2, 0, 1, query=2, backbone="conv4", dataset="omniglot")]
@@ -308,11 +316,24 @@ def variant_apply(params: sib.Params, support_feats: jax.Array, support_labels: 
 def variant_batch_loss(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
                        query_feats: jax.Array, query_labels: jax.Array, *, steps: int,
                        lr: float, inner: str) -> tuple[jax.Array, jax.Array]:
-    """`sib.batch_loss` (grad_coeff = 0) on `variant_apply`: (mean loss, logits (B, Nq, N))."""
-    per_episode = functools.partial(variant_apply, steps=steps, lr=lr, inner=inner)
-    logits = jax.vmap(per_episode, in_axes=(None, 0, 0, 0))(
-        params, support_feats, support_labels, query_feats)
+    """`sib.batch_loss` (grad_coeff = 0) on `variant_apply`: (mean loss, logits (B, Nq, N)).
+    Episodes are a leading axis, as in `sib.batch_loss`, so only the K steps differ."""
+    logits = variant_apply(params, support_feats, support_labels, query_feats, steps=steps,
+                           lr=lr, inner=inner)
     return sib.cross_entropy(logits, query_labels), logits
+
+
+def vmap_batch_loss(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
+                    query_feats: jax.Array, query_labels: jax.Array, *, steps: int, lr: float,
+                    form: str) -> tuple[jax.Array, jax.Array]:
+    """`sib.batch_loss` as it ran before episodes became a leading axis: `sib.episode_loss`
+    vmapped over episodes, phi differentiated by autodiff (`phi_vjp="autodiff"`)."""
+    per_episode = functools.partial(sib.episode_loss, steps=steps, lr=lr,
+                                    form=sib.resolve_form(form, support_feats.shape[0]),
+                                    phi_vjp="autodiff")
+    losses, logits = jax.vmap(per_episode, in_axes=(None, 0, 0, 0, 0))(
+        params, support_feats, support_labels, query_feats, query_labels)
+    return losses.mean(), logits
 
 
 def make_sib_step(optimizer: optax.GradientTransformation, *, steps: int,
@@ -320,12 +341,18 @@ def make_sib_step(optimizer: optax.GradientTransformation, *, steps: int,
                   form: str = "direct"):
     """Jitted `step(state, fs, ys, fq, yq) -> (state, loss)`: the SIB meta-training step on
     gathered features (B, Ns, D) / (B, Nq, D), with `metatrain.init_state` states."""
-    if inner not in ("unroll", "scan", "autodiff"):
-        raise ValueError(f"inner must be 'unroll', 'scan' or 'autodiff', got {inner!r}")
-    if inner != "unroll" and form != "direct":
-        raise ValueError(f"the {inner} variant is of the direct form only")
-    loss_of = (functools.partial(sib.batch_loss, form=form) if inner == "unroll"
-               else functools.partial(variant_batch_loss, inner=inner))
+    if inner in ("scan", "autodiff"):
+        if form != "direct":
+            raise ValueError(f"the {inner} variant is of the direct form only")
+        loss_of = functools.partial(variant_batch_loss, inner=inner)
+    elif inner in ("unroll", "phi_autodiff"):
+        loss_of = functools.partial(sib.batch_loss, form=form,
+                                    phi_vjp="manual" if inner == "unroll" else "autodiff")
+    elif inner == "vmap":
+        loss_of = functools.partial(vmap_batch_loss, form=form)
+    else:
+        raise ValueError("inner must be 'unroll', 'scan', 'autodiff', 'phi_autodiff' or "
+                         f"'vmap', got {inner!r}")
 
     def step(state, fs, ys, fq, yq):
         def loss_fn(params):
@@ -771,16 +798,20 @@ def summary(records: Sequence[dict[str, Any]]) -> list[str]:
     def key(r):
         return (r["batch"], r["k"], r["way"], r["shot"], r["query"], r["feat_dim"])
 
-    base = {key(r): r for r in records if r["name"] == "sib_step" and r["inner"] == "unroll"
-            and r["donate"] and r["form"] == "direct"}
+    base = {(key(r), r["form"]): r for r in records if r["name"] == "sib_step"
+            and r["inner"] == "unroll" and r["donate"]}
     for r in records:
-        ref = base.get(key(r))
+        # phi's VJP and vmap are compared within their form; the other variants with direct.
+        same_form = r["name"] == "sib_step" and r["inner"] in ("phi_autodiff", "vmap")
+        ref = base.get((key(r), r["form"] if same_form else "direct"))
         if ref is None or r is ref or r["name"] not in ("sib_step", "cached_step",
                                                         "torch_sib_step"):
             continue
         if r["name"] == "sib_step":
             what = "+".join({"unroll": [], "scan": ["lax.scan"],
-                             "autodiff": ["VJP by jax.vjp"]}[r["inner"]]
+                             "autodiff": ["VJP by jax.vjp"],
+                             "phi_autodiff": ["phi's VJP by autodiff"],
+                             "vmap": ["vmap over episodes", "phi's VJP by autodiff"]}[r["inner"]]
                             + ([] if r["form"] == "direct" else [f"{r['form']} form"])
                             + ([] if r["donate"] else ["undonated state"]))
         else:
@@ -788,7 +819,7 @@ def summary(records: Sequence[dict[str, Any]]) -> list[str]:
                     "torch_sib_step": "eager PyTorch"}[r["name"]]
             if r["name"] == "cached_step":
                 what += f" ({r['form']} form, {r['per_call']} iterations per call)"
-        text = (f"{what} vs sib_step unroll+direct+donated (B={r['batch']}, K={r['k']}, "
+        text = (f"{what} vs sib_step unroll+{ref['form']}+donated (B={r['batch']}, K={r['k']}, "
                 f"{r['shot']}-shot): speed {r['episodes_per_s'] / ref['episodes_per_s']:.2f}x "
                 f"(best rounds {r['best_episodes_per_s'] / ref['best_episodes_per_s']:.2f}x)")
         if r["compile_s"] is not None:

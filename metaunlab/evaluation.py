@@ -68,7 +68,7 @@ def episode_accuracies(params: sib.Params, feats: np.ndarray | jax.Array, episod
 
     `form` is the SIB form (`sib.resolve_form`; "auto" takes the Gram form for chunks of
     two or more episodes): the accuracies are the same up to float rounding.
-    Episodes are processed `chunk` at a time, vmapped; the last chunk is padded by repeating
+    Episodes are processed `chunk` at a time, as one batch; the last chunk is padded by repeating
     episodes (then dropped) so that only one shape is ever compiled.
     """
     feats = jnp.asarray(feats)

@@ -1,7 +1,7 @@
 """Meta-training of the SIB head on a frozen backbone.
 
 One jitted step: gather the episode batch from a device-resident source -> (augment and
-embed with the frozen backbone, when the source is images) -> vmapped SIB over the episodes
+embed with the frozen backbone, when the source is images) -> SIB over the batch of episodes
 -> mean query cross-entropy -> SGD with Nesterov momentum and coupled weight decay.
 
 The source is either the images themselves (faithful to the reference: features recomputed

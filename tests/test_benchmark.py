@@ -11,6 +11,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from metaunlab import benchmark, metatrain, optim, sib
@@ -43,8 +44,8 @@ def test_k_step_variants_give_the_logits_of_sib_apply(inner):
         out = []
         for steps in (0, 1, 3):
             out.append((sib.batched_apply(params, fs, ys, fq, steps=steps, lr=0.5),
-                        jax.vmap(lambda s, y, q, k=steps: benchmark.variant_apply(
-                            params, s, y, q, steps=k, lr=0.5, inner=inner))(fs, ys, fq)))
+                        benchmark.variant_apply(params, fs, ys, fq, steps=steps, lr=0.5,
+                                                inner=inner)))
         return out
 
     for expected, got in both(params, fs, ys, fq):
@@ -78,6 +79,27 @@ def test_k_step_variants_give_the_loss_and_meta_gradient_of_sib(one_episode, inn
     np.testing.assert_allclose(float(loss_s), float(loss), rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
                  grads_s, grads)
+
+
+@pytest.mark.parametrize("inner", ["unroll", "phi_autodiff", "vmap"])
+@pytest.mark.parametrize("form", ["direct", "gram"])
+def test_sib_step_variants_take_the_same_meta_training_step(inner, form):
+    """One `make_sib_step` update on 3 episodes: every variant lands on the same parameters
+    as `sib.batch_loss` differentiated and stepped by hand."""
+    params = _params()
+    episodes = _episodes(batch=3, n_query=4)
+    optimizer = optax.sgd(0.1)
+    state = {"step": jnp.int32(0), "params": params, "opt_state": optimizer.init(params)}
+    step = benchmark.make_sib_step(optimizer, steps=3, lr=0.5, inner=inner, form=form,
+                                   donate=False)
+    new_state, loss = step(state, *episodes)
+    want_loss, grads = jax.value_and_grad(
+        lambda p: sib.batch_loss(p, *episodes, steps=3, lr=0.5, form=form)[0])(params)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
+    jax.tree.map(lambda got, p, g: np.testing.assert_allclose(got, p - 0.1 * g, rtol=1e-4,
+                                                              atol=1e-5),
+                 new_state["params"], params, grads)
+    assert float(jnp.abs(grads["grad_net"]["dense2"]["kernel"]).max()) > 0
 
 
 def test_memory_analysis_returns_positive_byte_counts():
@@ -132,6 +154,7 @@ def test_suites_cover_the_issue_cases():
         assert {"sib_step", "cached_step", "eval", "full_step", "memory_target"} <= names
         assert any(c.inner == "scan" for c in cases) and any(not c.donate for c in cases)
         assert any(c.inner == "autodiff" for c in cases)
+        assert any(c.inner == "vmap" and c.form == "gram" for c in cases)
         assert any(c.name == "sib_step" and c.form == "gram" for c in cases)
         assert any(c.name == "cached_step" and c.per_call > 1 for c in cases)
         assert any(c.name == "memory_target" and c.backbone == "wrn28_10" and c.batch == 8
@@ -200,7 +223,8 @@ def test_cli_smoke_writes_well_formed_json(tmp_path):
     assert {(r["inner"], r["donate"], r["form"]) for r in records
             if r["name"] == "sib_step"} == {("unroll", True, "direct"), ("scan", False, "direct"),
                                              ("unroll", True, "gram"),
-                                             ("autodiff", True, "direct")}
+                                             ("autodiff", True, "direct"),
+                                             ("vmap", True, "gram")}
     cached = next(r for r in records if r["name"] == "cached_step")
     # Two iterations of B = 2 episodes per call: 4 episodes per timed call.
     assert (cached["per_call"], cached["episodes_per_call"]) == (2, 4)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import sib
+from metaunlab import sib, synthetic_gradient
 from tests._support import perturbed_sib_params
 
 
@@ -136,7 +136,7 @@ def _autodiff_step(params, theta, query_feats, lr):
     """The synthetic step as the reference takes it: the VJP by automatic differentiation."""
     logits, vjp = jax.vjp(lambda t: sib.cosine_logits(params["classifier"], t, query_feats),
                           theta)
-    (grad_theta,) = vjp(sib.synthetic_gradient(params, logits))
+    (grad_theta,) = vjp(sib.synthetic_gradient(params, logits, phi_vjp="autodiff"))
     return theta - lr * grad_theta
 
 
@@ -202,6 +202,46 @@ def test_vmap_over_episodes_equals_one_call_per_episode():
     assert float(loss) == pytest.approx(float(np.mean(singles)), rel=1e-5)
 
 
+@pytest.mark.parametrize("form,grad_coeff,remat", [
+    ("direct", 0.0, False), ("gram", 0.0, False), ("direct", 1.0, True), ("gram", 1.0, False)])
+def test_leading_episode_axis_equals_vmap_and_both_phi_vjps_agree_in_float64(form, grad_coeff,
+                                                                              remat):
+    """`batch_loss` takes the episode axis as a leading axis of every array, not by vmap;
+    its loss, logits and meta-gradient must be vmap's, and phi's hand-written VJP must give
+    autodiff's meta-gradient."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(8)
+        episodes = [_episode(rng, n_query=6, dim=32, dtype=np.float64) for _ in range(3)]
+        fs, ys, fq, yq = (np.stack(parts) for parts in zip(*episodes, strict=True))
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                        _perturbed_params(8, 5, 32))
+        kwargs = dict(steps=3, lr=0.5, grad_coeff=grad_coeff, remat=remat, form=form)
+
+        def batched(p, phi_vjp="manual"):
+            return sib.batch_loss(p, fs, ys, fq, yq, phi_vjp=phi_vjp, **kwargs)
+
+        def vmapped(p):
+            losses, logits = jax.vmap(
+                lambda *e: sib.episode_loss(p, *e, phi_vjp="autodiff", **kwargs))(fs, ys, fq, yq)
+            return losses.mean(), logits
+
+        (loss, logits), grads = jax.value_and_grad(batched, has_aux=True)(params)
+        (want_loss, want_logits), want_grads = jax.value_and_grad(vmapped, has_aux=True)(params)
+        (auto_loss, _), auto_grads = jax.value_and_grad(
+            lambda p: batched(p, "autodiff"), has_aux=True)(params)
+        assert float(loss) == pytest.approx(float(want_loss), rel=1e-12)
+        assert float(auto_loss) == pytest.approx(float(want_loss), rel=1e-12)
+        np.testing.assert_allclose(logits, want_logits, rtol=1e-12, atol=1e-12)
+        for got, auto, want in zip(jax.tree_util.tree_leaves(grads),
+                                   jax.tree_util.tree_leaves(auto_grads),
+                                   jax.tree_util.tree_leaves(want_grads), strict=True):
+            assert float(jnp.abs(want).max()) > 0
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * float(
+                jnp.abs(want).max()))
+            np.testing.assert_allclose(auto, want, rtol=1e-9, atol=1e-12 * float(
+                jnp.abs(want).max()))
+
+
 def test_synthetic_gradient_batchnorm_uses_the_query_statistics():
     """Transduction: phi's output for one query depends on the other queries, at any time."""
     params = _perturbed_params(5, 5, 16)
@@ -214,8 +254,8 @@ def test_synthetic_gradient_batchnorm_uses_the_query_statistics():
     # And the first hidden layer is normalised with exactly this batch's mean and variance.
     hidden = np.maximum(np.asarray(logits) @ np.asarray(params["grad_net"]["dense1"]["kernel"])
                         + np.asarray(params["grad_net"]["dense1"]["bias"]), 0)
-    out = sib.QueryBatchNorm().apply({"params": {"scale": jnp.ones(40), "bias": jnp.zeros(40)}},
-                                     jnp.asarray(hidden))
+    unit = {"params": {"scale": jnp.ones(40), "bias": jnp.zeros(40)}}
+    out = synthetic_gradient.QueryBatchNorm().apply(unit, jnp.asarray(hidden))
     np.testing.assert_allclose(np.asarray(out), (hidden - hidden.mean(0))
                                / np.sqrt(hidden.var(0) + 1e-5), rtol=1e-4, atol=1e-4)
 

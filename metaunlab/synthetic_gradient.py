@@ -1,0 +1,175 @@
+"""phi, SIB's synthetic-gradient network: query logits -> estimated d(loss)/d(logits).
+
+`SyntheticGradientNet` (Flax) defines the parameters and the forward pass. `apply` computes
+the same function with its vector-Jacobian product written out (`jax.custom_vjp`), for the
+meta-gradient's backward pass through the K steps; `apply_autodiff` differentiates the Flax
+module instead, for architectures changed by hand (tests/test_synthetic_gradient.py checks
+the two against each other in float64).
+
+Why write the VJP out: autodiff of the two BatchNorms emits several reductions each over the
+queries, where the closed form needs two (sum(dy) and sum(dy * x_hat)), and each reduction is
+its own kernel on CPU. With leading episode axes the weight gradients are also one product
+over all episodes' queries instead of one per episode.
+
+Shapes: logits (..., Nq, N) -> (..., Nq, N). Leading axes are episodes; each episode's
+BatchNorm uses the statistics of its own Nq queries only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, Any]
+
+BN_EPS = 1e-5
+HIDDEN_MULTIPLIER = 8
+VJPS = ("manual", "autodiff")
+
+
+def _torch_linear_init(fan_in: int):
+    """PyTorch nn.Linear default: weights and biases uniform in +-1/sqrt(fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _normalize_over_queries(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(x - mean) / sqrt(var + eps) over axis -2 (the queries), biased variance as torch
+    uses in training mode; returns the normalised x and 1 / sqrt(var + eps)."""
+    centred = x - x.mean(axis=-2, keepdims=True)
+    inv_std = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-2, keepdims=True) + BN_EPS)
+    return centred * inv_std, inv_std
+
+
+class QueryBatchNorm(nn.Module):
+    """BatchNorm that always normalises with the statistics of the current batch of queries.
+
+    The reference keeps its synthetic-gradient network in training mode at meta-test time,
+    so the BatchNorm layers normalise with the current query set's statistics: this is what
+    makes SIB transductive. Running averages are never used, so none are kept.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        gamma = self.param("scale", nn.initializers.ones, (features,))
+        beta = self.param("bias", nn.initializers.zeros, (features,))
+        return _normalize_over_queries(x)[0] * gamma + beta
+
+
+class SyntheticGradientNet(nn.Module):
+    """phi: query logits (..., Nq, N) -> synthetic gradient of the loss w.r.t. them.
+
+    Dense(N -> 8N) -> ReLU -> BN -> Dense(8N -> 8N) -> ReLU -> BN -> Dense(8N -> N).
+    """
+
+    n_way: int
+    hidden_multiplier: int = HIDDEN_MULTIPLIER
+
+    @nn.compact
+    def __call__(self, logits: jax.Array) -> jax.Array:
+        hidden = self.hidden_multiplier * self.n_way
+
+        def dense(features: int, fan_in: int, name: str) -> nn.Dense:
+            init = _torch_linear_init(fan_in)
+            return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
+
+        x = dense(hidden, self.n_way, "dense1")(logits)
+        x = QueryBatchNorm(name="bn1")(nn.relu(x))
+        x = dense(hidden, hidden, "dense2")(x)
+        x = QueryBatchNorm(name="bn2")(nn.relu(x))
+        return dense(self.n_way, hidden, "dense3")(x)
+
+
+def init(rng: jax.Array, n_way: int) -> Params:
+    """Fresh phi parameters for `n_way`-way episodes (PyTorch's default initialisation)."""
+    return SyntheticGradientNet(n_way).init(rng, jnp.zeros((2, n_way)))["params"]
+
+
+def n_way_of(params: Params) -> int:
+    """The number of ways phi was built for (static)."""
+    return params["dense1"]["kernel"].shape[0]
+
+
+def apply_autodiff(params: Params, logits: jax.Array) -> jax.Array:
+    """phi(logits) by the Flax module; JAX differentiates it by autodiff."""
+    return SyntheticGradientNet(n_way_of(params)).apply({"params": params}, logits)
+
+
+def _flat_rows(x: jax.Array) -> jax.Array:
+    """(..., Nq, F) -> (rows, F): every query of every episode as one row."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _forward(params: Params, logits: jax.Array):
+    """`SyntheticGradientNet` written out; returns phi(logits) and what the VJP needs."""
+    d1, d2, d3 = params["dense1"], params["dense2"], params["dense3"]
+    pre1 = logits @ d1["kernel"] + d1["bias"]
+    norm1, inv_std1 = _normalize_over_queries(jnp.maximum(pre1, 0.0))
+    out1 = norm1 * params["bn1"]["scale"] + params["bn1"]["bias"]
+    pre2 = out1 @ d2["kernel"] + d2["bias"]
+    norm2, inv_std2 = _normalize_over_queries(jnp.maximum(pre2, 0.0))
+    out2 = norm2 * params["bn2"]["scale"] + params["bn2"]["bias"]
+    phi = out2 @ d3["kernel"] + d3["bias"]
+    return phi, (params, logits, pre1, norm1, inv_std1, out1, pre2, norm2, inv_std2, out2)
+
+
+def _batchnorm_vjp(d_out: jax.Array, normed: jax.Array, inv_std: jax.Array,
+                   gamma: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """VJP of y = gamma * x_hat + beta with x_hat normalised over the queries (axis -2):
+    d_x = gamma / std * (d_y - mean(d_y) - x_hat * mean(d_y * x_hat)); returns d_x, d_gamma
+    and d_beta, the last two summed over episodes and queries."""
+    count = d_out.shape[-2]
+    d_beta = d_out.sum(axis=-2, keepdims=True)
+    d_gamma = jnp.sum(d_out * normed, axis=-2, keepdims=True)
+    d_in = (inv_std * gamma) * (d_out - d_beta / count - normed * (d_gamma / count))
+    return d_in, _flat_rows(d_gamma).sum(0), _flat_rows(d_beta).sum(0)
+
+
+def _dense_vjp(d_out: jax.Array, inputs: jax.Array, kernel: jax.Array):
+    """d_inputs and the kernel and bias gradients of `inputs @ kernel + bias`, the latter
+    summed over every query of every episode as one product."""
+    grads = {"kernel": _flat_rows(inputs).T @ _flat_rows(d_out), "bias": _flat_rows(d_out).sum(0)}
+    return d_out @ kernel.T, grads
+
+
+def _backward(residuals, d_phi: jax.Array):
+    params, logits, pre1, norm1, inv_std1, out1, pre2, norm2, inv_std2, out2 = residuals
+    grads = {}
+    d_out2, grads["dense3"] = _dense_vjp(d_phi, out2, params["dense3"]["kernel"])
+    d_relu2, d_gamma2, d_beta2 = _batchnorm_vjp(d_out2, norm2, inv_std2, params["bn2"]["scale"])
+    grads["bn2"] = {"scale": d_gamma2, "bias": d_beta2}
+    d_out1, grads["dense2"] = _dense_vjp(jnp.where(pre2 > 0, d_relu2, 0.0), out1,
+                                         params["dense2"]["kernel"])
+    d_relu1, d_gamma1, d_beta1 = _batchnorm_vjp(d_out1, norm1, inv_std1, params["bn1"]["scale"])
+    grads["bn1"] = {"scale": d_gamma1, "bias": d_beta1}
+    d_logits, grads["dense1"] = _dense_vjp(jnp.where(pre1 > 0, d_relu1, 0.0), logits,
+                                           params["dense1"]["kernel"])
+    return grads, d_logits
+
+
+@jax.custom_vjp
+def apply(params: Params, logits: jax.Array) -> jax.Array:
+    """phi(logits), (..., Nq, N) -> (..., Nq, N), with the hand-written VJP (module docstring).
+
+    Reverse mode only: forward-mode transforms (jax.jvp, jax.hessian) need `apply_autodiff`.
+    """
+    return _forward(params, logits)[0]
+
+
+apply.defvjp(_forward, _backward)
+
+
+def apply_with(vjp: str):
+    """`apply` for vjp="manual", `apply_autodiff` for "autodiff"."""
+    if vjp not in VJPS:
+        raise ValueError(f"unknown phi VJP {vjp!r}; use 'manual' or 'autodiff'.")
+    return apply if vjp == "manual" else apply_autodiff
