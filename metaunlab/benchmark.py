@@ -317,9 +317,9 @@ def variant_batch_loss(params: sib.Params, support_feats: jax.Array, support_lab
                        query_feats: jax.Array, query_labels: jax.Array, *, steps: int,
                        lr: float, inner: str) -> tuple[jax.Array, jax.Array]:
     """`sib.batch_loss` (grad_coeff = 0) on `variant_apply`: (mean loss, logits (B, Nq, N)).
-    Episodes are a leading axis, as in `sib.batch_loss`, so only the K steps differ."""
-    logits = variant_apply(params, support_feats, support_labels, query_feats, steps=steps,
-                           lr=lr, inner=inner)
+    Episodes are passed as in `sib.batch_loss` (`sib.over_episodes`): only the K steps differ."""
+    per_episode = functools.partial(variant_apply, params, steps=steps, lr=lr, inner=inner)
+    logits = sib.over_episodes(per_episode, support_feats, support_labels, query_feats)
     return sib.cross_entropy(logits, query_labels), logits
 
 
