@@ -6,7 +6,8 @@ that also takes any number of leading episode axes: `apply(params, fs, ys, fq)` 
 shape (B, Ns, D) is the same as `jax.vmap` of it over B (tests/test_sib.py checks both in
 float64), and `batched_apply` / `batch_loss` call it that way. Batched explicitly, phi's
 weight gradients are one product over the queries of all B episodes instead of B small ones
-summed (1.2-1.3x faster meta-training at 8-32 episodes per update on CPU; README, Benchmark).
+summed (with phi's written-out VJP, meta-training 1.23x faster at 8 episodes per update
+and 1.25x at 32 on CPU in one benchmark run; README, Benchmark).
 
 The K steps come in two exactly equivalent forms (`form`):
   "direct"  theta (N, D) itself is updated, as the reference does (`refine_theta`);

@@ -9,7 +9,9 @@ the two against each other in float64).
 Why write the VJP out: autodiff of the two BatchNorms emits several reductions each over the
 queries, where the closed form needs two (sum(dy) and sum(dy * x_hat)), and each reduction is
 its own kernel on CPU. With leading episode axes the weight gradients are also one product
-over all episodes' queries instead of one per episode.
+over all episodes' queries instead of one per episode. Measured in one
+`python -m experiments.benchmark` run: meta-training 1.19x faster at 8 episodes per update
+and 1.16x at 32 (the `phi_autodiff` variant), nothing measurable at one episode.
 
 Shapes: logits (..., Nq, N) -> (..., Nq, N). Leading axes are episodes; each episode's
 BatchNorm uses the statistics of its own Nq queries only.
