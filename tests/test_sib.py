@@ -186,7 +186,7 @@ def test_meta_gradient_reaches_the_synthetic_gradient_network():
     assert float(jnp.abs(grads0["grad_net"]["dense1"]["kernel"]).max()) == 0
 
 
-def test_vmap_over_episodes_equals_one_call_per_episode():
+def test_a_batch_of_episodes_equals_one_call_per_episode():
     rng = np.random.default_rng(4)
     episodes = [_episode(rng) for _ in range(4)]
     fs, ys, fq, yq = (np.stack(parts) for parts in zip(*episodes, strict=True))
