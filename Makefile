@@ -44,7 +44,7 @@ lint: install
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-# --- Cloud TPU VMs (docs-distributed-section.md). `DRY_RUN=1` prints the commands instead.
+# --- Cloud TPU VMs (docs/distributed.md). `DRY_RUN=1` prints the commands instead.
 TPU_NAME ?= metaunlab
 ZONE ?= us-central2-b
 ACCELERATOR_TYPE ?= v4-32

@@ -3,7 +3,7 @@
     python -m experiments.benchmark [--quick | --smoke] [--json=FILE] [--only=sib_step,...]
 
 Measures, after compilation, episodes per second, the peak memory of each compiled step
-(XLA memory analysis) and compile times; see `metaunlab.benchmark` for the cases. The full
+(XLA memory analysis) and compile times; see `experiments/tools/benchmark` for the cases. The full
 suite takes several minutes on a 2-core CPU, `--quick` about 1-2 minutes, `--smoke` (tiny
 sizes, for tests) seconds. Prints a table and writes the records to FILE as a JSON array.
 """
@@ -27,7 +27,7 @@ def main(argv):
     if FLAGS.quick and FLAGS.smoke:
         print("error: --quick and --smoke are exclusive", file=sys.stderr)
         sys.exit(2)
-    from metaunlab import benchmark  # after flag parsing: fast --help
+    from experiments.tools import benchmark  # after flag parsing: fast --help
 
     mode = "smoke" if FLAGS.smoke else "quick" if FLAGS.quick else "full"
     env = benchmark.environment()

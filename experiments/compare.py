@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from metaunlab.compare import run_compare
+    from experiments.tools.compare import run_compare
     from metaunlab.data.errors import DataError
 
     try:

@@ -26,11 +26,12 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from metaunlab.data.errors import DataError
-    from metaunlab.episode_file_eval import evaluate_episode_file
+    from metaunlab.trained_model import TrainedModel
 
     try:
-        results = evaluate_episode_file(FLAGS.workdir, FLAGS.episodes, FLAGS.image_root,
-                                        checkpoint=FLAGS.checkpoint)
+        model = TrainedModel.load(FLAGS.workdir)
+        results = model.evaluate_episode_file(FLAGS.episodes, FLAGS.image_root,
+                                              checkpoint=FLAGS.checkpoint)
     except (DataError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

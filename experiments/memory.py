@@ -2,14 +2,14 @@
 
     python -m experiments.memory            # prints a markdown table
 
-Measured on CPU in docs-distributed-section.md; XLA's CPU and accelerator backends plan
-buffers differently, so read the numbers as ratios.
+The CPU figures are in docs/distributed.md ("Memory levers"); XLA's CPU and accelerator
+backends plan buffers differently, so read the numbers as ratios.
 """
 
 import jax.numpy as jnp
 from absl import app
 
-from metaunlab import memory
+from experiments.tools import memory
 
 ROWS = [
     ("SIB head on features, B=8, K=5", lambda: memory.sib_step(steps=5)),

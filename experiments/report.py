@@ -22,8 +22,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    from experiments.tools.report import write_report
     from metaunlab.data.errors import DataError
-    from metaunlab.report import write_report
 
     try:
         out = write_report(FLAGS.workdir, num_episodes=FLAGS.num_episodes,

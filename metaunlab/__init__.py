@@ -6,14 +6,31 @@ The SIB head (`metaunlab.sib`) is a set of pure functions on pytrees:
     logits = metaunlab.sib.apply(params, support_feats, support_labels, query_feats,
                                  steps=3, lr=1e-3)
 
-Backbones live in `metaunlab.backbones`, data in `metaunlab.data`, training loops in
-`metaunlab.pretrain` / `metaunlab.metatrain`, evaluation in `metaunlab.evaluation`, and the
-whole published pipeline in `metaunlab.pipeline.train_and_evaluate`.
+Where things are: the SIB head `sib` (its synthetic-gradient network `synthetic_gradient`),
+backbones `backbones`, the baselines `methods`, data and episodes `data`, the training loop
+`train_loop` with `pretrain` and `metatrain`, evaluation `evaluation`, a trained work dir
+`trained_model.TrainedModel`, and the whole published pipeline
+`pipeline.train_and_evaluate(config, workdir)`.
 """
 
-from metaunlab import sib
+from metaunlab import methods, sib
 from metaunlab.backbones import get_backbone
-from metaunlab.evaluation import mean_and_ci95
+from metaunlab.evaluation import evaluate, mean_and_ci95
+from metaunlab.methods import Method, get_method, sib_method
 
 __version__ = "0.1.0"
-__all__ = ["get_backbone", "mean_and_ci95", "sib"]
+__all__ = ["Method", "TrainedModel", "evaluate", "get_backbone", "get_method",
+           "mean_and_ci95", "methods", "sib", "sib_method", "train_and_evaluate"]
+
+
+def __getattr__(name):
+    # Checkpointing and the pipeline import orbax and tensorboardX: only when asked for.
+    if name == "TrainedModel":
+        from metaunlab.trained_model import TrainedModel
+
+        return TrainedModel
+    if name == "train_and_evaluate":
+        from metaunlab.pipeline import train_and_evaluate
+
+        return train_and_evaluate
+    raise AttributeError(f"module 'metaunlab' has no attribute {name!r}")

@@ -11,7 +11,9 @@ Gradients", ICLR 2020) and by the later work it is usually compared with:
 * :class:`ResNet12` -- the 640-d ResNet-12 of MetaOptNet (Lee et al. 2019).
 
 :func:`get_backbone` builds one of them by name for a given image size and
-returns its feature dimension as well.
+returns its feature dimension as well; :class:`Backbone` holds a module with its
+variables (:func:`init_backbone`). The backbone may compute in bfloat16 on float32
+parameters (:func:`compute_dtype`, :func:`cast_floats`): features are returned in float32.
 
 Conventions, chosen so that the networks behave like the PyTorch reference
 implementations:
@@ -39,6 +41,7 @@ implementations:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -49,11 +52,15 @@ from flax import linen as nn
 
 __all__ = [
     "BACKBONE_NAMES",
+    "Backbone",
     "Conv4",
     "ResNet12",
     "WideResNet",
+    "cast_floats",
+    "compute_dtype",
     "conv_fan_out_normal",
     "get_backbone",
+    "init_backbone",
 ]
 
 BACKBONE_NAMES = ("conv4", "wrn28_10", "resnet12")
@@ -102,11 +109,10 @@ def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
 def _max_pool2(x: jax.Array, train: bool) -> jax.Array:
     """2x2 max-pool, stride 2, odd edges dropped (torch MaxPool2d(2, 2), flax VALID).
 
-    Two spellings of the same values, each the faster one on CPU where it is used: in
-    training, a reshape and a max, whose gradient avoids XLA's select-and-scatter (which
-    made a Conv-4 training step about 40% slower); in inference (the frozen backbone of
-    meta-training and evaluation), `reduce_window`, which XLA fuses into the conv kernel
-    before it (a Conv-4 forward of 80 images at 80x80: 142 -> 106 ms, bitwise equal).
+    Two spellings of the same values (bitwise), each the faster one on CPU where it is
+    used: in training, a reshape and a max, whose gradient avoids XLA's select-and-scatter;
+    in inference (the frozen backbone of meta-training and evaluation), `reduce_window`,
+    which XLA fuses into the conv kernel before it.
     """
     n, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2]
@@ -283,3 +289,49 @@ def get_backbone(name: str, image_size: int, remat: bool = False) -> tuple[nn.Mo
         model = ResNet12(remat=remat)
         return model, model.widths[-1]
     raise ValueError(f"Unknown backbone {name!r}; valid names are: {', '.join(BACKBONE_NAMES)}.")
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A backbone module with its variables (`{"params", "batch_stats"}`)."""
+
+    module: nn.Module
+    variables: Any
+    feat_dim: int
+
+    def features(self, variables: Any, images: jax.Array) -> jax.Array:
+        """Inference-mode features (BatchNorm uses running statistics): the frozen backbone."""
+        return self.module.apply(variables, images, train=False)
+
+
+def init_backbone(module: nn.Module, feat_dim: int, image_shape: tuple[int, int, int],
+                  seed: int) -> Backbone:
+    """`module` with freshly initialised variables for images of `image_shape` (H, W, C)."""
+    variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *image_shape)),
+                            train=False)
+    return Backbone(module, variables, feat_dim)
+
+
+# ---- reduced-precision compute ------------------------------------------------------------
+# bfloat16 arithmetic on float32 parameters: optimizer updates and checkpoints stay float32,
+# a forward pass casts the parameters and its input, and features go back to float32, so the
+# SIB head and the losses always run in float32. It halves the backbone's activation memory
+# and uses the bf16 units of TPUs and recent GPUs; on CPU it is slower, so it is off by default.
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str, flag: str) -> Any:
+    """The dtype named by a config field (`flag` names the field in the error)."""
+    if name not in DTYPES:
+        raise ValueError(f"{flag}={name!r} is not a supported dtype; use "
+                         f"{' or '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def cast_floats(tree: Any, dtype: Any) -> Any:
+    """Every floating-point leaf of `tree` cast to `dtype`; integer leaves untouched."""
+    def cast(x):
+        return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+
+    return jax.tree_util.tree_map(cast, tree)

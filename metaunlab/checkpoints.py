@@ -29,12 +29,19 @@ class Checkpointer:
         self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
         self._manager.wait_until_finished()
 
-    def restore(self, like: Any, step: int | None = None) -> Any:
-        """Restore `step` (default: the latest) into the structure, shapes and dtypes of `like`."""
+    def restore(self, like: Any = None, step: int | None = None) -> Any:
+        """Restore `step` (default: the latest).
+
+        With `like`, into its structure, shapes, dtypes and placement (sharding); without,
+        as saved, with dicts for every mapping: the parameters of a training state can be
+        read (`restore()["params"]`) without rebuilding its optimizer.
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"No checkpoint in {self.directory}; train first or point "
                                     "--workdir at a directory that holds one.")
+        if like is None:
+            return self._manager.restore(step, args=ocp.args.StandardRestore())
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
 

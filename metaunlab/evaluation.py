@@ -1,14 +1,18 @@
-"""Meta-testing: accuracy of SIB (K steps) and K = 0 on many episodes, with 95% intervals.
+"""Few-shot evaluation: any `Method` on any batch of episodes, with 95% intervals.
 
-The backbone is frozen and test images are not augmented, so every image has exactly one
-feature vector. We therefore embed each image once and run the episodes on those features:
-the numbers are identical to recomputing the features inside every episode, as the
-reference does, at a fraction of the cost.
+`evaluate(method, feats, episodes)` is the one evaluation primitive: validation during
+training, meta-testing, episode files and the method comparison all call it. Episodes are
+index arrays into `feats`, so every image is embedded once (`embed`): the backbone is frozen
+and test images are not augmented, so each has exactly one feature vector, and the
+numbers are those of recomputing the features inside every episode, as the reference
+does, at a fraction of the cost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from metaunlab import sib
 from metaunlab.data.episodes import Episodes
+from metaunlab.methods.base import Method
+from metaunlab.methods.sib_head import sib_method
 
 # Backbone forward in inference mode: (variables, float images (N,H,W,C)) -> (N, D).
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
@@ -53,49 +58,76 @@ def embed(feature_fn: FeatureFn, variables: Any, images: np.ndarray,
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "form"))
-def _correct_fraction(params, feats, support_idx, support_labels, query_idx, query_labels, *,
-                      steps, lr, form="auto"):
-    logits = sib.batched_apply(params, feats[support_idx], support_labels, feats[query_idx],
-                               steps=steps, lr=lr, form=form)
-    return jnp.mean(jnp.argmax(logits, -1) == query_labels, axis=-1)
-
-
-def episode_accuracies(params: sib.Params, feats: np.ndarray | jax.Array, episodes: Episodes,
-                       *, steps: int, lr: float, chunk: int = 100,
-                       desc: str | None = None, form: str = "auto") -> np.ndarray:
-    """Per-episode query accuracy in percent, shape (E,), for SIB with `steps` steps.
-
-    `form` is the SIB form (`sib.resolve_form`; "auto" takes the Gram form for chunks of
-    two or more episodes): the accuracies are the same up to float rounding.
-    Episodes are processed `chunk` at a time, as one batch; the last chunk is padded by repeating
-    episodes (then dropped) so that only one shape is ever compiled.
-    """
-    feats = jnp.asarray(feats)
-    arrays = (episodes.support_idx, episodes.support_labels, episodes.query_idx,
-              episodes.query_labels)
-    total = len(episodes.support_idx)
-    chunk = min(chunk, total)
-    out = []
-    bar = tqdm(range(0, total, chunk), desc=desc, unit="chunk", disable=desc is None,
-               leave=False)
-    for start in bar:
-        rows = np.arange(start, start + chunk) % total
-        part = [a[rows] for a in arrays]
-        out.append(np.asarray(_correct_fraction(params, feats, *part, steps=steps, lr=lr,
-                                                form=form)))
-    return 100.0 * np.concatenate(out)[:total]
-
-
 def mean_and_ci95(accuracies: np.ndarray) -> tuple[float, float]:
     """Mean and 1.96 * std / sqrt(n), as the reference reports (population std)."""
     accuracies = np.asarray(accuracies, np.float64)
     return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(len(accuracies)))
 
 
-def evaluate_sib(params: sib.Params, feats: np.ndarray, episodes: Episodes, *, steps: int,
+@dataclasses.dataclass
+class Evaluation:
+    """Per-episode accuracies (E,) in percent, and with `timed` the cost of computing them:
+    milliseconds per episode after compilation, and seconds of the untimed first call
+    (compilation plus one chunk)."""
+
+    accuracies: np.ndarray
+    ms_per_episode: float | None = None
+    warm_up_s: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return mean_and_ci95(self.accuracies)[0]
+
+    @property
+    def ci95(self) -> float:
+        return mean_and_ci95(self.accuracies)[1]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _correct_fraction(predictor, params, base_mean, feats, support_idx, support_labels,
+                      query_idx, query_labels):
+    probs = predictor(params, base_mean, feats[support_idx], support_labels, feats[query_idx])
+    return jnp.mean(jnp.argmax(probs, -1) == query_labels, axis=-1)
+
+
+def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, *,
+             base_mean: np.ndarray | jax.Array | None = None, chunk: int = 100,
+             timed: bool = False, desc: str | None = None) -> Evaluation:
+    """Accuracy of `method` on every episode of `episodes` (indices into `feats` (N, D)).
+
+    Episodes run `chunk` at a time as one batch; the last chunk is padded by repeating
+    episodes (then dropped), so one shape compiles per episode shape. `base_mean` (D,) is
+    the base-class mean for the methods that use one. With `timed`, the first chunk runs
+    once untimed (compilation) before the timed pass over all of them.
+    """
+    feats = jnp.asarray(feats)
+    base_mean = None if base_mean is None else jnp.asarray(base_mean)
+    predictor = method.predictor(episodes.n_way)
+    arrays = (episodes.support_idx, episodes.support_labels, episodes.query_idx,
+              episodes.query_labels)
+    total = len(episodes)
+    chunk = min(chunk, total)
+    parts = [[a[np.arange(start, start + chunk) % total] for a in arrays]
+             for start in range(0, total, chunk)]
+
+    def run(part):
+        return _correct_fraction(predictor, method.params, base_mean, feats, *part)
+
+    warm_up = None
+    if timed:
+        started = time.perf_counter()
+        jax.block_until_ready(run(parts[0]))
+        warm_up = time.perf_counter() - started
+    started = time.perf_counter()
+    bar = tqdm(parts, desc=desc, unit="chunk", disable=desc is None, leave=False)
+    out = [np.asarray(run(part)) for part in bar]
+    ms = 1000.0 * (time.perf_counter() - started) / total if timed else None
+    return Evaluation(100.0 * np.concatenate(out)[:total], ms, warm_up)
+
+
+def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
                  lr: float, desc: str = "meta-test") -> dict[str, dict[str, float]]:
-    """`{"sib": {"accuracy", "ci95"}, "k0": {...}}` on the same episodes.
+    """`{"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}` on the same episodes.
 
     "k0" is the same trained model with zero synthetic gradient steps: the initialization
     network's class-mean cosine classifier, which never looks at the unlabeled queries.
@@ -103,8 +135,6 @@ def evaluate_sib(params: sib.Params, feats: np.ndarray, episodes: Episodes, *, s
     """
     results = {}
     for name, k in (("sib", steps), ("k0", 0)):
-        accs = episode_accuracies(params, feats, episodes, steps=k, lr=lr,
-                                  desc=f"{desc} {name}")
-        mean, ci = mean_and_ci95(accs)
-        results[name] = {"accuracy": mean, "ci95": ci, "steps": k}
+        result = evaluate(sib_method(params, k, lr), feats, episodes, desc=f"{desc} {name}")
+        results[name] = {"accuracy": result.accuracy, "ci95": result.ci95, "steps": k}
     return results

@@ -16,20 +16,12 @@ device holds the whole training set, as each GPU does in the reference).
 
 Dispatch: with `steps_per_call` = S > 1 one jitted call runs S meta-training iterations in a
 `lax.scan` over S stacked episode batches: the same iterations, in the same order, with the
-same RNG draws, minus S - 1 dispatches (for one-episode steps on CPU, S = 10 made
-meta-training 1.44x and 1.56x faster in two `python -m experiments.benchmark` runs).
-Log, validation and checkpoint steps are never skipped over: a call never crosses one, and
-single steps fill in where S does not fit.
-
-Preemption: the full state (parameters, optimizer state, step, RNG, best validation
-accuracy; the sampler needs only the step) is saved to `last` every `checkpoint_every`
-steps, at every validation, and on SIGTERM, so an interrupted run resumes exactly.
+same RNG draws, minus S - 1 dispatches. Checkpoints, resumption and the loop around the
+step: `metaunlab.train_loop`.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,20 +30,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from metaunlab import evaluation, optim, parallel, precision, sib
-from metaunlab.checkpoints import Checkpointer
+from metaunlab import evaluation, optim, parallel, sib
+from metaunlab.backbones import cast_floats, compute_dtype
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
-from metaunlab.hostsync import step_barrier
+from metaunlab.methods.sib_head import sib_method
 from metaunlab.metrics import MetricWriter
-from metaunlab.preemption import PreemptionGuard, stop_if_requested
+from metaunlab.train_loop import TrainLoop
 
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The outer optimizer of `config` (a `metatrain` config group)."""
     return optim.sgd_nesterov(config.lr, momentum=config.momentum,
                               weight_decay=config.weight_decay)
 
@@ -74,21 +66,19 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
                     grad_coeff: float = 0.0, feature_fn: FeatureFn | None = None,
                     transform: ImageTransform | None = None, mesh: jax.sharding.Mesh | None = None,
                     remat: bool = False, backbone_dtype: Any = jnp.float32,
-                    form: str = "auto", steps_per_call: int = 1):
+                    steps_per_call: int = 1):
     """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
 
     `source` is (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
     `feature_fn` is None, else (N, H, W, C) uint8 images that are augmented with
     `transform.train` and embedded by the frozen backbone inside the step. `episodes` is a
-    dict of the int32 arrays of an `Episodes` batch, split over `mesh`
-    (default: all devices) along the episode axis; everything else is replicated. `remat`
-    recomputes the K SIB steps in the backward pass; `backbone_dtype` is the compute dtype
-    of the frozen backbone forward; `form` the SIB form ("auto" resolves by the episodes per
-    device, `sib.resolve_form`). With `steps_per_call` = S > 1 every array of `episodes`
-    has a leading axis of S iterations (episodes then split along axis 1) and the call runs
-    them in order; metrics are their means. Pass a state placed by `parallel.replicate`:
-    the step returns it replicated, and an input placed otherwise costs one more
-    compilation.
+    dict of the int32 arrays of an `Episodes` batch, split over `mesh` (default: all
+    devices) along the episode axis; everything else is replicated. `remat` recomputes the
+    K SIB steps in the backward pass; `backbone_dtype` is the compute dtype of the frozen
+    backbone forward. With `steps_per_call` = S > 1 every array of `episodes` has a leading
+    axis of S iterations (episodes then split along axis 1) and the call runs them in
+    order; metrics are their means. Pass a state placed by `parallel.replicate`: the step
+    returns it replicated, and an input placed otherwise costs one more compilation.
     """
     if (feature_fn is None) != (transform is None):
         raise ValueError("make_train_step needs both feature_fn and transform, or neither.")
@@ -103,7 +93,7 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
         if feature_fn is None:
             return batch
         flat = batch.reshape((-1,) + batch.shape[2:])
-        feats = feature_fn(precision.cast_floats(backbone_variables, backbone_dtype),
+        feats = feature_fn(cast_floats(backbone_variables, backbone_dtype),
                            transform.train(rng, flat).astype(backbone_dtype))
         # The backbone is frozen: no gradient flows into it (and none is computed).
         feats = jax.lax.stop_gradient(feats).astype(jnp.float32)
@@ -114,13 +104,10 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
         fs = episode_features(backbone_variables, support_rng, source, episodes["support_idx"])
         fq = episode_features(backbone_variables, query_rng, source, episodes["query_idx"])
 
-        per_device = max(1, episodes["support_idx"].shape[0] // mesh.size)
-
         def loss_fn(params):
-            return sib.batch_loss(params, fs, episodes["support_labels"], fq,
-                                  episodes["query_labels"], steps=steps, lr=inner_lr,
-                                  grad_coeff=grad_coeff, remat=remat,
-                                  form=sib.resolve_form(form, per_device))
+            return sib.loss(params, fs, episodes["support_labels"], fq,
+                            episodes["query_labels"], steps=steps, lr=inner_lr,
+                            grad_coeff=grad_coeff, remat=remat)
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -145,21 +132,14 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
 
 def auto_steps_per_call(config_value: int, from_images: bool) -> int:
     """`metatrain.steps_per_call`, with 0 resolved: 10 iterations per call on features, where
-    a one-episode step takes well under a millisecond on CPU, 1 when the backbone runs
-    inside the step (its compute dwarfs the dispatch)."""
+    a one-episode step takes well under a millisecond on CPU and dispatch dominates, 1 when
+    the backbone runs inside the step (its compute dwarfs the dispatch)."""
     if config_value < 0:
         raise ValueError(f"--config.metatrain.steps_per_call={config_value} must be >= 0 "
                          "(0 = automatic).")
     if config_value:
         return config_value
     return 1 if from_images else 10
-
-
-def next_stop(done: int, iterations: int, *every: int) -> int:
-    """The first step after `done` at which the loop must be between calls: the end, or a
-    multiple of any non-zero cadence in `every` (logging, validation, checkpoints)."""
-    stops = [iterations] + [(done // e + 1) * e for e in every if e]
-    return min(stops)
 
 
 def episodes_as_dict(episodes: Episodes) -> dict[str, np.ndarray]:
@@ -179,29 +159,25 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     `<workdir>/last` and `<workdir>/best`; a rerun with the same workdir resumes. Raises
     `Preempted` after saving `last` when the process receives SIGTERM.
     """
-    mesh = parallel.data_mesh()
-    parallel.check_batch_size(config.batch_size, mesh, "--config.metatrain.batch_size")
-    rows = parallel.process_rows(config.batch_size, mesh)
-    checkpoint_every = config.get("checkpoint_every", 0)
-    backbone_dtype = precision.compute_dtype(config.get("backbone_dtype", "float32"),
-                                             "--config.metatrain.backbone_dtype")
+    mesh, rows = parallel.batch_mesh(config.batch_size, "--config.metatrain.batch_size")
+    backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
+                                   "--config.metatrain.backbone_dtype")
     shape = EpisodeShape(config.n_way, config.n_shot, config.n_query)
     sampler = EpisodeSampler(train_labels, shape, seed=config.seed, split_name="train")
     optimizer = make_optimizer(config)
     params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim)
-    state = parallel.replicate(init_state(params, optimizer, config.seed), mesh)
-
-    last = Checkpointer(os.path.join(workdir, "last"))
-    best = Checkpointer(os.path.join(workdir, "best"))
-    if last.latest_step() is not None:
-        state = last.restore(state)
-        tqdm.write(f"{phase}: resuming from step {int(state['step'])} of {config.iterations}")
-
     per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
+    loop = TrainLoop(
+        phase, workdir, config.iterations, writer, mesh,
+        log_at=lambda done: done % config.log_every == 0,
+        validate_at=lambda done: done % config.val_every == 0 or done == config.iterations,
+        checkpoint_every=config.get("checkpoint_every", 0),
+        items_per_step=config.batch_size, items="episodes", steps_per_call=per_call)
+    state = loop.resume(parallel.replicate(init_state(params, optimizer, config.seed), mesh))
+
     step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
                        grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
-                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype,
-                       form=config.get("sib_form", "auto"))
+                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype)
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
     # would cross a log, validation or checkpoint step.
     train_step = make_train_step(optimizer, **step_kwargs)
@@ -211,64 +187,26 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     backbone_variables = parallel.replicate(backbone_variables, mesh)
     val_feats = jnp.asarray(val_feats)
 
-    def validate(step: int) -> None:
-        # Every process validates the same episodes on its own first device, so all of
-        # them agree on the best accuracy without communicating.
-        accs = evaluation.episode_accuracies(parallel.to_local(state["params"]), val_feats,
-                                             val_episodes, steps=config.sib_steps,
-                                             lr=config.inner_lr)
-        accuracy, ci95 = evaluation.mean_and_ci95(accs)
-        writer.write(f"{phase}_val", step, accuracy=accuracy, ci95=ci95)
-        # A step already checkpointed holds this very state: the run was resumed there
-        # (for instance at step 0 of a head imported by experiments.import_torch).
-        if accuracy > float(state["best_accuracy"]):
-            state["best_accuracy"] = parallel.replicate(np.float32(accuracy), mesh)
-            if best.latest_step() != step:
-                best.save(step, state["params"])
-        if last.latest_step() != step:
-            last.save(step, state)
-        tqdm.write(f"{phase} step {step}: val accuracy {accuracy:.2f} +- {ci95:.2f}% "
-                   f"(best {float(state['best_accuracy']):.2f}%)")
-
-    start = int(state["step"])
-    if start == 0:
-        validate(0)  # the reference validates before the first step too
-    bar = tqdm(total=config.iterations, initial=start, desc=phase, unit="step",
-               disable=not parallel.is_primary())
-
     def sample(step):
         return episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
 
-    window_start, window_episodes = time.perf_counter(), 0
-    done = start
-    with PreemptionGuard() as guard:
-        while done < config.iterations:
-            step = done
-            stop = next_stop(step, config.iterations, config.log_every, config.val_every,
-                             checkpoint_every)
-            if per_call > 1 and step + per_call <= stop:
-                local = [sample(s) for s in range(step, step + per_call)]
-                local = {k: np.stack([d[k] for d in local]) for k in local[0]}
-                batch = parallel.global_batch(local, config.batch_size, mesh, axis=1)
-                call, done = train_steps, step + per_call
-            else:
-                batch = parallel.global_batch(sample(step), config.batch_size, mesh)
-                call, done = train_step, step + 1
-            state, metrics = step_barrier(call(state, backbone_variables, source, batch))
-            bar.update(done - step)
-            window_episodes += config.batch_size * (done - step)
-            if done % config.log_every == 0:
-                metrics = {k: float(v) for k, v in metrics.items()}
-                episodes_per_s = window_episodes / (time.perf_counter() - window_start)
-                writer.write(phase, done, episodes_per_s=episodes_per_s, **metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}",
-                                acc=f"{metrics['accuracy']:.3f}", ep_s=f"{episodes_per_s:.0f}")
-                window_start, window_episodes = time.perf_counter(), 0
-            if done % config.val_every == 0 or done == config.iterations:
-                validate(done)  # saves `last` too
-            elif checkpoint_every and done % checkpoint_every == 0:
-                last.save(done, state)
-            stop_if_requested(guard, done, config.iterations, last, state, writer, phase)
-    bar.close()
-    writer.flush()
-    return parallel.to_local(state["params"]), parallel.to_local(best.restore(state["params"]))
+    def advance(state, step, count):
+        if count == 1:
+            batch = parallel.global_batch(sample(step), config.batch_size, mesh)
+            return train_step(state, backbone_variables, source, batch)
+        local = [sample(s) for s in range(step, step + count)]
+        local = {k: np.stack([d[k] for d in local]) for k in local[0]}
+        batch = parallel.global_batch(local, config.batch_size, mesh, axis=1)
+        return train_steps(state, backbone_variables, source, batch)
+
+    def validate(state):
+        # Every process validates the same episodes on its own first device, so all of
+        # them agree on the best accuracy without communicating.
+        head = sib_method(parallel.to_local(state["params"]), config.sib_steps,
+                          config.inner_lr)
+        result = evaluation.evaluate(head, val_feats, val_episodes)
+        return {"accuracy": result.accuracy, "ci95": result.ci95}
+
+    state = loop.run(state, advance, validate=validate, best_of=lambda s: s["params"])
+    return (parallel.to_local(state["params"]),
+            parallel.to_local(loop.best.restore(state["params"])))

@@ -64,6 +64,14 @@ def check_batch_size(batch_size: int, mesh: Mesh, flag: str) -> None:
                          f"{devices} devices; set it to a multiple of {devices}.")
 
 
+def batch_mesh(batch_size: int, flag: str) -> tuple[Mesh, range]:
+    """The data mesh over all devices, checked to split the global `batch_size` evenly
+    (`flag` names the config field in the error), and this process's rows of a batch."""
+    mesh = data_mesh()
+    check_batch_size(batch_size, mesh, flag)
+    return mesh, process_rows(batch_size, mesh)
+
+
 def process_rows(batch_size: int, mesh: Mesh) -> range:
     """The rows of a global batch of `batch_size` held by this process's devices."""
     index_map = batch_sharded(mesh).addressable_devices_indices_map((batch_size,))

@@ -22,24 +22,20 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from metaunlab import evaluation, feature_cache
-from metaunlab.backbones import get_backbone
+from metaunlab.backbones import Backbone, get_backbone, init_backbone
 from metaunlab.data import augment
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import ImageFormat
-from metaunlab.data.episodes import (
-    Episodes,
-    EpisodeSampler,
-    EpisodeShape,
-    check_episode_shape,
-    episodes_from_records,
-    load_episodes_json,
-)
+from metaunlab.data.episode_files import episodes_from_records, load_episodes_json
+from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape, check_episode_shape
 from metaunlab.data.errors import DataError
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.metatrain import meta_train
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
-from metaunlab.pretrain import Backbone, init_backbone, pretrain
+from metaunlab.pretrain import pretrain
+from metaunlab.results import sib_table
+from metaunlab.trained_model import setting_name
 from metaunlab.workdir import save_config, write_json_atomic
 
 _SETTING = re.compile(r"^(\d+)way_(\d+)shot$")
@@ -57,10 +53,6 @@ def parse_settings(settings: str) -> list[tuple[int, int]]:
     if not parsed:
         raise ValueError("--config.settings is empty; name at least one setting, e.g. 5way_1shot.")
     return parsed
-
-
-def setting_name(n_way: int, n_shot: int) -> str:
-    return f"{n_way}way_{n_shot}shot"
 
 
 @dataclasses.dataclass
@@ -147,16 +139,6 @@ def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, 
     return feats, None, None, f"features_views{views}" if views else mode
 
 
-def _format_table(results: dict) -> str:
-    lines = ["| setting | SIB (K steps) | K = 0 | gain |", "|---|---|---|---|"]
-    for name, entry in results["settings"].items():
-        sib_, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
-        lines.append(f"| {name} | {sib_['accuracy']:.2f} +- {sib_['ci95']:.2f} "
-                     f"(K={sib_['steps']}) | {k0['accuracy']:.2f} +- {k0['ci95']:.2f} | "
-                     f"{sib_['accuracy'] - k0['accuracy']:+.2f} |")
-    return "\n".join(lines)
-
-
 def build_backbone(config: ml_collections.ConfigDict, splits: Splits
                    ) -> tuple[Backbone, augment.ImageTransform]:
     transform = augment.preset(config.data.transform)
@@ -197,8 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError(f"--config.pretrain.transform={pre.transform!r} changes the image "
                          "size; pick a transform with the same output size as data.transform.")
     variables = pretrain(pre, backbone, splits.train, splits.val.images,
-                         validation_episodes(config, splits, pre_shape), pre.val_n_way,
-                         pre_transform, workdir, writer)
+                         validation_episodes(config, splits, pre_shape), pre_transform,
+                         workdir, writer)
 
     def embed(images, desc):
         return evaluation.embed(backbone.features, variables, images, transform.eval,
@@ -242,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results["processes"] = jax.process_count()
     write_json_atomic(os.path.join(workdir, "results.json"), results)
     writer.close()
-    table = _format_table(results)
+    table = sib_table(results["settings"])
     if is_primary():  # one writer for the shared work directory
         with open(os.path.join(workdir, "results.md"), "w") as f:
             f.write(table + "\n")

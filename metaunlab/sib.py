@@ -1,41 +1,46 @@
-"""The SIB head: initialization network + synthetic-gradient network + K unrolled steps.
+"""The SIB head: initialization network, synthetic-gradient network, K unrolled steps.
 
 Synthetic information bottleneck (Hu et al., "Empirical Bayes Transductive Meta-Learning
-with Synthetic Gradients", ICLR 2020). Everything here is a pure function of one episode
-that also takes any number of leading episode axes: `apply(params, fs, ys, fq)` with fs of
-shape (B, Ns, D) is the same as `jax.vmap` of it over B (tests/test_sib.py checks both in
-float64), and `batched_apply` / `batch_loss` call it that way. Batched explicitly, phi's
-weight gradients are one product over the queries of all B episodes instead of B small ones
-summed (with phi's written-out VJP, meta-training 1.23x faster at 8 episodes per update
-and 1.25x at 32 on CPU in one benchmark run; README, Benchmark).
+with Synthetic Gradients", ICLR 2020). The public functions are pure functions of one
+episode that also accept any number of leading episode axes:
 
-The K steps come in two exactly equivalent forms (`form`):
-  "direct"  theta (N, D) itself is updated, as the reference does (`refine_theta`);
-  "gram"    theta is kept as coefficients in the span of theta0's rows and the normalised
-            query features, and every step works on the (Nq, Nq) Gram matrix of the queries
-            (`span_logits`). Same function, same meta-gradient (in float64 the tests find
-            logits equal to 1e-12 and meta-gradients to 1e-9, relative); faster for batches
-            of episodes on CPU, where the many skinny (Nq, D) products of the direct form
-            are slow.
+    params = sib.init(rng, n_way, feat_dim)
+    logits = sib.apply(params, support_feats, support_labels, query_feats, steps=3, lr=1e-3)
+    loss, logits = sib.loss(params, support_feats, support_labels, query_feats, query_labels,
+                            steps=3, lr=1e-3)
 
-phi (`metaunlab.synthetic_gradient`) is differentiated by its hand-written VJP by default;
-`phi_vjp="autodiff"` differentiates its Flax module instead (the same numbers; for a phi
-changed by hand).
+With leading axes the result is that of `jax.vmap` over them, computed as one program:
+phi's weight gradients become one product over the queries of all episodes. Each episode's
+BatchNorm sees only its own queries (the reference flattens a batch's queries into one
+BatchNorm batch, but only ever runs one episode per batch, where the two agree).
 
-Shapes for one episode (D = feature dimension, N = n_way), each with optional leading axes:
+The K steps are computed in one of two exactly equivalent ways, with the same signature:
+  `apply_direct`  theta (N, D) itself is updated, as the reference does;
+  `apply_gram`    theta is kept as coefficients in the span of theta0's rows and the
+                  normalised queries, so every step works on the (Nq, Nq) Gram matrix of
+                  the queries instead of (Nq, D) products.
+`apply` takes the Gram form for a batch of two or more episodes and K > 0, where it is the
+faster one on CPU, and the direct form otherwise (docs/benchmark.md has the measurements).
+
+Shapes for one episode (D = feature dimension, N = n_way):
   support_feats  (Ns, D) float     support_labels (Ns,) int in [0, N)
   query_feats    (Nq, D) float     query_labels   (Nq,) int in [0, N)   (loss only)
   theta          (N, D)            logits         (Nq, N)
 
-Parameters (a plain dict pytree, so optax and orbax see ordinary arrays):
+Parameters are a plain dict pytree, so optax and orbax see ordinary arrays:
   {"init":       {"w": (D,)},                    # initialization network weights, init 1
    "classifier": {"scale": (), "bias": ()},      # cosine classifier, init 10 and 0
-   "grad_net":   {...flax params of synthetic_gradient.SyntheticGradientNet...}}
+   "grad_net":   {...}}                          # phi, `metaunlab.synthetic_gradient`
+
+References:
+  Hu, Moreno, Xiao, Shen, Obozinski, Lawrence, Damianou. Empirical Bayes Transductive
+  Meta-Learning with Synthetic Gradients. ICLR 2020. https://arxiv.org/abs/2004.12696
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -43,47 +48,20 @@ import jax
 import jax.numpy as jnp
 
 from metaunlab import synthetic_gradient as phi
+from metaunlab.numerics import (
+    NORM_EPS,
+    class_means,
+    cosine_logits,
+    cross_entropy,
+    l2_normalize,
+    logits_of_cosines,
+    transpose,
+)
 
 Params = dict[str, Any]
 
-_NORM_EPS = 1e-12  # matches F.normalize in the reference
-
-
-def _t(x: jax.Array) -> jax.Array:
-    """Transpose of the last two axes (the matrices of a batch of episodes)."""
-    return jnp.swapaxes(x, -1, -2)
-
-
-def l2_normalize(x: jax.Array) -> jax.Array:
-    """Divide each row by max(||row||_2, 1e-12), exactly like torch's F.normalize."""
-    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    return x / jnp.maximum(norm, _NORM_EPS)
-
-
-def logits_of_cosines(classifier: Params, cos: jax.Array) -> jax.Array:
-    """The cosine classifier's logits `scale * (cos + bias)` from cosines (Nq, N)."""
-    return classifier["scale"] * (cos + classifier["bias"])
-
-
-def cosine_logits(classifier: Params, theta: jax.Array, feats: jax.Array) -> jax.Array:
-    """`scale * (normalize(feats) @ normalize(theta).T + bias)`: (Nq, D), (N, D) -> (Nq, N)."""
-    return logits_of_cosines(classifier, l2_normalize(feats) @ _t(l2_normalize(theta)))
-
-
-def init_theta(init_params: Params, support_feats: jax.Array, support_labels: jax.Array,
-               n_way: int) -> jax.Array:
-    """Initialization network: per-class mean of L2-normalised support features, times `w`."""
-    one_hot = jax.nn.one_hot(support_labels, n_way, dtype=support_feats.dtype)  # (Ns, N)
-    class_sums = _t(one_hot) @ l2_normalize(support_feats)  # (N, D)
-    # A class absent from the support set would divide by zero; the reference has the same
-    # hazard. Clamping keeps the arithmetic finite without changing any well-formed episode.
-    counts = jnp.maximum(one_hot.sum(axis=-2), 1.0)[..., None]
-    return (class_sums / counts) * init_params["w"]
-
-
-def n_way_of(params: Params) -> int:
-    """The number of ways the synthetic-gradient network was built for (static)."""
-    return phi.n_way_of(params["grad_net"])
+__all__ = ["Params", "apply", "apply_direct", "apply_gram", "grad_matching_loss", "init",
+           "init_theta", "loss", "n_way_of", "synthetic_step"]
 
 
 def init(rng: jax.Array, n_way: int, feat_dim: int) -> Params:
@@ -96,97 +74,107 @@ def init(rng: jax.Array, n_way: int, feat_dim: int) -> Params:
     }
 
 
-def synthetic_gradient(params: Params, logits: jax.Array, *,
-                       phi_vjp: str = "manual") -> jax.Array:
-    """phi(logits): the estimated d(loss)/d(logits), from unlabeled query logits only."""
-    return phi.apply_with(phi_vjp)(params["grad_net"], logits)
+def n_way_of(params: Params) -> int:
+    """The number of ways the synthetic-gradient network was built for (static)."""
+    return phi.n_way_of(params["grad_net"])
 
 
-def _synthetic_cosine_gradient(params: Params, cos: jax.Array, phi_vjp: str) -> jax.Array:
-    """gcos = scale * phi(z) with z = scale * (cos + bias): phi's estimate of d(loss)/d(cos)
-    (Nq, N), the chain rule through the logits, which both SIB forms step along."""
+def init_theta(init_params: Params, support_feats: jax.Array, support_labels: jax.Array,
+               n_way: int) -> jax.Array:
+    """Initialization network: `w` times the class means of the L2-normalised support
+    features, (Ns, D) -> (N, D)."""
+    return class_means(l2_normalize(support_feats), support_labels, n_way) * init_params["w"]
+
+
+def _synthetic_cosine_gradient(params: Params, cos: jax.Array) -> jax.Array:
+    """phi's estimate of d(loss)/d(cos), (Nq, N): scale * phi(z) with z = scale * (cos +
+    bias), the chain rule through the logits, along which both forms step."""
     classifier = params["classifier"]
     logits = logits_of_cosines(classifier, cos)
-    return classifier["scale"] * synthetic_gradient(params, logits, phi_vjp=phi_vjp)
+    return classifier["scale"] * phi.apply(params["grad_net"], logits)
 
 
 def synthetic_step(params: Params, theta: jax.Array, query_hat: jax.Array, *,
-                   lr: float, phi_vjp: str = "manual") -> jax.Array:
-    """One synthetic gradient step: theta - lr * (dz/dtheta)^T phi(z), z = query logits.
+                   lr: float) -> jax.Array:
+    """One synthetic gradient step: theta - lr * (dz/dtheta)^T phi(z), z the query logits.
 
     `query_hat` are the L2-normalised query features. The vector-Jacobian product through
-    the cosine classifier is written out rather than taken with `jax.vjp`: row c of it is
-    (sum_q gcos[q,c] fqn[q] - r_c theta_hat_c) / n_c, with gcos = scale * phi(z), n_c the
-    norm of theta_c (clamped at 1e-12 like F.normalize), theta_hat_c = theta_c / n_c and
-    r_c = sum_q gcos[q,c] cos[q,c]. The same values as autodiff (tests/test_sib.py checks
-    them in float64), but r_c comes from the (Nq, N) cosines instead of a second pass over
-    the D-dimensional rows, and the meta-gradient then differentiates a plain forward graph
-    instead of a VJP: one-episode meta-training steps on CPU 1.28x faster in one
-    `python -m experiments.benchmark` run (1.11x at 8 episodes), 1.25x in the median of
-    five runs interleaved with the autodiff form (README, Benchmark).
+    the cosine classifier is written out: row c is (sum_q gcos[q,c] fqn[q] - r_c
+    theta_hat_c) / n_c, with gcos = scale * phi(z), n_c = ||theta_c|| (clamped at 1e-12
+    like F.normalize), theta_hat_c = theta_c / n_c and r_c = sum_q gcos[q,c] cos[q,c]. These
+    are autodiff's values (tests check them in float64); r_c comes from the (Nq, N) cosines
+    instead of a second pass over the D-dimensional rows, and the meta-gradient then
+    differentiates a plain forward graph instead of a VJP.
     """
     norm = jnp.sqrt(jnp.sum(theta * theta, axis=-1))  # (N,)
-    clamped = jnp.maximum(norm, _NORM_EPS)
+    clamped = jnp.maximum(norm, NORM_EPS)
     theta_hat = theta / clamped[..., None]
-    cos = query_hat @ _t(theta_hat)  # (Nq, N)
-    gcos = _synthetic_cosine_gradient(params, cos, phi_vjp)
+    cos = query_hat @ transpose(theta_hat)  # (Nq, N)
+    gcos = _synthetic_cosine_gradient(params, cos)
     # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
-    radial = jnp.where(norm > _NORM_EPS, jnp.sum(gcos * cos, axis=-2), 0.0)
-    grad_theta = (_t(gcos) @ query_hat - radial[..., None] * theta_hat) / clamped[..., None]
+    radial = jnp.where(norm > NORM_EPS, jnp.sum(gcos * cos, axis=-2), 0.0)
+    grad_theta = (transpose(gcos) @ query_hat - radial[..., None] * theta_hat) / clamped[..., None]
     return theta - lr * grad_theta
 
 
-def refine_theta(params: Params, theta: jax.Array, query_feats: jax.Array, *, steps: int,
-                 lr: float, remat: bool = False, phi_vjp: str = "manual") -> jax.Array:
-    """K synthetic gradient steps (`synthetic_step`) from theta.
+def _one_episode_at_a_time(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """`fn` with a batch of exactly one episode passed without its episode axes (put back
+    on the result): XLA:CPU runs products with size-1 batch dimensions as batched kernels,
+    which are markedly slower than the plain ones."""
+    @functools.wraps(fn)
+    def wrapped(params, support_feats, support_labels, query_feats, **kwargs):
+        lead = support_feats.shape[:-2]
+        if not lead or math.prod(lead) != 1:
+            return fn(params, support_feats, support_labels, query_feats, **kwargs)
+        out = fn(params, support_feats.reshape(support_feats.shape[-2:]),
+                 support_labels.reshape(support_labels.shape[-1:]),
+                 query_feats.reshape(query_feats.shape[-2:]), **kwargs)
+        return out.reshape(lead + out.shape)
 
-    The loop is unrolled (steps is static and small); the meta-gradient flows through every
-    step, through phi and through the vector-Jacobian product (second order, nothing stopped).
-    With `remat`, each step's intermediates are recomputed in the backward pass instead of
-    kept (`jax.checkpoint` per step): only theta between steps is stored.
+    return wrapped
+
+
+@_one_episode_at_a_time
+def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.Array,
+                 query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
+                 remat: bool = False) -> jax.Array:
+    """Query logits (..., Nq, N) after K = `steps` synthetic steps on theta itself.
+
+    `steps` is a Python int (it fixes the unroll); `lr` is the synthetic step size eta
+    (1e-3 in the published configs). The loop is unrolled and the meta-gradient flows
+    through every step, through phi and through the vector-Jacobian product (second order,
+    nothing stopped). With `remat` each step is recomputed in the backward pass
+    (`jax.checkpoint`), so only theta between steps is kept.
     """
-    step = functools.partial(synthetic_step, lr=lr, phi_vjp=phi_vjp)
+    step = functools.partial(synthetic_step, lr=lr)
     if remat:
         step = jax.checkpoint(step)
+    theta = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
     query_hat = l2_normalize(query_feats)
     for _ in range(steps):
         theta = step(params, theta, query_hat)
-    return theta
+    return cosine_logits(params["classifier"], theta, query_feats)
 
 
-FORMS = ("direct", "gram")
-
-
-def resolve_form(form: str, episodes_per_device: int) -> str:
-    """`form`, with "auto" resolved: "gram" for two or more episodes per device, "direct" for
-    one (where the Gram matrix, Nq x Nq x D multiply-adds, costs more than it saves; measured
-    with `python -m experiments.benchmark` on a 2-core CPU)."""
-    if form == "auto":
-        return "gram" if episodes_per_device >= 2 else "direct"
-    if form not in FORMS:
-        raise ValueError(f"unknown SIB form {form!r}; use 'auto', 'direct' or 'gram'.")
-    return form
-
-
-def span_logits(params: Params, support_feats: jax.Array, support_labels: jax.Array,
-                query_feats: jax.Array, *, steps: int, lr: float,
-                remat: bool = False, phi_vjp: str = "manual") -> jax.Array:
-    """`apply(..., form="direct")` computed in the span of the query features.
+@_one_episode_at_a_time
+def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Array,
+               query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
+               remat: bool = False) -> jax.Array:
+    """`apply_direct`, computed in the span of the query features.
 
     Every synthetic step moves row c of theta along (J^T g)_c = (sum_q gcos[q,c] fqn[q]
-    - r_c theta_c / n_c) / n_c, with fqn the normalised queries, n_c = ||theta_c|| (clamped
-    at 1e-12 like F.normalize), gcos = scale * phi(z) and r_c = sum_q gcos[q,c] cos[q,c].
-    So theta_c = a_c theta0_c + sum_q b[q,c] fqn[q] at every step, and all the step needs
-    is fqn @ theta_c = a_c P0[:,c] + (G b)[:,c] and ||theta_c||^2, from the Gram matrix
-    G = fqn fqn^T, P0 = fqn theta0^T and ||theta0_c||^2. G and P0 are computed once; the K
-    steps then cost O(Nq^2 N) instead of O(Nq N D). The features carry no gradient, so G
-    needs none either; the meta-gradient reaches `init.w` through P0 and ||theta0||^2.
+    - r_c theta_c / n_c) / n_c (`synthetic_step`). So theta_c = a_c theta0_c + sum_q b[q,c]
+    fqn[q] at every step, and a step needs only fqn @ theta_c = a_c P0[:,c] + (G b)[:,c] and
+    ||theta_c||^2, from the Gram matrix G = fqn fqn^T, P0 = fqn theta0^T and ||theta0_c||^2.
+    G and P0 are computed once; the K steps then cost O(Nq^2 N) instead of O(Nq N D). The
+    features carry no gradient, so neither does G; the meta-gradient reaches `init.w`
+    through P0 and ||theta0||^2.
     """
     classifier = params["classifier"]
-    inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(query_feats, axis=-1), _NORM_EPS)  # (Nq,)
+    inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(query_feats, axis=-1), NORM_EPS)  # (Nq,)
     theta0 = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
-    gram = (query_feats @ _t(query_feats)) * inv_norm[..., :, None] * inv_norm[..., None, :]
-    p0 = (query_feats @ _t(theta0)) * inv_norm[..., None]  # (Nq, N)
+    gram = (query_feats @ transpose(query_feats)) * inv_norm[..., :, None] * inv_norm[..., None, :]
+    p0 = (query_feats @ transpose(theta0)) * inv_norm[..., None]  # (Nq, N)
     theta0_sq = jnp.sum(theta0 * theta0, axis=-1)  # (N,)
 
     def cosine(a, b):
@@ -194,18 +182,20 @@ def span_logits(params: Params, support_feats: jax.Array, support_labels: jax.Ar
         proj = a[..., None, :] * p0 + gram @ b  # fqn @ theta^T
         along_theta0 = a * theta0_sq + jnp.sum(b * p0, axis=-2)  # theta0_c . theta_c
         norm = jnp.sqrt(a * along_theta0 + jnp.sum(b * proj, axis=-2))
-        clamped = jnp.maximum(norm, _NORM_EPS)
+        clamped = jnp.maximum(norm, NORM_EPS)
         return proj / clamped[..., None, :], clamped, norm
 
     def one_step(params, a, b):
         cos, clamped, norm = cosine(a, b)
-        gcos = _synthetic_cosine_gradient(params, cos, phi_vjp)
+        gcos = _synthetic_cosine_gradient(params, cos)
         # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
-        radial = jnp.where(norm > _NORM_EPS,
+        radial = jnp.where(norm > NORM_EPS,
                            lr * jnp.sum(gcos * cos, axis=-2) / (clamped * clamped), 0.0)
         return (a * (1.0 + radial),
                 b * (1.0 + radial)[..., None, :] - (lr / clamped)[..., None, :] * gcos)
 
+    if steps == 0:  # nothing for the Gram matrix to save: theta0's logits
+        return cosine_logits(classifier, theta0, query_feats)
     if remat:
         one_step = jax.checkpoint(one_step)
     a = jnp.ones(theta0_sq.shape, theta0.dtype)  # (N,)
@@ -216,115 +206,57 @@ def span_logits(params: Params, support_feats: jax.Array, support_labels: jax.Ar
     return logits_of_cosines(classifier, cos)
 
 
-def adapted_theta(params: Params, support_feats: jax.Array, support_labels: jax.Array,
-                  query_feats: jax.Array, *, steps: int, lr: float,
-                  remat: bool = False, phi_vjp: str = "manual") -> jax.Array:
-    """theta_K for one episode: initialization network, then K synthetic gradient steps."""
-    theta0 = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
-    return refine_theta(params, theta0, query_feats, steps=steps, lr=lr, remat=remat,
-                        phi_vjp=phi_vjp)
-
-
 def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
           query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-          remat: bool = False, form: str = "direct", phi_vjp: str = "manual") -> jax.Array:
-    """Query logits (Nq, N) for one episode after `steps` synthetic gradient steps.
+          remat: bool = False) -> jax.Array:
+    """Query logits (..., Nq, N) after K = `steps` synthetic gradient steps.
 
-    `steps` must be a Python int (it fixes the unroll); `lr` is the synthetic step size eta
-    (1e-3 in the published configs); `remat` trades compute for memory in the meta-gradient
-    (see `refine_theta`); `form` is "direct" or "gram" (module docstring; same result);
-    `phi_vjp` is "manual" or "autodiff" (module docstring; same result). With leading
-    episode axes on the inputs, the logits get the same leading axes (`batched_apply`).
+    Args:
+      params: SIB parameters (`init`).
+      support_feats: (..., Ns, D) support features.
+      support_labels: (..., Ns) int labels in [0, N).
+      query_feats: (..., Nq, D) unlabeled query features; phi's BatchNorm normalises with
+        their statistics, episode by episode.
+      steps: K, a Python int (it fixes the unroll). 0 is the initialization network alone.
+      lr: the synthetic step size eta (1e-3 in the published configs).
+      remat: recompute each step in the backward pass instead of keeping its intermediates.
+
+    Returns:
+      Logits (..., Nq, N), the leading axes those of the inputs. The Gram form
+      (`apply_gram`) is taken for two or more episodes, the direct form otherwise.
     """
-    # With no steps there is nothing for the Gram matrix to save: both forms are theta0's logits.
-    if resolve_form(form, 1) == "gram" and steps > 0:
-        return span_logits(params, support_feats, support_labels, query_feats, steps=steps,
-                           lr=lr, remat=remat, phi_vjp=phi_vjp)
-    theta = adapted_theta(params, support_feats, support_labels, query_feats, steps=steps,
-                          lr=lr, remat=remat, phi_vjp=phi_vjp)
-    return cosine_logits(params["classifier"], theta, query_feats)
+    episodes = math.prod(support_feats.shape[:-2])
+    form = apply_gram if steps > 0 and episodes >= 2 else apply_direct
+    return form(params, support_feats, support_labels, query_feats, steps=steps, lr=lr,
+                remat=remat)
 
 
-def over_episodes(per_episode: Callable[..., jax.Array], support_feats: jax.Array,
-                  support_labels: jax.Array, query_feats: jax.Array) -> jax.Array:
-    """`per_episode(support_feats, support_labels, query_feats)` on arrays with a leading
-    episode axis, with a batch of one episode passed without that axis (and the axis put
-    back on the result): XLA:CPU runs products with a size-1 batch dimension as batched
-    kernels, and one-episode meta-training steps were 1.4x slower that way (measured)."""
-    if support_feats.shape[0] == 1:
-        return per_episode(support_feats[0], support_labels[0], query_feats[0])[None]
-    return per_episode(support_feats, support_labels, query_feats)
+def grad_matching_loss(params: Params, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """mean((phi(z) - dCE/dz)^2) on final query logits z (the reference's `coeffGrad` term).
 
-
-def batched_apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
-                  query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-                  remat: bool = False, form: str = "auto",
-                  phi_vjp: str = "manual") -> jax.Array:
-    """`apply` over a leading episode axis: (B, Ns, D), (B, Ns), (B, Nq, D) -> (B, Nq, N).
-
-    The same as `jax.vmap(apply)` (module docstring). Each episode's BatchNorm sees only its
-    own queries (the reference flattens all queries of a batch into one BatchNorm batch but
-    is only ever run with B = 1, where both agree). `form="auto"` picks by the number of
-    episodes given (`resolve_form`).
-    """
-    form = resolve_form(form, support_feats.shape[0])
-    per_episode = functools.partial(apply, params, steps=steps, lr=lr, remat=remat, form=form,
-                                    phi_vjp=phi_vjp)
-    return over_episodes(per_episode, support_feats, support_labels, query_feats)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy over all leading axes."""
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-    return -picked.mean()
-
-
-def grad_matching_loss(params: Params, logits: jax.Array, labels: jax.Array, *,
-                       phi_vjp: str = "manual") -> jax.Array:
-    """mean((phi(z) - dCE/dz)^2) on one episode's final query logits z (reference `coeffGrad`).
-
-    The target, the true gradient of the episode's mean query cross-entropy w.r.t. z,
-    (softmax(z) - one_hot(y)) / Nq, is held fixed; phi and z themselves receive gradient, as
-    in the reference. With leading episode axes, the mean over all of them.
+    The target, the true gradient of the episode's mean query cross-entropy with respect to
+    z, (softmax(z) - one_hot(y)) / Nq, is held fixed; phi and z receive gradient, as in the
+    reference. With leading episode axes, the mean over all of them.
     """
     one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     true_grad = (jax.nn.softmax(logits, axis=-1) - one_hot) / logits.shape[-2]
-    return jnp.mean(jnp.square(synthetic_gradient(params, logits, phi_vjp=phi_vjp)
+    return jnp.mean(jnp.square(phi.apply(params["grad_net"], logits)
                                - jax.lax.stop_gradient(true_grad)))
 
 
-def episode_loss(params: Params, support_feats: jax.Array, support_labels: jax.Array,
-                 query_feats: jax.Array, query_labels: jax.Array, *, steps: int, lr: float,
-                 grad_coeff: float = 0.0, remat: bool = False, form: str = "direct",
-                 phi_vjp: str = "manual") -> tuple[jax.Array, jax.Array]:
-    """Meta-training loss of one episode and its query logits.
+def loss(params: Params, support_feats: jax.Array, support_labels: jax.Array,
+         query_feats: jax.Array, query_labels: jax.Array, *, steps: int = 3,
+         lr: float = 1e-3, grad_coeff: float = 0.0,
+         remat: bool = False) -> tuple[jax.Array, jax.Array]:
+    """The meta-training loss and the query logits, `(loss, logits)`.
 
-    loss = mean query cross-entropy [+ grad_coeff * grad_matching_loss when grad_coeff > 0].
-    With leading episode axes, the mean over the episodes (all have Nq queries).
+    loss = mean query cross-entropy over every query of every episode
+    [+ grad_coeff * `grad_matching_loss` when grad_coeff > 0 (the reference's default is 0)].
+    Arguments as in `apply`, plus query_labels (..., Nq).
     """
     logits = apply(params, support_feats, support_labels, query_feats, steps=steps, lr=lr,
-                   remat=remat, form=form, phi_vjp=phi_vjp)
-    return _loss_of_logits(params, logits, query_labels, grad_coeff, phi_vjp), logits
-
-
-def _loss_of_logits(params: Params, logits: jax.Array, query_labels: jax.Array,
-                    grad_coeff: float, phi_vjp: str) -> jax.Array:
-    loss = cross_entropy(logits, query_labels)
+                   remat=remat)
+    value = cross_entropy(logits, query_labels)
     if grad_coeff:
-        loss = loss + grad_coeff * grad_matching_loss(params, logits, query_labels,
-                                                      phi_vjp=phi_vjp)
-    return loss
-
-
-def batch_loss(params: Params, support_feats: jax.Array, support_labels: jax.Array,
-               query_feats: jax.Array, query_labels: jax.Array, *, steps: int, lr: float,
-               grad_coeff: float = 0.0, remat: bool = False, form: str = "auto",
-               phi_vjp: str = "manual") -> tuple[jax.Array, jax.Array]:
-    """`episode_loss` averaged over a leading batch of episodes; returns (loss, logits).
-
-    The same as the mean of `jax.vmap(episode_loss)` (module docstring). `form="auto"` picks
-    by the number of episodes given (`resolve_form`)."""
-    logits = batched_apply(params, support_feats, support_labels, query_feats, steps=steps,
-                           lr=lr, remat=remat, form=form, phi_vjp=phi_vjp)
-    return _loss_of_logits(params, logits, query_labels, grad_coeff, phi_vjp), logits
+        value = value + grad_coeff * grad_matching_loss(params, logits, query_labels)
+    return value, logits

@@ -1,17 +1,11 @@
 """phi, SIB's synthetic-gradient network: query logits -> estimated d(loss)/d(logits).
 
 `SyntheticGradientNet` (Flax) defines the parameters and the forward pass. `apply` computes
-the same function with its vector-Jacobian product written out (`jax.custom_vjp`), for the
-meta-gradient's backward pass through the K steps; `apply_autodiff` differentiates the Flax
-module instead, for architectures changed by hand (tests/test_synthetic_gradient.py checks
-the two against each other in float64).
-
-Why write the VJP out: autodiff of the two BatchNorms emits several reductions each over the
-queries, where the closed form needs two (sum(dy) and sum(dy * x_hat)), and each reduction is
-its own kernel on CPU. With leading episode axes the weight gradients are also one product
-over all episodes' queries instead of one per episode. Measured in one
-`python -m experiments.benchmark` run: meta-training 1.19x faster at 8 episodes per update
-and 1.16x at 32 (the `phi_autodiff` variant), nothing measurable at one episode.
+the same function with its vector-Jacobian product written out (`jax.custom_vjp`): each
+BatchNorm's backward pass is two reductions over the queries (sum(dy) and sum(dy * x_hat))
+where autodiff emits several, and with leading episode axes the weight gradients are one
+product over every query of every episode. `apply_autodiff` runs the Flax module itself;
+the tests hold `apply` and its VJP against it in float64.
 
 Shapes: logits (..., Nq, N) -> (..., Nq, N). Leading axes are episodes; each episode's
 BatchNorm uses the statistics of its own Nq queries only.
@@ -30,7 +24,6 @@ Params = dict[str, Any]
 
 BN_EPS = 1e-5
 HIDDEN_MULTIPLIER = 8
-VJPS = ("manual", "autodiff")
 
 
 def _torch_linear_init(fan_in: int):
@@ -102,7 +95,8 @@ def n_way_of(params: Params) -> int:
 
 
 def apply_autodiff(params: Params, logits: jax.Array) -> jax.Array:
-    """phi(logits) by the Flax module; JAX differentiates it by autodiff."""
+    """phi(logits) by the Flax module, differentiated by autodiff (the tests' oracle for
+    `apply`)."""
     return SyntheticGradientNet(n_way_of(params)).apply({"params": params}, logits)
 
 
@@ -162,16 +156,10 @@ def _backward(residuals, d_phi: jax.Array):
 def apply(params: Params, logits: jax.Array) -> jax.Array:
     """phi(logits), (..., Nq, N) -> (..., Nq, N), with the hand-written VJP (module docstring).
 
-    Reverse mode only: forward-mode transforms (jax.jvp, jax.hessian) need `apply_autodiff`.
+    Reverse mode only: forward-mode transforms (`jax.jvp`, `jax.hessian`) are not defined.
     """
     return _forward(params, logits)[0]
 
 
 apply.defvjp(_forward, _backward)
 
-
-def apply_with(vjp: str):
-    """`apply` for vjp="manual", `apply_autodiff` for "autodiff"."""
-    if vjp not in VJPS:
-        raise ValueError(f"unknown phi VJP {vjp!r}; use 'manual' or 'autodiff'.")
-    return apply if vjp == "manual" else apply_autodiff

@@ -39,7 +39,8 @@ def read_json(path: str | os.PathLike) -> Any:
 RESUMABLE_FIELDS = ("test", "log_every", "eval_checkpoint", "data.root",
                     "metatrain.iterations", "metatrain.log_every",
                     "metatrain.checkpoint_every", "pretrain.checkpoint_every",
-                    # Speed knobs that leave the trajectory as it is (up to rounding).
+                    # Speed knobs that leave the trajectory as it is (up to rounding);
+                    # sib_form is no longer read (`sib.apply` picks the form itself).
                     "metatrain.steps_per_call", "metatrain.sib_form")
 
 

@@ -62,11 +62,11 @@ def run_pretrain_steps(steps: int):
     import jax
 
     from metaunlab import optim, parallel, pretrain
-    from metaunlab.backbones import Conv4
+    from metaunlab.backbones import Conv4, init_backbone
     from metaunlab.data import augment
 
     module = Conv4(width=8)
-    backbone = pretrain.init_backbone(module, 8, (16, 16, 1), seed=0)
+    backbone = init_backbone(module, 8, (16, 16, 1), seed=0)
     optimizer = optim.sgd_nesterov(0.05)
     mesh = parallel.data_mesh()
     state = parallel.replicate(pretrain.init_state(backbone, 4, optimizer, seed=0), mesh)

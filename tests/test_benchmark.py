@@ -14,7 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from metaunlab import benchmark, metatrain, optim, sib
+from experiments.tools import benchmark
+from experiments.tools.benchmark import cases, timing, torch_step, variants
+from metaunlab import metatrain, numerics, optim, sib
 from tests._support import perturbed_sib_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +45,8 @@ def test_k_step_variants_give_the_logits_of_sib_apply(inner):
     def both(params, fs, ys, fq):
         out = []
         for steps in (0, 1, 3):
-            out.append((sib.batched_apply(params, fs, ys, fq, steps=steps, lr=0.5),
-                        benchmark.variant_apply(params, fs, ys, fq, steps=steps, lr=0.5,
+            out.append((sib.apply_direct(params, fs, ys, fq, steps=steps, lr=0.5),
+                        variants.variant_apply(params, fs, ys, fq, steps=steps, lr=0.5,
                                                 inner=inner)))
         return out
 
@@ -60,7 +62,7 @@ def one_episode():
 
     @jax.jit
     def loss_and_grads(p):
-        return jax.value_and_grad(lambda q: sib.batch_loss(q, *episode, steps=3, lr=0.5)[0])(p)
+        return jax.value_and_grad(lambda q: sib.loss(q, *episode, steps=3, lr=0.5)[0])(p)
 
     return params, episode, loss_and_grads(params)
 
@@ -72,8 +74,7 @@ def test_k_step_variants_give_the_loss_and_meta_gradient_of_sib(one_episode, inn
     @jax.jit
     def scanned(p):
         return jax.value_and_grad(
-            lambda q: benchmark.variant_batch_loss(q, *episode, steps=3, lr=0.5,
-                                                   inner=inner)[0])(p)
+            lambda q: variants.variant_loss(q, *episode, steps=3, lr=0.5, inner=inner)[0])(p)
 
     loss_s, grads_s = scanned(params)
     np.testing.assert_allclose(float(loss_s), float(loss), rtol=1e-5)
@@ -85,16 +86,17 @@ def test_k_step_variants_give_the_loss_and_meta_gradient_of_sib(one_episode, inn
 @pytest.mark.parametrize("form", ["direct", "gram"])
 def test_sib_step_variants_take_the_same_meta_training_step(inner, form):
     """One `make_sib_step` update on 3 episodes: every variant lands on the same parameters
-    as `sib.batch_loss` differentiated and stepped by hand."""
+    as `sib`'s loss of that form differentiated and stepped by hand."""
     params = _params()
     episodes = _episodes(batch=3, n_query=4)
     optimizer = optax.sgd(0.1)
     state = {"step": jnp.int32(0), "params": params, "opt_state": optimizer.init(params)}
-    step = benchmark.make_sib_step(optimizer, steps=3, lr=0.5, inner=inner, form=form,
+    step = variants.make_sib_step(optimizer, steps=3, lr=0.5, inner=inner, form=form,
                                    donate=False)
     new_state, loss = step(state, *episodes)
     want_loss, grads = jax.value_and_grad(
-        lambda p: sib.batch_loss(p, *episodes, steps=3, lr=0.5, form=form)[0])(params)
+        lambda p: numerics.cross_entropy(variants.FORMS[form](p, *episodes[:3], steps=3,
+                                                              lr=0.5), episodes[3]))(params)
     np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
     jax.tree.map(lambda got, p, g: np.testing.assert_allclose(got, p - 0.1 * g, rtol=1e-4,
                                                               atol=1e-5),
@@ -104,7 +106,7 @@ def test_sib_step_variants_take_the_same_meta_training_step(inner, form):
 
 def test_memory_analysis_returns_positive_byte_counts():
     f = jax.jit(lambda x: jnp.tanh(x @ x.T).sum(0))
-    compiled, seconds, stats = benchmark.compile_with_stats(
+    compiled, seconds, stats = timing.compile_with_stats(
         f, jax.ShapeDtypeStruct((64, 32), jnp.float32))  # abstract: nothing runs
     assert seconds > 0
     assert stats["argument"] == 64 * 32 * 4 and stats["output"] == 64 * 4
@@ -119,8 +121,8 @@ def test_sib_step_donation_shows_as_aliased_bytes():
     fs, ys, fq, yq = _episodes(dim=8)
     alias = {}
     for donate in (True, False):
-        step = benchmark.make_sib_step(optimizer, steps=0, donate=donate)
-        _, _, stats = benchmark.compile_with_stats(step, state, fs, ys, fq, yq)
+        step = variants.make_sib_step(optimizer, steps=0, donate=donate)
+        _, _, stats = timing.compile_with_stats(step, state, fs, ys, fq, yq)
         assert stats["peak"] > 0
         alias[donate] = stats["alias"]
     assert alias[True] > 0 and alias[False] == 0
@@ -135,61 +137,61 @@ def test_time_interleaved_counts_calls_and_returns_positive_times():
             return jnp.ones(3) * counts[i]
         return call
 
-    timings = benchmark.time_interleaved([make(0), make(1)], round_s=0.01, rounds=3,
+    timings = timing.time_interleaved([make(0), make(1)], round_s=0.01, rounds=3,
                                          max_s=10.0)
     assert len(timings) == 2
-    for timing, count in zip(timings, counts, strict=True):
-        assert 0 < timing.best_s <= timing.median_s
-        assert timing.calls >= 3 and count > timing.calls  # plus warm-up and estimation
+    for measured, count in zip(timings, counts, strict=True):
+        assert 0 < measured.best_s <= measured.median_s
+        assert measured.calls >= 3 and count > measured.calls  # plus warm-up and estimation
 
 
 def test_suites_cover_the_issue_cases():
-    full, _ = benchmark.suite("full")
+    full, _ = cases.suite("full")
     grid = {(c.batch, c.k, c.shot) for c in full if c.name == "sib_step"
             and c.inner == "unroll" and c.donate and c.form == "direct"}
     assert {(b, k, s) for b in (1, 8, 32, 128) for k in (0, 3, 5) for s in (1, 5)} <= grid
     for mode in ("full", "quick"):
-        cases, _ = benchmark.suite(mode)
-        names = {c.name for c in cases}
+        suite, _ = cases.suite(mode)
+        names = {c.name for c in suite}
         assert {"sib_step", "cached_step", "eval", "full_step", "memory_target"} <= names
-        assert any(c.inner == "scan" for c in cases) and any(not c.donate for c in cases)
-        assert any(c.inner == "autodiff" for c in cases)
-        assert any(c.inner == "vmap" and c.form == "gram" for c in cases)
-        assert any(c.name == "sib_step" and c.form == "gram" for c in cases)
-        assert any(c.name == "cached_step" and c.per_call > 1 for c in cases)
+        assert any(c.inner == "scan" for c in suite) and any(not c.donate for c in suite)
+        assert any(c.inner == "autodiff" for c in suite)
+        assert any(c.inner == "vmap" and c.form == "gram" for c in suite)
+        assert any(c.name == "sib_step" and c.form == "gram" for c in suite)
+        assert any(c.name == "cached_step" and c.per_call > 1 for c in suite)
         assert any(c.name == "memory_target" and c.backbone == "wrn28_10" and c.batch == 8
-                   and c.k == 5 and c.dataset == "miniimagenet" for c in cases)
+                   and c.k == 5 and c.dataset == "miniimagenet" for c in suite)
     full_steps = {(c.backbone, c.dataset) for c in full if c.name == "full_step"}
     assert full_steps == {("conv4", "miniimagenet"), ("wrn28_10", "miniimagenet"),
                           ("wrn28_10", "cifar_fs")}
     with pytest.raises(ValueError):
-        benchmark.suite("nope")
+        cases.suite("nope")
 
 
 def test_speedup_is_relative_to_the_quoted_reference():
-    case = benchmark.Case("sib_step", 4, 3, 1)
-    prepared = benchmark.Prepared(case, None, 4, 1.0, {"peak": 10}, "cpu")
-    record = benchmark.make_record(prepared, benchmark.Timing(0.01, 0.008, 5))
+    case = cases.Case("sib_step", 4, 3, 1)
+    prepared = cases.Prepared(case, None, 4, 1.0, {"peak": 10}, "cpu")
+    record = benchmark.make_record(prepared, timing.Timing(0.01, 0.008, 5))
     assert record["episodes_per_s"] == pytest.approx(400.0)
-    assert record["speedup_vs_reference"] == pytest.approx(400.0 * benchmark.REFERENCE_SIB_STEP_S)
+    assert record["speedup_vs_reference"] == pytest.approx(400.0 * cases.REFERENCE_SIB_STEP_S)
     other = benchmark.make_record(
-        benchmark.Prepared(benchmark.Case("sib_step", 4, 5, 1), None, 4, 1.0, {}, "cpu"),
-        benchmark.Timing(0.01, 0.01, 1))
+        cases.Prepared(cases.Case("sib_step", 4, 5, 1), None, 4, 1.0, {}, "cpu"),
+        timing.Timing(0.01, 0.01, 1))
     assert other["speedup_vs_reference"] is None  # no reference figure for K = 5
 
 
 def test_torch_path_skips_cleanly_without_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
-    case = benchmark.Case("torch_sib_step", 1, 3, 1, inner="eager")
-    assert benchmark.prepare_torch_sib_step(case, benchmark.suite("smoke")[1]) is None
+    case = cases.Case("torch_sib_step", 1, 3, 1, inner="eager")
+    assert torch_step.prepare_torch_sib_step(case, cases.suite("smoke")[1]) is None
     with pytest.raises(ImportError):
-        benchmark.make_torch_sib_step(_params(), steps=1)
+        torch_step.make_torch_sib_step(_params(), steps=1)
 
 
 def test_torch_transcription_matches_the_jax_step(one_episode):
     torch = pytest.importorskip("torch")
     params, episode, (loss, grads) = one_episode
-    step, tensors = benchmark.make_torch_sib_step(params, steps=3, lr=0.5)
+    step, tensors = torch_step.make_torch_sib_step(params, steps=3, lr=0.5)
     fs, ys, fq, yq = (torch.from_numpy(np.asarray(a[0])) for a in episode)
     torch_loss = step(fs, ys.long(), fq, yq.long())
     np.testing.assert_allclose(float(torch_loss), float(loss), rtol=1e-5)
@@ -208,7 +210,7 @@ def test_cli_smoke_writes_well_formed_json(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "episodes/s" in result.stdout  # the table
     records = json.loads(out.read_text())
-    smoke, _ = benchmark.suite("smoke")
+    smoke, _ = cases.suite("smoke")
     assert [r["name"] for r in records] == [c.name for c in smoke]
     for r in records:
         for key in ("name", "backbone", "batch", "k", "way", "shot", "episodes_per_s",

@@ -79,7 +79,7 @@ def _tfds_data_dir(name, tmp_path, monkeypatch):
 
             prepare_fake_tfds_cifar100(fake, tmp_path / "tfds")
             return tmp_path / "tfds"
-    import metaunlab.tfds  # noqa: F401  (registers the builders)
+    import metaunlab.data.tfds.builders  # noqa: F401  (registers the builders)
 
     tfds.builder(name, data_dir=str(tmp_path / "tfds"),
                  file_format="array_record").download_and_prepare(

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from experiments.configs.omniglot import get_config as omniglot_config
+from experiments.tools.compare import DEFAULT_METHODS, run_compare
+from experiments.tools.report import learning_curves, write_report
 from metaunlab import evaluation
-from metaunlab.compare import DEFAULT_METHODS, run_compare
-from metaunlab.data.episodes import EpisodeSampler, EpisodeShape, fixed_episodes_to_json
+from metaunlab.data.episode_files import fixed_episodes_to_json
+from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.methods import sib_method
 from metaunlab.pipeline import load_splits, train_and_evaluate
-from metaunlab.report import learning_curves, write_report
-from metaunlab.restore import TrainedModel
+from metaunlab.trained_model import TrainedModel
 from tests._support import first_characters_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +83,8 @@ def test_compare_cli_writes_table_plot_and_results_section(tiny):
     model = TrainedModel.load(str(workdir))
     test = load_splits(config.data).test
     episodes = EpisodeSampler(test, EpisodeShape(5, 1, 15), seed=config.test.seed).sample(0, 6)
-    want = evaluation.episode_accuracies(model.sib_params(5, 1), model.embed(test.images),
-                                         episodes, steps=3, lr=config.metatrain.inner_lr)
+    head = sib_method(model.sib_params(5, 1), 3, config.metatrain.inner_lr)
+    want = evaluation.evaluate(head, model.embed(test.images), episodes).accuracies
     assert setting["methods"]["sib_k3"]["accuracy"] == pytest.approx(want.mean(), abs=1e-4)
 
     table = (workdir / "compare.md").read_text()

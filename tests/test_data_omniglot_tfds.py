@@ -6,7 +6,7 @@ import pytest
 
 from metaunlab.data.errors import DataError
 from metaunlab.data.omniglot import load_omniglot
-from metaunlab.data.omniglot_tfds import load_omniglot_tfds
+from metaunlab.data.tfds.omniglot import load_omniglot_tfds
 from tests._support import SMALL1_ARCHIVE, first_characters_archive
 
 tfds = pytest.importorskip("tensorflow_datasets")

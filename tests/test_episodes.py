@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 from metaunlab.data.dataset import ImageDataset
+from metaunlab.data.episode_files import (
+    fixed_episodes_to_json,
+    load_episodes_json,
+    resolve_episode_paths,
+    save_episodes_json,
+)
 from metaunlab.data.episodes import (
     EpisodeSampler,
     EpisodeShape,
     batch_episodes,
     check_episode_shape,
-    fixed_episodes_to_json,
-    load_episodes_json,
-    resolve_episode_paths,
-    save_episodes_json,
 )
 from metaunlab.data.errors import DataError
 

@@ -324,7 +324,7 @@ def test_sib_logits_and_gradients_match_reference(torch, steps, n_shot, lr):
     params = sib_from_torch(_numpy_state(net))
 
     def loss_fn(p):
-        return sib.episode_loss(p, fs, ys, fq, yq, steps=steps, lr=lr)
+        return sib.loss(p, fs, ys, fq, yq, steps=steps, lr=lr)
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     tag = f"K={steps} {n_shot}-shot lr={lr:g}"
@@ -384,7 +384,7 @@ def test_sib_matches_reference_in_float64(torch, steps, n_shot):
             node = params[path[0]] if len(path) == 2 else params[path[0]].setdefault(path[1], {})
             node[path[-1]] = jnp.asarray(to_flax(state[name]), jnp.float64)
         (loss, logits), grads = jax.value_and_grad(
-            lambda p: sib.episode_loss(p, fs.astype(np.float64), ys, fq.astype(np.float64), yq,
+            lambda p: sib.loss(p, fs.astype(np.float64), ys, fq.astype(np.float64), yq,
                                        steps=steps, lr=lr), has_aux=True)(params)
         assert logits.dtype == jnp.float64
         _assert_close(f"float64 sib logits K={steps} {n_shot}-shot", logits, logits_t, 1e-12)
@@ -736,7 +736,7 @@ def _run_cli(*args):
 
 
 def test_import_cli_sib_checkpoint_round_trips_through_trained_model(torch, tmp_path):
-    from metaunlab.restore import TrainedModel
+    from metaunlab.trained_model import TrainedModel
 
     _, full = _checkpoints(torch)
     path = tmp_path / "netSIBLast.pth"
@@ -771,7 +771,7 @@ def test_import_cli_sib_checkpoint_round_trips_through_trained_model(torch, tmp_
 
 def test_import_backbone_only_checkpoint(torch, tmp_path):
     from experiments.import_torch import import_checkpoint
-    from metaunlab.restore import TrainedModel
+    from metaunlab.trained_model import TrainedModel
 
     state, _ = _checkpoints(torch)
     path = tmp_path / "feat.pth"
@@ -884,7 +884,7 @@ def test_wrn28_10_sib_checkpoint_imports_evaluates_and_meta_training_continues(t
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert "resuming from step 0 of 1" in proc.stderr + proc.stdout
-    from metaunlab.restore import TrainedModel
+    from metaunlab.trained_model import TrainedModel
 
     model = TrainedModel.load(str(workdir))
     imported = sib_from_torch(_numpy_state(head), arch="wrn28_10")

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import metatrain, optim, parallel, precision, pretrain, sib
-from metaunlab.backbones import Conv4, WideResNet
+from metaunlab import metatrain, optim, parallel, pretrain, sib
+from metaunlab.backbones import Conv4, WideResNet, compute_dtype, init_backbone
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from tests._support import perturbed_sib_params
@@ -23,8 +23,8 @@ def test_sib_remat_gives_the_same_loss_and_meta_gradient():
 
     def loss_and_grad(remat):
         def loss(p):
-            return sib.batch_loss(p, fs, ys, fq, yq, steps=4, lr=0.5, grad_coeff=0.1,
-                                  remat=remat)[0]
+            return sib.loss(p, fs, ys, fq, yq, steps=4, lr=0.5, grad_coeff=0.1,
+                            remat=remat)[0]
 
         return jax.jit(jax.value_and_grad(loss))(params)
 
@@ -32,7 +32,7 @@ def test_sib_remat_gives_the_same_loss_and_meta_gradient():
     # The same maths; XLA fuses the recomputation differently, so the last bits may differ.
     chex.assert_trees_all_close(plain, rematted, rtol=1e-4, atol=1e-6)
     # lr=0.5 makes the K steps matter, so a remat that skipped them would show.
-    assert float(plain[0]) != pytest.approx(float(sib.batch_loss(
+    assert float(plain[0]) != pytest.approx(float(sib.loss(
         params, fs, ys, fq, yq, steps=0, lr=0.5)[0]), rel=1e-3)
 
 
@@ -96,7 +96,7 @@ def test_bfloat16_pretraining_keeps_float32_state_and_a_close_loss():
     optimizer = optim.sgd_nesterov(0.05)
     out = {}
     for dtype in (jnp.float32, jnp.bfloat16):
-        backbone = pretrain.init_backbone(module, 8, (16, 16, 1), seed=0)  # donated below
+        backbone = init_backbone(module, 8, (16, 16, 1), seed=0)  # donated below
         state = parallel.replicate(pretrain.init_state(backbone, 4, optimizer, seed=0),
                                    parallel.data_mesh())
         step = pretrain.make_train_step(module, augment.OMNIGLOT, optimizer,
@@ -117,4 +117,4 @@ def test_bfloat16_pretraining_keeps_float32_state_and_a_close_loss():
 def test_unknown_dtype_is_one_clear_sentence():
     with pytest.raises(ValueError, match=r"--config.metatrain.backbone_dtype='fp8' is not a "
                                          r"supported dtype; use float32 or bfloat16\."):
-        precision.compute_dtype("fp8", "--config.metatrain.backbone_dtype")
+        compute_dtype("fp8", "--config.metatrain.backbone_dtype")

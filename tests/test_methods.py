@@ -190,7 +190,7 @@ def sib_params(separated):
 def test_protonet_cosine_is_sib_with_zero_steps_at_init(separated, sib_params):
     support, ys, query, _ = separated
     params = sib_params
-    want = jax.nn.softmax(sib.batched_apply(params, support, ys, query, steps=0), -1)
+    want = jax.nn.softmax(sib.apply(params, support, ys, query, steps=0), -1)
     got = _batched("protonet_cosine", 5)(support, ys, query)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
 
@@ -203,7 +203,7 @@ def test_sib_method_wraps_a_head_and_checks_n_way(separated, sib_params):
     assert not k0.is_transductive and k3.is_transductive
     probs = np.asarray(k3.batched(5)(support, ys, query))
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
-    want = jax.nn.softmax(jax.jit(sib.batched_apply, static_argnames="steps")(
+    want = jax.nn.softmax(jax.jit(sib.apply, static_argnames="steps")(
         params, support, ys, query, steps=3, lr=1e-3))
     np.testing.assert_allclose(probs, np.asarray(want), atol=1e-5)
     with pytest.raises(ValueError, match="5-way"):

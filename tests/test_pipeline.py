@@ -14,11 +14,11 @@ from experiments.configs.cifar_fs import get_config as cifar_fs_config
 from experiments.configs.omniglot import get_config as omniglot_config
 from metaunlab import evaluation
 from metaunlab.data import augment
-from metaunlab.data.episodes import EpisodeSampler, EpisodeShape, fixed_episodes_to_json
+from metaunlab.data.episode_files import fixed_episodes_to_json
+from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
-from metaunlab.episode_file_eval import evaluate_episode_file
 from metaunlab.pipeline import build_backbone, load_splits, train_and_evaluate
-from metaunlab.restore import TrainedModel
+from metaunlab.trained_model import TrainedModel
 from tests._support import (
     first_characters_archive,
     run_evaluate_cli,
@@ -129,8 +129,8 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(omniglot_run, few
     episode_file = tmp_path / "episodes.json"
     episode_file.write_text(json.dumps(fixed_episodes_to_json(episodes, paths)))
 
-    got = evaluate_episode_file(str(workdir), str(episode_file), str(image_root))
     model = TrainedModel.load(str(workdir))
+    got = model.evaluate_episode_file(str(episode_file), str(image_root))
     feats = model.embed(test.images)
     want = evaluation.evaluate_sib(model.sib_params(5, 1), feats, episodes,
                                    steps=config.metatrain.sib_steps,

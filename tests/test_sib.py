@@ -1,13 +1,38 @@
 """Tests of the SIB head against an independent numpy transcription of the reference maths."""
 
+import contextlib
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import sib, synthetic_gradient
+from metaunlab import numerics, sib, synthetic_gradient
 from tests._support import perturbed_sib_params
+
+FORMS = {"direct": sib.apply_direct, "gram": sib.apply_gram}
+
+
+@contextlib.contextmanager
+def _phi_by_autodiff():
+    """`sib` traced in this block differentiates phi's Flax module by autodiff (the oracle
+    for the hand-written VJP)."""
+    manual = synthetic_gradient.apply
+    synthetic_gradient.apply = synthetic_gradient.apply_autodiff
+    try:
+        yield
+    finally:
+        synthetic_gradient.apply = manual
+
+
+def _form_loss(p, fs, ys, fq, yq, *, form, steps, lr, grad_coeff=0.0, remat=False):
+    """`sib.loss` with the form fixed."""
+    logits = FORMS[form](p, fs, ys, fq, steps=steps, lr=lr, remat=remat)
+    loss = numerics.cross_entropy(logits, yq)
+    if grad_coeff:
+        loss = loss + grad_coeff * sib.grad_matching_loss(p, logits, yq)
+    return loss, logits
 
 
 def _episode(rng, n_way=5, n_shot=1, n_query=4, dim=16, dtype=np.float32):
@@ -60,7 +85,7 @@ def _np_sib(params, fs, ys, fq, steps, lr):
     return scale * (fq_hat @ _np_normalize(theta).T + bias)
 
 
-@pytest.mark.parametrize("form", sib.FORMS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("steps", [0, 1, 3, 5])
 @pytest.mark.parametrize("n_shot", [1, 5])
 def test_apply_matches_numpy_transcription(steps, n_shot, form):
@@ -68,7 +93,7 @@ def test_apply_matches_numpy_transcription(steps, n_shot, form):
     fs, ys, fq, _ = _episode(rng, n_shot=n_shot, n_query=6)
     params = _perturbed_params(1, 5, fs.shape[1])
     # A large step size makes the synthetic steps move theta visibly, so the check has teeth.
-    got = sib.apply(params, fs, ys, fq, steps=steps, lr=0.5, form=form)
+    got = FORMS[form](params, fs, ys, fq, steps=steps, lr=0.5)
     want = _np_sib(params, fs, ys, fq.astype(np.float64), steps, 0.5)
     np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
 
@@ -97,7 +122,7 @@ def test_init_matches_reference_defaults():
     assert sib.n_way_of(params) == 5
 
 
-@pytest.mark.parametrize("form", sib.FORMS)
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("steps", [1, 3])
 def test_meta_gradient_matches_finite_differences(steps, form):
     """The meta-gradient through K unrolled second-order steps, checked in float64."""
@@ -110,7 +135,7 @@ def test_meta_gradient_matches_finite_differences(steps, form):
         def loss(p):
             # grad_coeff stays 0: the matching loss holds its target fixed (stop_gradient, as
             # the reference detaches it), which finite differences cannot hold fixed.
-            return sib.episode_loss(p, fs, ys, fq, yq, steps=steps, lr=0.3, form=form)[0]
+            return _form_loss(p, fs, ys, fq, yq, steps=steps, lr=0.3, form=form)[0]
 
         grads = jax.grad(loss)(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -134,9 +159,9 @@ def test_meta_gradient_matches_finite_differences(steps, form):
 
 def _autodiff_step(params, theta, query_feats, lr):
     """The synthetic step as the reference takes it: the VJP by automatic differentiation."""
-    logits, vjp = jax.vjp(lambda t: sib.cosine_logits(params["classifier"], t, query_feats),
-                          theta)
-    (grad_theta,) = vjp(sib.synthetic_gradient(params, logits, phi_vjp="autodiff"))
+    logits, vjp = jax.vjp(
+        lambda t: numerics.cosine_logits(params["classifier"], t, query_feats), theta)
+    (grad_theta,) = vjp(synthetic_gradient.apply_autodiff(params["grad_net"], logits))
     return theta - lr * grad_theta
 
 
@@ -154,10 +179,11 @@ def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr):
             theta = sib.init_theta(p["init"], fs, ys, 5)
             for _ in range(steps):
                 theta = step(p, theta)
-            return sib.cross_entropy(sib.cosine_logits(p["classifier"], theta, fq), yq), theta
+            logits = numerics.cosine_logits(p["classifier"], theta, fq)
+            return numerics.cross_entropy(logits, yq), theta
 
         def closed(p, t):
-            return sib.synthetic_step(p, t, sib.l2_normalize(fq), lr=lr)
+            return sib.synthetic_step(p, t, numerics.l2_normalize(fq), lr=lr)
 
         def autodiff(p, t):
             return _autodiff_step(p, t, fq, lr)
@@ -179,9 +205,9 @@ def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr):
 def test_meta_gradient_reaches_the_synthetic_gradient_network():
     fs, ys, fq, yq = _episode(np.random.default_rng(3))
     params = sib.init(jax.random.PRNGKey(0), 5, fs.shape[1])
-    grads = jax.grad(lambda p: sib.episode_loss(p, fs, ys, fq, yq, steps=3, lr=1e-3)[0])(params)
+    grads = jax.grad(lambda p: sib.loss(p, fs, ys, fq, yq, steps=3, lr=1e-3)[0])(params)
     assert float(jnp.abs(grads["grad_net"]["dense1"]["kernel"]).max()) > 0
-    grads0 = jax.grad(lambda p: sib.episode_loss(p, fs, ys, fq, yq, steps=0, lr=1e-3)[0])(params)
+    grads0 = jax.grad(lambda p: sib.loss(p, fs, ys, fq, yq, steps=0, lr=1e-3)[0])(params)
     # With K = 0 phi is never used, so it must get exactly zero gradient.
     assert float(jnp.abs(grads0["grad_net"]["dense1"]["kernel"]).max()) == 0
 
@@ -191,13 +217,13 @@ def test_a_batch_of_episodes_equals_one_call_per_episode():
     episodes = [_episode(rng) for _ in range(4)]
     fs, ys, fq, yq = (np.stack(parts) for parts in zip(*episodes, strict=True))
     params = _perturbed_params(3, 5, fs.shape[-1])
-    batched = sib.batched_apply(params, fs, ys, fq, steps=3, lr=0.5)
+    batched = sib.apply(params, fs, ys, fq, steps=3, lr=0.5)
     for b in range(4):
         single = sib.apply(params, fs[b], ys[b], fq[b], steps=3, lr=0.5)
         np.testing.assert_allclose(np.asarray(batched[b]), np.asarray(single), rtol=1e-4,
                                    atol=1e-5)
-    loss, _ = sib.batch_loss(params, fs, ys, fq, yq, steps=3, lr=0.5)
-    singles = [sib.episode_loss(params, fs[b], ys[b], fq[b], yq[b], steps=3, lr=0.5)[0]
+    loss, _ = sib.loss(params, fs, ys, fq, yq, steps=3, lr=0.5)
+    singles = [sib.loss(params, fs[b], ys[b], fq[b], yq[b], steps=3, lr=0.5)[0]
                for b in range(4)]
     assert float(loss) == pytest.approx(float(np.mean(singles)), rel=1e-5)
 
@@ -205,11 +231,11 @@ def test_a_batch_of_episodes_equals_one_call_per_episode():
 @pytest.mark.parametrize("form,grad_coeff,remat,n_episodes", [
     ("direct", 0.0, False, 3), ("gram", 0.0, False, 3), ("direct", 1.0, True, 3),
     ("gram", 1.0, False, 3), ("direct", 1.0, False, 1), ("gram", 0.0, True, 1)])
-def test_leading_episode_axis_equals_vmap_and_both_phi_vjps_agree_in_float64(
+def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float64(
         form, grad_coeff, remat, n_episodes):
-    """`batch_loss` takes the episode axis as a leading axis of every array, not by vmap
-    (one episode without it: `sib.over_episodes`); its loss, logits and meta-gradient must
-    be vmap's, and phi's hand-written VJP must give autodiff's meta-gradient."""
+    """Both forms take the episode axis as a leading axis of every array, not by vmap (one
+    episode without it); loss, logits and meta-gradient must be vmap's, and phi's
+    hand-written VJP must give autodiff's meta-gradient."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(8)
         episodes = [_episode(rng, n_query=6, dim=32, dtype=np.float64)
@@ -219,18 +245,21 @@ def test_leading_episode_axis_equals_vmap_and_both_phi_vjps_agree_in_float64(
                                         _perturbed_params(8, 5, 32))
         kwargs = dict(steps=3, lr=0.5, grad_coeff=grad_coeff, remat=remat, form=form)
 
-        def batched(p, phi_vjp="manual"):
-            return sib.batch_loss(p, fs, ys, fq, yq, phi_vjp=phi_vjp, **kwargs)
+        def batched(p):
+            return _form_loss(p, fs, ys, fq, yq, **kwargs)
 
         def vmapped(p):
-            losses, logits = jax.vmap(
-                lambda *e: sib.episode_loss(p, *e, phi_vjp="autodiff", **kwargs))(fs, ys, fq, yq)
+            with _phi_by_autodiff():
+                losses, logits = jax.vmap(lambda *e: _form_loss(p, *e, **kwargs))(fs, ys, fq, yq)
             return losses.mean(), logits
+
+        def batched_autodiff(p):
+            with _phi_by_autodiff():
+                return batched(p)
 
         (loss, logits), grads = jax.value_and_grad(batched, has_aux=True)(params)
         (want_loss, want_logits), want_grads = jax.value_and_grad(vmapped, has_aux=True)(params)
-        (auto_loss, _), auto_grads = jax.value_and_grad(
-            lambda p: batched(p, "autodiff"), has_aux=True)(params)
+        (auto_loss, _), auto_grads = jax.value_and_grad(batched_autodiff, has_aux=True)(params)
         assert float(loss) == pytest.approx(float(want_loss), rel=1e-12)
         assert float(auto_loss) == pytest.approx(float(want_loss), rel=1e-12)
         assert logits.shape == want_logits.shape == (n_episodes, 30, 5)
@@ -245,15 +274,37 @@ def test_leading_episode_axis_equals_vmap_and_both_phi_vjps_agree_in_float64(
                 jnp.abs(want).max()))
 
 
+@pytest.mark.parametrize("lead,steps,want", [
+    ((), 3, "direct"), ((1,), 3, "direct"), ((4,), 3, "gram"), ((2, 3), 3, "gram"),
+    ((4,), 0, "direct")])
+def test_apply_and_loss_take_the_gram_form_for_batches_of_episodes(lead, steps, want):
+    """`sib.apply` is `apply_gram` for two or more episodes and K > 0, else `apply_direct`,
+    bit for bit, and `sib.loss` is the cross-entropy of its logits."""
+    rng = np.random.default_rng(9)
+    count = int(np.prod(lead, dtype=int))
+    episodes = [_episode(rng) for _ in range(count)]
+    fs, ys, fq, yq = (np.stack(parts).reshape(lead + parts[0].shape)
+                      for parts in zip(*episodes, strict=True))
+    params = _perturbed_params(9, 5, fs.shape[-1])
+    got = sib.apply(params, fs, ys, fq, steps=steps, lr=0.5)
+    chosen = FORMS[want](params, fs, ys, fq, steps=steps, lr=0.5)
+    assert got.shape == lead + (20, 5)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(chosen))
+    loss, logits = sib.loss(params, fs, ys, fq, yq, steps=steps, lr=0.5)
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(got))
+    assert float(loss) == float(numerics.cross_entropy(got, yq))
+
+
 def test_synthetic_gradient_batchnorm_uses_the_query_statistics():
     """Transduction: phi's output for one query depends on the other queries, at any time."""
     params = _perturbed_params(5, 5, 16)
     rng = np.random.default_rng(5)
     logits = jnp.asarray(rng.normal(size=(10, 5)), jnp.float32)
-    full = sib.synthetic_gradient(params, logits)
+    full = synthetic_gradient.apply(params["grad_net"], logits)
     # Same first five queries, different companions: their synthetic gradients change.
     other = logits.at[5:].set(logits[5:] * 3 + 1)
-    assert float(jnp.abs(sib.synthetic_gradient(params, other)[:5] - full[:5]).max()) > 1e-3
+    changed = synthetic_gradient.apply(params["grad_net"], other)
+    assert float(jnp.abs(changed[:5] - full[:5]).max()) > 1e-3
     # And the first hidden layer is normalised with exactly this batch's mean and variance.
     hidden = np.maximum(np.asarray(logits) @ np.asarray(params["grad_net"]["dense1"]["kernel"])
                         + np.asarray(params["grad_net"]["dense1"]["bias"]), 0)
@@ -270,13 +321,13 @@ def test_grad_matching_loss_target_is_the_true_logit_gradient():
     labels = rng.integers(0, 5, size=10)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     true_grad = (probs - np.eye(5)[labels]) / 10
-    phi = np.asarray(sib.synthetic_gradient(params, jnp.asarray(logits)))
+    phi = np.asarray(synthetic_gradient.apply(params["grad_net"], jnp.asarray(logits)))
     want = np.mean((phi - true_grad) ** 2)
     got = sib.grad_matching_loss(params, jnp.asarray(logits), jnp.asarray(labels))
     assert float(got) == pytest.approx(want, rel=1e-5)
 
 
-def test_batched_apply_compiles_once_per_shape():
+def test_apply_on_a_batch_compiles_once_per_shape():
     episodes = [_episode(np.random.default_rng(i)) for i in range(2)]
     fs, ys, fq, _ = (np.stack(p) for p in zip(*episodes, strict=True))
     params = sib.init(jax.random.PRNGKey(0), 5, fs.shape[-1])
@@ -284,7 +335,7 @@ def test_batched_apply_compiles_once_per_shape():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def run(p, a, b, c):
-        return sib.batched_apply(p, a, b, c, steps=3, lr=1e-3)
+        return sib.apply(p, a, b, c, steps=3, lr=1e-3)
 
     for _ in range(3):
         run(params, fs, ys, fq + np.float32(0.1))

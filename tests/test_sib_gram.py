@@ -1,4 +1,4 @@
-"""The Gram form of the K synthetic steps (`sib.span_logits`) is the direct form, exactly.
+"""The Gram form of the K synthetic steps (`sib.apply_gram`) is the direct form, exactly.
 
 Checked in float64, where the only difference between the two is rounding, on the
 published episode shape (5-way, 75 queries, 640-d features), for logits and the whole
@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import sib
+from metaunlab import numerics, sib
 from tests._support import perturbed_sib_params
+
+FORMS = {"direct": sib.apply_direct, "gram": sib.apply_gram}
 
 
 def _episode64(seed, n_shot=1, n_query=15, dim=640):
@@ -50,8 +52,9 @@ def test_gram_form_equals_direct_form_in_float64(steps, lr, n_shot, grad_coeff, 
         params = _params64(steps)
 
         def loss(p, form):
-            return sib.episode_loss(p, fs, ys, fq, yq, steps=steps, lr=lr, form=form,
-                                    grad_coeff=grad_coeff, remat=remat)
+            logits = FORMS[form](p, fs, ys, fq, steps=steps, lr=lr, remat=remat)
+            value = numerics.cross_entropy(logits, yq)
+            return value + grad_coeff * sib.grad_matching_loss(p, logits, yq), logits
 
         (direct_loss, direct_logits), direct_grads = jax.value_and_grad(
             functools.partial(loss, form="direct"), has_aux=True)(params)
@@ -69,14 +72,6 @@ def test_gram_form_float32_matches_within_float32_rounding():
     fs, ys, fq, _ = (np.asarray(a, np.float32) if a.dtype == np.float64 else a
                      for a in _episode64(3))
     params = perturbed_sib_params(3, 5, 640)
-    direct = sib.apply(params, fs, ys, fq, steps=3, lr=1e-3, form="direct")
-    gram = sib.apply(params, fs, ys, fq, steps=3, lr=1e-3, form="gram")
+    direct = sib.apply_direct(params, fs, ys, fq, steps=3, lr=1e-3)
+    gram = sib.apply_gram(params, fs, ys, fq, steps=3, lr=1e-3)
     np.testing.assert_allclose(np.asarray(gram), np.asarray(direct), rtol=1e-5, atol=1e-5)
-
-
-def test_auto_form_picks_gram_for_batches_and_rejects_unknown_forms():
-    assert sib.resolve_form("auto", 1) == "direct"
-    assert sib.resolve_form("auto", 8) == "gram"
-    assert sib.resolve_form("direct", 8) == "direct"
-    with pytest.raises(ValueError, match="unknown SIB form 'fast'"):
-        sib.resolve_form("fast", 8)

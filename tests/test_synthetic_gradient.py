@@ -56,10 +56,3 @@ def test_each_episode_is_normalised_with_its_own_queries():
     changed = logits.at[1].multiply(3.0)
     np.testing.assert_array_equal(np.asarray(phi.apply(params32, changed)[0]),
                                   np.asarray(batched[0]))
-
-
-def test_unknown_vjp_is_refused():
-    assert phi.apply_with("manual") is phi.apply
-    assert phi.apply_with("autodiff") is phi.apply_autodiff
-    with pytest.raises(ValueError, match="unknown phi VJP 'numeric'"):
-        phi.apply_with("numeric")

@@ -10,11 +10,12 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
+import metaunlab.data.tfds.builders  # noqa: E402, F401  (registers the builders)
 from metaunlab.data import cifar100  # noqa: E402
 from metaunlab.data.errors import DataError  # noqa: E402
 from metaunlab.data.mini_imagenet import load_mini_imagenet  # noqa: E402
+from metaunlab.data.tfds.reading import load_tfds_splits  # noqa: E402
 from metaunlab.data.tiered_imagenet import load_tiered_imagenet  # noqa: E402
-from metaunlab.tfds import load_tfds_splits  # noqa: E402
 from tests._cifar_support import make_cifar100_python  # noqa: E402
 
 

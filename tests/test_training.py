@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metaunlab import metatrain, optim, parallel, sib
-from metaunlab.backbones import Conv4
+from metaunlab.backbones import Conv4, init_backbone
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.metrics import MetricWriter, read_metrics
@@ -147,7 +147,7 @@ def test_pretrain_step_compiles_once_and_learns():
     from metaunlab import pretrain
 
     module = Conv4()
-    backbone = pretrain.init_backbone(module, 64, (16, 16, 1), seed=0)
+    backbone = init_backbone(module, 64, (16, 16, 1), seed=0)
     optimizer = optim.sgd_nesterov(0.05)
     state = parallel.replicate(pretrain.init_state(backbone, 4, optimizer, seed=0),
                                parallel.data_mesh())
@@ -250,10 +250,7 @@ def test_meta_training_with_several_iterations_per_call_logs_and_validates_on_ti
     chex.assert_trees_all_close(results[1], results[3], rtol=1e-4, atol=1e-6)
 
 
-def test_next_stop_and_automatic_steps_per_call():
-    assert metatrain.next_stop(0, 50, 100, 1000, 500) == 50
-    assert metatrain.next_stop(3, 1000, 5, 10, 0) == 5
-    assert metatrain.next_stop(10, 1000, 5, 10, 0) == 15
+def test_automatic_steps_per_call():
     assert metatrain.auto_steps_per_call(0, from_images=False) == 10
     assert metatrain.auto_steps_per_call(0, from_images=True) == 1
     assert metatrain.auto_steps_per_call(4, from_images=True) == 4

@@ -79,11 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
     # of the frozen backbone when source = "images" ("float32" or "bfloat16").
     c.metatrain.remat = False
     c.metatrain.backbone_dtype = "float32"
-    # Speed only (same trajectory up to float rounding): the form of the K synthetic steps,
-    # "direct", "gram" (in the queries' Gram matrix) or "auto" (gram from 2 episodes per
-    # device; metaunlab/sib.py), and meta-training iterations per dispatched call
+    # Speed only (the same iterations): meta-training iterations per dispatched call
     # (0 = automatic: 10 on features, 1 on images; metaunlab/metatrain.py).
-    c.metatrain.sib_form = "auto"
     c.metatrain.steps_per_call = 0
     # Filled in per setting by the pipeline.
     c.metatrain.n_way = 5

@@ -6,7 +6,7 @@
 Data: the cifar-100-python release (DATA/cifar100/cifar-100-python.tar.gz or the extracted
 cifar-100-python/ folder), regrouped by superclass into 60/20/20 classes (Oreshkin et al.
 2018; lists in metaunlab/data/splits/fc100), or `--config.data.format=tfds` with a data dir
-built by `metaunlab.tfds` (see README 'Data').
+built by `metaunlab.data.tfds.builders` (see docs/data.md).
 
 Expected: the SIB paper reports no FC100 result, so there is no published number to match;
 the settings are the CIFAR-FS ones. Not run here: WRN-28-10 needs an accelerator.

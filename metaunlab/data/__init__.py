@@ -1,19 +1,23 @@
-"""Data layer: datasets, a loader per on-disk form, episode sampling, augmentation.
+"""Data layer: datasets, a loader per on-disk form, episodes and episode files, augmentation.
 
 `load_dataset_splits(config.data)` (sources.py) picks the loader for a config."""
 
 from metaunlab.data.cifar100 import load_cifar100, load_cifar_fs, load_fc100
 from metaunlab.data.dataset import ImageDataset, concat
+from metaunlab.data.episode_files import (
+    EpisodeFile,
+    fixed_episodes_to_json,
+    load_episodes_json,
+    read_episode_file,
+    resolve_episode_paths,
+    save_episodes_json,
+)
 from metaunlab.data.episodes import (
     Episodes,
     EpisodeSampler,
     EpisodeShape,
     batch_episodes,
     check_episode_shape,
-    fixed_episodes_to_json,
-    load_episodes_json,
-    resolve_episode_paths,
-    save_episodes_json,
 )
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import load_reference_layout, load_split_folder
@@ -32,6 +36,7 @@ from metaunlab.data.user_folders import load_user_folders
 __all__ = [
     "DEFAULT_OMNIGLOT_DIR",
     "DataError",
+    "EpisodeFile",
     "EpisodeSampler",
     "EpisodeShape",
     "Episodes",
@@ -54,6 +59,7 @@ __all__ = [
     "load_tiered_imagenet",
     "load_tiered_split",
     "load_user_folders",
+    "read_episode_file",
     "resolve_episode_paths",
     "rotate_classes",
     "save_episodes_json",

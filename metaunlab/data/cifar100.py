@@ -26,7 +26,7 @@ import numpy as np
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.data.safe_pickle import loads_data_pickle
-from metaunlab.data.tfds_source import iterate_split, prepared_builder
+from metaunlab.data.tfds.reading import iterate_split, prepared_builder
 
 CIFAR100_DIR_ENV = "METAUNLAB_CIFAR100_DIR"
 ARCHIVE_NAME = "cifar-100-python.tar.gz"

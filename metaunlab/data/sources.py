@@ -8,13 +8,13 @@ on-disk form where a data set has several:
 name                  format                       reader
 ====================  ===========================  =====================================
 omniglot              auto                         ``omniglot.py`` (the zip archives)
-                      tfds                         ``omniglot_tfds.py`` (TFDS ``omniglot``)
+                      tfds                         ``tfds/omniglot.py`` (TFDS ``omniglot``)
 miniimagenet          auto | folders | pickle      ``mini_imagenet.py``
 tiered_imagenet       auto | npz                   ``tiered_imagenet.py``
 cifar_fs              auto | folders               ``folders.py`` (reference layout)
 cifar_fs, fc100       auto | archive               ``cifar100.py`` (``cifar-100-python``)
                       tfds_cifar100                ``cifar100.py`` (TFDS ``cifar100``)
-all but omniglot      tfds                         ``metaunlab.tfds`` (this package's builders)
+all but omniglot      tfds                         ``tfds/builders.py`` (this package's builders)
 folders               auto                         ``user_folders.py`` (your own images)
 ====================  ===========================  =====================================
 
@@ -57,7 +57,7 @@ _FORMATS = {
     "fc100": ("auto", "archive", "tfds_cifar100", "tfds"),
     "folders": ("auto",),
 }
-# The names this package's TFDS builders register (metaunlab/tfds).
+# The names this package's TFDS builders register (metaunlab/data/tfds/builders.py).
 _TFDS_BUILDERS = {"miniimagenet": "mini_imagenet", "tiered_imagenet": "tiered_imagenet",
                   "cifar_fs": "cifar_fs", "fc100": "fc100"}
 
@@ -93,7 +93,9 @@ def load_dataset_splits(
     if name == "omniglot":
         return _omniglot(data, root, fmt)
     if fmt == "tfds":
-        from metaunlab.tfds import load_tfds_splits  # tensorflow_datasets only when asked
+        from metaunlab.data.tfds.reading import (
+            load_tfds_splits,  # tensorflow_datasets only when asked
+        )
 
         splits = load_tfds_splits(_TFDS_BUILDERS[name], data_dir=root)
         stored = splits["train"].images.shape[1]
@@ -157,7 +159,7 @@ def _from_cifar100(data: ml_collections.ConfigDict, name: str, root: str, fmt: s
 
 def _omniglot(data: ml_collections.ConfigDict, root: str, fmt: str):
     if fmt == "tfds":
-        from metaunlab.data.omniglot_tfds import load_omniglot_tfds
+        from metaunlab.data.tfds.omniglot import load_omniglot_tfds
 
         # TFDS splits hold whole alphabets: train + test (the default) are all 1623
         # characters; --config.data.tfds_splits=small1,small2 gives the two small archives.

@@ -8,7 +8,8 @@ Every method is a pure JAX function of one episode on frozen features:
 `n_way` is static (a Python int: it fixes array shapes); everything else is traced, so a
 method is jit-able and vmap-able over a leading episode axis (`Method.batched`). Methods
 that centre features with the *base-class* mean (SimpleShot, LaplacianShot) also accept
-`base_mean=(D,)` or None; `Method.__call__` passes it only to those.
+`base_mean=(D,)` or None; a trained method (SIB) carries its parameters in `params` and
+takes them as `params=`. `Method.__call__` passes each only to the methods that take it.
 
 Hyper-parameters are keyword arguments of each module's function, with the published
 defaults; `Method.with_options(**kw)` makes a variant with other values.
@@ -19,14 +20,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from metaunlab.sib import l2_normalize
+from metaunlab.numerics import l2_normalize
 
-__all__ = ["METHODS", "Method", "class_means", "entropy", "get_method", "l2_normalize",
-           "register", "sq_distances"]
+__all__ = ["METHODS", "Method", "centre_and_normalize", "get_method", "register"]
 
 ProbsFn = Callable[..., jax.Array]
 
@@ -38,7 +38,9 @@ class Method:
     name: registry key and table label; fn: see the module docstring; is_transductive:
     whether the prediction for one query depends on the other (unlabeled) queries;
     paper: the reference, "Authors, title, venue year"; uses_base_mean: whether fn takes a
-    `base_mean` keyword.
+    `base_mean` keyword; params: trained parameters passed to fn as `params=` (None for
+    the training-free methods); episode_axes: whether fn itself accepts leading episode
+    axes (else `batched` vmaps it).
     """
 
     name: str
@@ -46,24 +48,52 @@ class Method:
     is_transductive: bool
     paper: str
     uses_base_mean: bool = False
+    params: Any = dataclasses.field(default=None, compare=False, repr=False)
+    episode_axes: bool = False
 
     def __call__(self, support_feats: jax.Array, support_labels: jax.Array,
                  query_feats: jax.Array, n_way: int, *,
-                 base_mean: jax.Array | None = None) -> jax.Array:
+                 base_mean: jax.Array | None = None, params: Any = None) -> jax.Array:
+        """Query probabilities; `params` defaults to the method's own."""
+        kwargs = {}
         if self.uses_base_mean:
-            return self.fn(support_feats, support_labels, query_feats, n_way,
-                           base_mean=base_mean)
-        return self.fn(support_feats, support_labels, query_feats, n_way)
+            kwargs["base_mean"] = base_mean
+        if self.params is not None:
+            kwargs["params"] = self.params if params is None else params
+        return self.fn(support_feats, support_labels, query_feats, n_way, **kwargs)
 
     def batched(self, n_way: int, base_mean: jax.Array | None = None) -> ProbsFn:
         """Jitted `(B, Ns, D), (B, Ns), (B, Nq, D) -> (B, Nq, n_way)`; one trace per shape."""
-        per_episode = functools.partial(self.__call__, n_way=n_way, base_mean=base_mean)
-        return jax.jit(jax.vmap(per_episode))
+        return functools.partial(self.predictor(n_way), self.params, base_mean)
+
+    def predictor(self, n_way: int) -> ProbsFn:
+        """`(params, base_mean, fs (B, Ns, D), ys (B, Ns), fq (B, Nq, D)) -> (B, Nq, n_way)`,
+        jitted, with the parameters and base mean traced: one compilation serves every
+        trained head and data set of the same shapes."""
+        return _predictor(self.fn, n_way, self.uses_base_mean, self.params is not None,
+                          self.episode_axes)
 
     def with_options(self, name: str | None = None, **options) -> Method:
         """The same method with other hyper-parameters (keyword arguments of fn)."""
         return dataclasses.replace(self, name=name or self.name,
                                    fn=functools.partial(self.fn, **options))
+
+
+@functools.cache
+def _predictor(fn: ProbsFn, n_way: int, uses_base_mean: bool, uses_params: bool,
+               episode_axes: bool) -> ProbsFn:
+    def one_batch(params, base_mean, support_feats, support_labels, query_feats):
+        kwargs = {}
+        if uses_base_mean:
+            kwargs["base_mean"] = base_mean
+        if uses_params:
+            kwargs["params"] = params
+        per_episode = functools.partial(fn, n_way=n_way, **kwargs)
+        if not episode_axes:
+            per_episode = jax.vmap(per_episode)
+        return per_episode(support_feats, support_labels, query_feats)
+
+    return jax.jit(one_batch)
 
 
 METHODS: dict[str, Method] = {}
@@ -81,27 +111,6 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
-
-
-# ---- shared building blocks ----------------------------------------------------------------
-
-def class_means(feats: jax.Array, labels: jax.Array, n_way: int) -> jax.Array:
-    """(N, D) per-class mean of `feats` (Ns, D); an absent class gets zeros, not NaN."""
-    one_hot = jax.nn.one_hot(labels, n_way, dtype=feats.dtype)
-    counts = jnp.maximum(one_hot.sum(axis=0), 1.0)[:, None]
-    return (one_hot.T @ feats) / counts
-
-
-def sq_distances(x: jax.Array, centres: jax.Array) -> jax.Array:
-    """(n, N) squared Euclidean distances between rows of x (n, D) and centres (N, D)."""
-    d2 = (jnp.sum(x * x, -1)[:, None] - 2.0 * x @ centres.T + jnp.sum(centres * centres, -1))
-    return jnp.maximum(d2, 0.0)
-
-
-def entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
-    """Shannon entropy in nats along `axis` (0 log 0 = 0)."""
-    return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(jnp.maximum(probs, 1e-30)), 0.0),
-                    axis=axis)
 
 
 def centre_and_normalize(support_feats: jax.Array, query_feats: jax.Array,

@@ -24,7 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metaunlab.methods.base import Method, class_means, l2_normalize, register
+from metaunlab.methods.base import Method, register
+from metaunlab.numerics import class_means, l2_normalize
 
 
 def query_shift(support: jax.Array, query: jax.Array) -> jax.Array:

@@ -27,14 +27,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metaunlab.methods.base import (
-    Method,
-    centre_and_normalize,
-    class_means,
-    register,
-    sq_distances,
-)
+from metaunlab.methods.base import Method, centre_and_normalize, register
 from metaunlab.methods.bdcspn import query_shift, rectified_prototypes
+from metaunlab.numerics import class_means, sq_distances
 
 
 def knn_affinity(x: jax.Array, k: int) -> jax.Array:

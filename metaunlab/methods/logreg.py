@@ -21,7 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metaunlab.methods.base import Method, l2_normalize, register
+from metaunlab.methods.base import Method, register
+from metaunlab.numerics import l2_normalize
 
 
 def logistic_regression(support_feats: jax.Array, support_labels: jax.Array,

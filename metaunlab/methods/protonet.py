@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import jax
 
-from metaunlab.methods.base import Method, class_means, l2_normalize, register
+from metaunlab.methods.base import Method, register
+from metaunlab.numerics import class_means, l2_normalize
 
 
 def class_mean_cosine(support_feats: jax.Array, support_labels: jax.Array,

@@ -35,7 +35,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metaunlab.methods.base import Method, class_means, l2_normalize, register, sq_distances
+from metaunlab.methods.base import Method, register
+from metaunlab.numerics import class_means, l2_normalize, sq_distances
 
 
 def power_transform(x: jax.Array, beta: float = 0.5, eps: float = 1e-6) -> jax.Array:

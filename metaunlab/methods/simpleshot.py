@@ -18,13 +18,8 @@ from __future__ import annotations
 
 import jax
 
-from metaunlab.methods.base import (
-    Method,
-    centre_and_normalize,
-    class_means,
-    register,
-    sq_distances,
-)
+from metaunlab.methods.base import Method, centre_and_normalize, register
+from metaunlab.numerics import class_means, sq_distances
 
 
 def simpleshot(support_feats: jax.Array, support_labels: jax.Array, query_feats: jax.Array,

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metaunlab.methods.base import Method, class_means, entropy, l2_normalize, register
+from metaunlab.methods.base import Method, register
+from metaunlab.numerics import class_means, entropy, l2_normalize
 
 
 def _logits(w: jax.Array, x: jax.Array, temperature: float) -> jax.Array:

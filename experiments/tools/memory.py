@@ -1,4 +1,5 @@
-"""What the memory levers save: XLA's own accounting of a compiled train step.
+"""What the memory levers save: XLA's own accounting of a compiled train step
+(`python -m experiments.memory`).
 
 `jax.jit(step).lower(...).compile().memory_analysis()` reports the buffers the compiled
 program needs; nothing is run, so it is cheap even for WRN-28-10 on a CPU. `temp` is the
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metaunlab import metatrain, optim, parallel, pretrain, sib
-from metaunlab.backbones import get_backbone
+from metaunlab.backbones import get_backbone, init_backbone
 from metaunlab.data import augment
 
 MiB = 2 ** 20
@@ -84,7 +85,7 @@ def pretrain_step(*, backbone: str = "wrn28_10", image_size: int = 80, batch: in
     optimizer = optim.sgd_nesterov(0.1)
 
     def init_state():
-        initial = pretrain.init_backbone(module, feat_dim, (image_size, image_size, 3), 0)
+        initial = init_backbone(module, feat_dim, (image_size, image_size, 3), 0)
         return pretrain.init_state(initial, num_classes, optimizer, 0)
 
     state = jax.eval_shape(init_state)  # shapes only: nothing is allocated

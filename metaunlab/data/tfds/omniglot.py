@@ -25,7 +25,7 @@ from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import decode_image
 from metaunlab.data.errors import DataError
 from metaunlab.data.omniglot import omniglot_format
-from metaunlab.data.tfds_source import iterate_split, prepared_builder
+from metaunlab.data.tfds.reading import iterate_split, prepared_builder
 
 TFDS_SPLITS = ("train", "test", "small1", "small2")
 

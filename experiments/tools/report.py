@@ -1,6 +1,6 @@
 """A human-readable report of one work dir: learning curves, accuracy against K, histograms.
 
-`write_report(workdir)` writes, next to the run's files,
+`write_report(workdir)` (`python -m experiments.report`) writes, next to the run's files,
 
 * `report_curves.png`: loss and accuracy (training batches and validation episodes)
   against step, for pretraining and for each meta-training setting (from metrics.jsonl);
@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from experiments.tools.compare import method_names, setting_names
 from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.data.sources import load_dataset_splits
+from metaunlab.methods import sib_method
 from metaunlab.metrics import read_metrics
+from metaunlab.pipeline import parse_settings
+from metaunlab.results import markdown_table, methods_table, sib_table
+from metaunlab.trained_model import TrainedModel, setting_name
 from metaunlab.workdir import read_json
 
 REPORT_STEPS = (0, 1, 2, 3, 5, 8)
@@ -114,10 +119,10 @@ def accuracy_against_k(model, test_feats: np.ndarray, test_labels: np.ndarray,
         params = model.sib_params(n_way, n_shot, checkpoint)
         per_episode = {}
         for k in steps:
-            per_episode[int(k)] = evaluation.episode_accuracies(params, test_feats, episodes,
-                                                                steps=int(k), lr=lr)
+            per_episode[int(k)] = evaluation.evaluate(sib_method(params, int(k), lr), test_feats,
+                                                      episodes).accuracies
         stats = [evaluation.mean_and_ci95(per_episode[int(k)]) for k in steps]
-        out[f"{n_way}way_{n_shot}shot"] = {
+        out[setting_name(n_way, n_shot)] = {
             "steps": [int(k) for k in steps], "accuracy": [m for m, _ in stats],
             "ci95": [c for _, c in stats], "episodes": int(num_episodes),
             "per_episode": per_episode}
@@ -176,53 +181,12 @@ def plot_episode_histograms(results: dict[str, dict], trained_k: int, path: str)
 
 # ---- the report ------------------------------------------------------------------------------
 
-def _setting_key(name: str) -> tuple:
-    """"20way_1shot" -> (20, 1): numeric order instead of results.json's sorted keys."""
-    match = re.match(r"^(\d+)way_(\d+)shot", name)
-    return (int(match[1]), int(match[2]), name) if match else (10**9, 0, name)
-
-
-def _results_table(results: dict) -> list[str]:
-    settings = results.get("settings", {})
-    if not settings:
-        return ["No test results yet (results.json has no settings)."]
-    lines = ["| setting | episodes | SIB | K = 0 | gain |", "|---|---|---|---|---|"]
-    for name in sorted(settings, key=_setting_key):
-        entry = settings[name]
-        sib_, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
-        lines.append(f"| {name} | {entry['episodes']} | {sib_['accuracy']:.2f} +- "
-                     f"{sib_['ci95']:.2f} (K={sib_['steps']}) | {k0['accuracy']:.2f} +- "
-                     f"{k0['ci95']:.2f} | {sib_['accuracy'] - k0['accuracy']:+.2f} |")
-    return lines
-
-
-def _k_table(k_results: dict[str, dict]) -> list[str]:
-    if not k_results:
-        return []
+def _k_table(k_results: dict[str, dict]) -> str:
     steps = next(iter(k_results.values()))["steps"]
-    lines = ["| setting | " + " | ".join(f"K={k}" for k in steps) + " |",
-             "|---|" + "---|" * len(steps)]
-    for name, r in k_results.items():
-        cells = [f"{a:.2f} +- {c:.2f}" for a, c in zip(r["accuracy"], r["ci95"], strict=True)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _compare_summary(compare: dict) -> list[str]:
-    from metaunlab.compare import method_names, setting_names
-
-    if not compare.get("settings"):
-        return []
-    settings = setting_names(compare)
-    methods = method_names(compare)
-    lines = ["| method | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
-    for m in methods:
-        cells = []
-        for s in settings:
-            e = compare["settings"][s]["methods"].get(m)
-            cells.append("n/a" if e is None else f"{e['accuracy']:.2f} +- {e['ci95']:.2f}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return lines
+    rows = [[name] + [f"{a:.2f} +- {c:.2f}" for a, c in zip(r["accuracy"], r["ci95"],
+                                                               strict=True)]
+            for name, r in k_results.items()]
+    return markdown_table(["setting"] + [f"K={k}" for k in steps], rows)
 
 
 def format_report(config: dict, results: dict, k_results: dict[str, dict], trained_k: int,
@@ -245,7 +209,10 @@ def format_report(config: dict, results: dict, k_results: dict[str, dict], train
     if "wall_seconds" in results:
         lines.append(f"* wall time of the run: {results['wall_seconds']:.0f} s on "
                      f"{', '.join(results.get('devices', []))}")
-    lines += ["", "## Test results (results.json)", ""] + _results_table(results)
+    settings = results.get("settings", {})
+    lines += ["", "## Test results (results.json)", "",
+              sib_table(settings) if settings else
+              "No test results yet (results.json has no settings)."]
     lines += ["", "## Learning curves", "",
               "Training loss and accuracy of each logged batch, and the validation accuracy "
               "used for model selection, against the step of each phase.", "",
@@ -261,7 +228,7 @@ def format_report(config: dict, results: dict, k_results: dict[str, dict], train
                   f"Each trained SIB head on the same {episodes} seeded test episodes with K "
                   "synthetic gradient steps at test time (K = 0: the initialization network "
                   "alone, which ignores the unlabeled queries).", "",
-                  f"![accuracy against K]({ACCURACY_VS_K})", ""] + _k_table(k_results)
+                  f"![accuracy against K]({ACCURACY_VS_K})", "", _k_table(k_results)]
         lines += ["", "## Per-episode accuracy: SIB against K = 0", "",
                   f"![per-episode histograms]({HISTOGRAM})", ""]
         for name, r in k_results.items():
@@ -270,10 +237,12 @@ def format_report(config: dict, results: dict, k_results: dict[str, dict], train
                          f"on {np.mean(diff < 0):.0%}, equal on {np.mean(diff == 0):.0%}; "
                          f"mean difference {diff.mean():+.2f} points")
     compare = results.get("compare")
-    if compare:
+    if compare and compare.get("settings"):
         lines += ["", "## Comparison with other methods", "",
                   "From `python -m experiments.compare` (details and timings in "
-                  f"[compare.md]({link('compare.md')})).", ""] + _compare_summary(compare)
+                  f"[compare.md]({link('compare.md')})).", "",
+                  methods_table(compare["settings"], setting_names(compare),
+                                method_names(compare))]
         lines += ["", f"![method comparison]({link('compare.png')})"]
     lines += ["", "## Config", "", "<details><summary>config.json</summary>", "", "```json",
               json.dumps(config, indent=2, sort_keys=True), "```", "", "</details>", ""]
@@ -289,9 +258,6 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
     "files": [...]}.
     """
     from tqdm.auto import tqdm
-
-    from metaunlab.pipeline import load_splits, parse_settings
-    from metaunlab.restore import TrainedModel
 
     out_dir = output_dir or workdir
     os.makedirs(out_dir, exist_ok=True)
@@ -311,10 +277,10 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
     trained_k = int(model.config.metatrain.sib_steps)
     steps = sorted({int(k) for k in steps} | {0, trained_k})
     trained = [s for s in parse_settings(model.config.settings)
-               if f"{s[0]}way_{s[1]}shot" in model.trained_settings()]
+               if setting_name(*s) in model.trained_settings()]
     k_results: dict[str, dict] = {}
     if trained:
-        test = load_splits(model.config.data).test
+        test = load_dataset_splits(model.config.data)[0]["test"]
         feats = model.embed(test.images, desc="embed test" if progress else None)
         if progress:
             tqdm.write(f"report: accuracy against K on {num_episodes} episodes per setting")

@@ -1,6 +1,7 @@
 """Every few-shot method on the same episodes and the same frozen backbone.
 
-`run_compare(workdir)` embeds the test split once with the work dir's backbone and
+`run_compare(workdir)` (`python -m experiments.compare`) embeds the test split once with
+the work dir's backbone and
 evaluates, on identical episodes, the inductive and transductive baselines of
 `metaunlab.methods` and the work dir's trained SIB heads with K in {0, 1, 3, 5}. It writes
 `compare.md` (a table), `compare.png` (accuracy bars with 95% intervals) and a `compare`
@@ -11,10 +12,11 @@ n_way, with 1 and 5 shots and 15 queries per class. The seed is the run's `test.
 the first episodes are the ones `results.json` was computed on. Alternatively a fixed
 episode file in the reference JSON format (`episodes_file` + `image_root`).
 
-Timing: each method runs on chunks of `chunk` episodes, vmapped under one jit (one
-compilation per episode shape, triggered by a warm-up call that is not timed); the
-reported milliseconds per episode are the wall time of the whole timed pass divided by the
-number of episodes, so they are throughput numbers for batched evaluation.
+Timing: each method runs on chunks of `chunk` episodes as one jitted batch
+(`metaunlab.evaluation.evaluate`, one compilation per episode shape, triggered by a warm-up
+call that is not timed); the reported milliseconds per episode are the wall time of the
+whole timed pass divided by the number of episodes, so they are throughput numbers for
+batched evaluation.
 """
 
 from __future__ import annotations
@@ -22,24 +24,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from metaunlab import evaluation
-from metaunlab.data.episodes import (
-    Episodes,
-    EpisodeSampler,
-    EpisodeShape,
-    episodes_from_records,
-    load_episodes_json,
-    resolve_episode_paths,
-)
+from metaunlab.data.episode_files import read_episode_file
+from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
+from metaunlab.data.sources import load_dataset_splits
 from metaunlab.methods import METHODS, Method, sib_method
+from metaunlab.results import methods_table
+from metaunlab.trained_model import TrainedModel, setting_name
 from metaunlab.workdir import read_json, write_json_atomic
 
 # Table order: inductive first, then transductive, each roughly by publication.
@@ -71,43 +69,6 @@ def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS) -> list[Met
     return [sib_method(params, k, lr) for k in steps]
 
 
-def _accuracy_fn(method: Method, n_way: int, base_mean: np.ndarray | None
-                 ) -> Callable[..., jax.Array]:
-    probs_fn = method.batched(n_way, None if base_mean is None else jnp.asarray(base_mean))
-
-    @jax.jit
-    def accuracy(feats, support_idx, support_labels, query_idx, query_labels):
-        probs = probs_fn(feats[support_idx], support_labels, feats[query_idx])
-        return jnp.mean(jnp.argmax(probs, -1) == query_labels, axis=-1)
-
-    return accuracy
-
-
-def evaluate_method(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes,
-                    n_way: int, *, base_mean: np.ndarray | None = None,
-                    chunk: int = 100) -> tuple[np.ndarray, float, float]:
-    """(per-episode accuracies in percent (E,), milliseconds per episode after compilation,
-    seconds of the untimed warm-up call: compilation plus one chunk).
-
-    The last chunk is padded by repeating episodes (then dropped), so one shape compiles.
-    """
-    feats = jnp.asarray(feats)
-    accuracy = _accuracy_fn(method, n_way, base_mean)
-    arrays = (episodes.support_idx, episodes.support_labels, episodes.query_idx,
-              episodes.query_labels)
-    total = len(episodes)
-    chunk = min(chunk, total)
-    parts = [[a[np.arange(start, start + chunk) % total] for a in arrays]
-             for start in range(0, total, chunk)]
-    started = time.perf_counter()
-    jax.block_until_ready(accuracy(feats, *parts[0]))  # compile (not in the per-episode time)
-    warm_up = time.perf_counter() - started
-    started = time.perf_counter()
-    out = [np.asarray(accuracy(feats, *part)) for part in parts]
-    seconds = time.perf_counter() - started
-    return 100.0 * np.concatenate(out)[:total], 1000.0 * seconds / total, warm_up
-
-
 def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequence[Method], *,
                     base_mean: np.ndarray | None = None, chunk: int = 100,
                     progress: bool = True) -> dict[str, dict]:
@@ -117,18 +78,13 @@ def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequenc
     bar = tqdm(methods, desc=f"compare {episode_set.name}", disable=not progress, leave=False)
     for method in bar:
         bar.set_postfix(method=method.name)
-        accs, ms, warm_up = evaluate_method(method, feats, episode_set.episodes,
-                                            episode_set.shape.n_way, base_mean=base_mean,
-                                            chunk=chunk)
-        mean, ci = evaluation.mean_and_ci95(accs)
-        results[method.name] = {"accuracy": mean, "ci95": ci, "ms_per_episode": ms,
-                                "warm_up_s": warm_up, "transductive": method.is_transductive,
-                                "paper": method.paper}
+        result = evaluation.evaluate(method, feats, episode_set.episodes, base_mean=base_mean,
+                                     chunk=chunk, timed=True)
+        results[method.name] = {"accuracy": result.accuracy, "ci95": result.ci95,
+                                "ms_per_episode": result.ms_per_episode,
+                                "warm_up_s": result.warm_up_s,
+                                "transductive": method.is_transductive, "paper": method.paper}
     return results
-
-
-def _setting_name(shape: EpisodeShape) -> str:
-    return f"{shape.n_way}way_{shape.n_shot}shot"
 
 
 def _trained_ways(settings: Sequence[str]) -> list[int]:
@@ -140,8 +96,8 @@ def _trained_ways(settings: Sequence[str]) -> list[int]:
     return sorted(ways)
 
 
-def _base_mean(model, splits, max_images: int, seed: int) -> tuple[np.ndarray, int]:
-    images = splits.train.images
+def _base_mean(model: TrainedModel, images: np.ndarray, max_images: int,
+               seed: int) -> tuple[np.ndarray, int]:
     if len(images) > max_images:
         rows = np.sort(np.random.default_rng(seed).choice(len(images), max_images,
                                                           replace=False))
@@ -155,9 +111,6 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                 sib_steps: Sequence[int] = SIB_STEPS, checkpoint: str = "last",
                 chunk: int = 100, write: bool = True, progress: bool = True) -> dict:
     """Evaluate every method on the same episodes; write compare.md/.png and results.json."""
-    from metaunlab.pipeline import load_splits  # heavy imports only when used
-    from metaunlab.restore import TrainedModel
-
     if (episodes_file is None) != (image_root is None):
         raise ValueError("--episodes and --image_root go together; give both or neither.")
     if num_episodes < 1:
@@ -169,22 +122,23 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
     baselines = method_order(methods)
 
     if episodes_file is not None:  # check the file before the (slow) dataset load
-        records = load_episodes_json(episodes_file)
-        resolved = resolve_episode_paths(records, image_root, source=episodes_file)
+        episode_file = read_episode_file(episodes_file, image_root)
     try:
-        splits = load_splits(config.data)
+        splits, _ = load_dataset_splits(config.data)
     except (DataError, FileNotFoundError, ValueError):
         if episodes_file is None:
             raise
         splits = None  # an episode file can be evaluated without the training data
 
     if splits is not None:
-        base_mean, base_images = _base_mean(model, splits, MAX_BASE_IMAGES, seed)
+        base_mean, base_images = _base_mean(model, splits["train"].images, MAX_BASE_IMAGES,
+                                            seed)
     else:
         base_mean, base_images = None, 0
 
     if episodes_file is None:
-        feats = model.embed(splits.test.images, desc="embed test" if progress else None)
+        test = splits["test"]
+        feats = model.embed(test.images, desc="embed test" if progress else None)
         ways = _trained_ways(model.trained_settings())
         if not ways:
             raise ValueError(f"{workdir} has no meta-trained SIB head; train one first.")
@@ -192,34 +146,30 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
         for n_way in ways:
             for n_shot in shots:
                 shape = EpisodeShape(n_way, n_shot, n_query)
-                sampler = EpisodeSampler(splits.test, shape, seed=seed, split_name="test")
-                episode_sets.append(EpisodeSet(_setting_name(shape), shape,
+                sampler = EpisodeSampler(test, shape, seed=seed, split_name="test")
+                episode_sets.append(EpisodeSet(setting_name(shape.n_way, shape.n_shot), shape,
                                                sampler.sample(0, num_episodes)))
         source = {"kind": "random", "split": "test", "seed": int(seed),
                   "episodes_per_setting": int(num_episodes), "n_query": int(n_query)}
     else:
-        unique = sorted({p for support, query in resolved for group in (support, query)
-                         for paths in group for p in paths})
-        feats = model.embed_files(unique)
-        groups = episodes_from_records(resolved, {p: i for i, p in enumerate(unique)},
-                                       episodes_file)
-        episode_sets = [EpisodeSet(f"{_setting_name(shape)}_{shape.n_query}query", shape, eps)
-                        for shape, (_, eps) in sorted(groups.items(),
-                                                      key=lambda kv: _shape_key(kv[0]))]
+        feats = model.embed_files(episode_file.paths)
+        episode_sets = [
+            EpisodeSet(f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query",
+                       shape, eps)
+            for shape, (_, eps) in sorted(episode_file.groups.items(),
+                                          key=lambda kv: _shape_key(kv[0]))]
         source = {"kind": "file", "episodes_file": os.path.abspath(episodes_file),
-                  "image_root": os.path.abspath(image_root), "episodes": len(records)}
+                  "image_root": os.path.abspath(image_root),
+                  "episodes": episode_file.num_episodes}
 
     settings = {}
     for episode_set in episode_sets:
         shape = episode_set.shape
         entry_methods = list(baselines)
-        sib_head = None
-        try:
+        sib_head = model.head_for(shape.n_way, shape.n_shot)
+        if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
             params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
-            sib_head = _head_name(model.trained_settings(), shape)
             entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps)
-        except ValueError:
-            pass  # no SIB head for this n_way: the baselines still run
         results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
                                   chunk=chunk, progress=progress)
         settings[episode_set.name] = {
@@ -246,13 +196,6 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
 
 def _shape_key(shape: EpisodeShape) -> tuple[int, int, int]:
     return shape.n_way, shape.n_shot, shape.n_query
-
-
-def _head_name(trained: Sequence[str], shape: EpisodeShape) -> str | None:
-    """The setting whose head `TrainedModel.sib_params` picks (same rule)."""
-    candidates = [_setting_name(shape)] + [s for s in trained
-                                          if s.startswith(f"{shape.n_way}way_")]
-    return next((c for c in candidates if c in trained), None)
 
 
 # ---- outputs ---------------------------------------------------------------------------------
@@ -288,6 +231,10 @@ def _lookup(results: dict, name: str) -> dict | None:
     return None
 
 
+def _time_cell(entry: dict | None) -> str:
+    return "n/a" if entry is None else f"{entry['ms_per_episode']:.2f} ({entry['warm_up_s']:.1f} s)"
+
+
 def format_markdown(results: dict) -> str:
     source = results["source"]
     if source["kind"] == "random":
@@ -307,34 +254,18 @@ def format_markdown(results: dict) -> str:
         f"Episodes: {episodes}; every method sees exactly the same episodes.",
         f"Base-class mean for SimpleShot and LaplacianShot: {base}.",
         f"Accuracy: mean over episodes +- 1.96 std / sqrt(episodes), in percent. ms/episode: "
-        f"wall time of batches of {results['chunk']} episodes vmapped under jit, after "
+        f"wall time of batches of {results['chunk']} episodes under jit, after "
         f"compilation, on {', '.join(results['devices'])} (throughput, not latency; noisy "
         "on a shared machine).",
         f"Total wall time: {results['wall_seconds']:.0f} s.", "",
         "## Accuracy (%)", "",
     ]
-    names = setting_names(results)
-    lines.append("| method | transductive | " + " | ".join(names) + " |")
-    lines.append("|---|---|" + "---|" * len(names))
-    for method in method_names(results):
-        info = _lookup(results, method)
-        cells = []
-        for setting in names:
-            entry = results["settings"][setting]["methods"].get(method)
-            cells.append("n/a" if entry is None else
-                         f"{entry['accuracy']:.2f} +- {entry['ci95']:.2f}")
-        lines.append(f"| {method} | {'yes' if info['transductive'] else 'no'} | "
-                     + " | ".join(cells) + " |")
+    names, methods = setting_names(results), method_names(results)
+    transductive = {m: _lookup(results, m)["transductive"] for m in methods}
+    lines.append(methods_table(results["settings"], names, methods, transductive=transductive))
     lines += ["", "## Milliseconds per episode (in brackets: seconds of the untimed first "
               "call, i.e. compilation plus one chunk)", "",
-              "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for method in method_names(results):
-        cells = []
-        for setting in names:
-            entry = results["settings"][setting]["methods"].get(method)
-            cells.append("n/a" if entry is None else
-                         f"{entry['ms_per_episode']:.2f} ({entry['warm_up_s']:.1f} s)")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+              methods_table(results["settings"], names, methods, cell=_time_cell)]
     lines += ["", "## Settings", ""]
     for setting in names:
         entry = results["settings"][setting]

@@ -1,0 +1,1 @@
+"""Tools over the library: the method comparison, run reports, the benchmark and memory study."""

@@ -1,0 +1,58 @@
+"""Markdown tables of results: one formatter for every table a run or a tool prints.
+
+`results.json` of a run holds, per setting ("5way_1shot", ...),
+
+    {"n_way", "n_shot", "n_query", "episodes", "dataset",
+     "methods": {"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}}
+
+accuracies in percent with their 95% intervals (`evaluation.mean_and_ci95`).
+`experiments.compare` adds a "compare" section whose settings hold one entry per method.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def accuracy_cell(entry: Mapping | None) -> str:
+    """"98.91 +- 0.12" for `{"accuracy", "ci95"}`, "n/a" for None."""
+    return "n/a" if entry is None else f"{entry['accuracy']:.2f} +- {entry['ci95']:.2f}"
+
+
+def setting_key(name: str) -> tuple:
+    """"20way_1shot" -> (20, 1, ...): numeric order instead of results.json's sorted keys."""
+    match = re.match(r"^(\d+)way_(\d+)shot", name)
+    return (int(match[1]), int(match[2]), name) if match else (10**9, 0, name)
+
+
+def sib_table(settings: Mapping[str, Mapping]) -> str:
+    """SIB (K steps) against K = 0 on the same episodes, one row per setting."""
+    rows = []
+    for name in sorted(settings, key=setting_key):
+        entry = settings[name]
+        sib, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
+        rows.append([name, str(entry["episodes"]), f"{accuracy_cell(sib)} (K={sib['steps']})",
+                     accuracy_cell(k0), f"{sib['accuracy'] - k0['accuracy']:+.2f}"])
+    return markdown_table(["setting", "episodes", "SIB", "K = 0", "gain"], rows)
+
+
+def methods_table(settings: Mapping[str, Mapping], setting_order: Sequence[str],
+                  method_order: Sequence[str], cell=accuracy_cell,
+                  transductive: Mapping[str, bool] | None = None) -> str:
+    """One row per method, one column per setting; `cell(entry)` formats an entry (None
+    where a setting lacks the method). With `transductive`, a column says which are."""
+    header = ["method"] + (["transductive"] if transductive else []) + list(setting_order)
+    rows = []
+    for method in method_order:
+        flag = ["yes" if transductive[method] else "no"] if transductive else []
+        rows.append([method] + flag + [cell(settings[s]["methods"].get(method))
+                                       for s in setting_order])
+    return markdown_table(header, rows)

@@ -1,0 +1,180 @@
+"""The training loop shared by pretraining and meta-training.
+
+`TrainLoop.run` drives a jitted step over `total_steps` steps and owns everything around
+it: resuming from `<directory>/last`, the progress bar and throughput window, logging,
+validation with best-model selection into `<directory>/best`, interval checkpoints and a
+clean stop on SIGTERM. A loop's state is a dict pytree holding at least `"step"` and
+`"best_accuracy"`; the rest (parameters, optimizer state, RNG) is the caller's.
+
+Checkpoints: the full state is saved to `last` every `checkpoint_every` steps, at every
+validation and on SIGTERM, so an interrupted run resumes exactly (the episode and batch
+samplers need only the step). `best` holds what `best_of(state)` returns at the best
+validation so far.
+
+Dispatch: with `steps_per_call` = S > 1 one call of the step runs S iterations (a
+`lax.scan` in the caller's step); a call never crosses a step at which the loop logs,
+validates or saves, and single steps fill in where S does not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from metaunlab import parallel
+from metaunlab.checkpoints import Checkpointer
+from metaunlab.metrics import MetricWriter
+from metaunlab.preemption import PreemptionGuard, stop_if_requested
+
+State = dict[str, Any]
+# (state, first step, number of steps) -> (new state, metrics of the call)
+Advance = Callable[[State, int, int], tuple[State, dict[str, jax.Array]]]
+
+_SHORT_RATE = {"images": "img_s", "episodes": "ep_s"}
+
+
+@functools.cache
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def step_barrier(tree: Any) -> Any:
+    """Block until `tree` is computed on CPU backends; a no-op elsewhere.
+
+    On accelerators the loop must run ahead of the device (asynchronous dispatch), so that
+    sampling the next batch overlaps the current step. On a CPU backend the device is the
+    same few cores, and steps left to queue up compete with the computation's own threads:
+    waiting for every step is markedly faster there.
+    """
+    if _on_cpu():
+        jax.block_until_ready(tree)
+    return tree
+
+
+@dataclasses.dataclass
+class TrainLoop:
+    """One training phase: its checkpoints, cadences and what it logs.
+
+    phase: the name of its metrics records ("pretrain", "metatrain_5way_1shot").
+    directory: holds the `last` and `best` checkpoints.
+    total_steps: the step to train up to.
+    writer: where metrics go.
+    mesh: the devices the state is replicated over.
+    log_at: whether to log after a step (done steps in, bool out).
+    validate_at: whether to validate after a step; also asked for step 0.
+    checkpoint_every: save `last` this often (0: only at validation and on SIGTERM).
+    items_per_step, items: throughput is logged as `<items>_per_s`.
+    steps_per_call: iterations one call of the step may run.
+    """
+
+    phase: str
+    directory: str
+    total_steps: int
+    writer: MetricWriter
+    mesh: jax.sharding.Mesh
+    log_at: Callable[[int], bool]
+    validate_at: Callable[[int], bool]
+    checkpoint_every: int = 0
+    items_per_step: int = 1
+    items: str = "episodes"
+    steps_per_call: int = 1
+
+    def __post_init__(self) -> None:
+        self.last = Checkpointer(os.path.join(self.directory, "last"))
+        self.best = Checkpointer(os.path.join(self.directory, "best"))
+
+    def resume(self, state: State) -> State:
+        """`state` restored from `last` when there is one, else unchanged."""
+        if self.last.latest_step() is None:
+            return state
+        state = self.last.restore(state)
+        tqdm.write(f"{self.phase}: resuming from step {int(state['step'])} of "
+                   f"{self.total_steps}")
+        return state
+
+    def _must_stop_at(self, done: int) -> bool:
+        every = self.checkpoint_every
+        return (done >= self.total_steps or self.log_at(done) or self.validate_at(done)
+                or bool(every and done % every == 0))
+
+    def _steps_this_call(self, step: int) -> int:
+        """`steps_per_call` unless a stop lies strictly inside the call, else 1."""
+        n = self.steps_per_call
+        if n > 1 and step + n <= self.total_steps and not any(
+                self._must_stop_at(s) for s in range(step + 1, step + n)):
+            return n
+        return 1
+
+    def _validate(self, state: State, done: int, validate: Callable[[State], dict],
+                  best_of: Callable[[State], Any], describe: Callable[[int], str]) -> State:
+        metrics = validate(state)
+        accuracy = metrics["accuracy"]
+        self.writer.write(f"{self.phase}_val", done, **metrics)
+        # A step already checkpointed holds this very state: the run was resumed there (for
+        # instance at step 0 of a head imported by experiments.import_torch).
+        if accuracy > float(state["best_accuracy"]):
+            state["best_accuracy"] = parallel.replicate(np.float32(accuracy), self.mesh)
+            if self.best.latest_step() != done:
+                self.best.save(done, best_of(state))
+        if self.last.latest_step() != done:
+            self.last.save(done, state)
+        interval = f" +- {metrics['ci95']:.2f}" if "ci95" in metrics else ""
+        tqdm.write(f"{self.phase} {describe(done)}: val accuracy {accuracy:.2f}{interval}% "
+                   f"(best {float(state['best_accuracy']):.2f}%)")
+        return state
+
+    def run(self, state: State, advance: Advance, *, validate: Callable[[State], dict],
+            best_of: Callable[[State], Any], describe: Callable[[int], str] = "step {}".format,
+            log_extra: Callable[[int], dict] | None = None) -> State:
+        """Train from `state["step"]` to `total_steps`; returns the final state.
+
+        advance: runs one call of the jitted step (see `Advance`).
+        validate: `{"accuracy": percent, ...}` of a state; every value is logged.
+        best_of: what `best` keeps of a state (the parameters, say).
+        describe: names a step in messages ("step 500", "epoch 3").
+        log_extra: more scalars for the log record of a call, from its first step.
+
+        Raises `Preempted` after saving `last` when the process receives SIGTERM.
+        """
+        start = int(state["step"])
+        if start == 0 and self.validate_at(0):
+            state = self._validate(state, 0, validate, best_of, describe)
+        bar = tqdm(total=self.total_steps, initial=start, desc=self.phase, unit="step",
+                   disable=not parallel.is_primary())
+        rate = f"{self.items}_per_s"
+        window_start, window_items = time.perf_counter(), 0
+        done = start
+        with PreemptionGuard() as guard:
+            while done < self.total_steps:
+                step = done
+                count = self._steps_this_call(step)
+                state, metrics = step_barrier(advance(state, step, count))
+                done = step + count
+                bar.update(count)
+                window_items += self.items_per_step * count
+                if self.log_at(done):
+                    metrics = {k: float(v) for k, v in metrics.items()}
+                    per_s = window_items / (time.perf_counter() - window_start)
+                    extra = log_extra(step) if log_extra else {}
+                    self.writer.write(self.phase, done, **extra, **{rate: per_s}, **metrics)
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}",
+                                    acc=f"{metrics['accuracy']:.3f}",
+                                    **{_SHORT_RATE.get(self.items, rate): f"{per_s:.0f}"})
+                    window_start, window_items = time.perf_counter(), 0
+                if self.validate_at(done):
+                    state = self._validate(state, done, validate, best_of, describe)
+                elif self.checkpoint_every and done % self.checkpoint_every == 0:
+                    self.last.save(done, state)
+                stop_if_requested(guard, done, self.total_steps, self.last, state,
+                                  self.writer, self.phase)
+        bar.close()
+        self.writer.flush()
+        return state
