@@ -24,6 +24,9 @@ done in float32 with no intermediate rounding to ``uint8`` (PIL rounds after eve
 rounds the greyscale mean used by the contrast step to an integer). The sampled factor
 distributions, the random order of the three jitter operations and the clipping to ``[0, 1]``
 follow torchvision.
+
+The deterministic operations (``to_float``, ``normalize``, ``center_crop``, the colour
+adjustments) are in ``image_ops`` and re-exported here.
 """
 
 from __future__ import annotations
@@ -31,10 +34,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from metaunlab.data.image_ops import (
+    BRIGHTNESS,
+    CONTRAST,
+    SATURATION,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_saturation,
+    as_unit_float,
+    center_crop,
+    check_images,
+    flatten,
+    normalize,
+    pair,
+    rgb_to_grayscale,
+    to_float,
+    unflatten,
+)
 
 Array = jax.Array
 
@@ -59,130 +79,6 @@ __all__ = [
     "to_float",
 ]
 
-# ITU-R 601-2 luma weights, as used by PIL's ``convert("L")`` and torchvision.
-_LUMA = (0.299, 0.587, 0.114)
-
-# Index of each jitter operation in ``factors[..., i]`` and in the ``orders`` arrays.
-BRIGHTNESS, CONTRAST, SATURATION = 0, 1, 2
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
-
-
-def _check_images(images: Array) -> None:
-    if images.ndim < 3:
-        raise ValueError(f"expected images of shape (..., H, W, C), got shape {images.shape}")
-
-
-def _flatten(images: Array) -> tuple[Array, tuple[int, ...]]:
-    """Collapse the leading axes: ``(..., H, W, C) -> (N, H, W, C)``."""
-    _check_images(images)
-    lead = images.shape[:-3]
-    return images.reshape((math.prod(lead),) + images.shape[-3:]), lead
-
-
-def _unflatten(images: Array, lead: tuple[int, ...]) -> Array:
-    return images.reshape(lead + images.shape[1:])
-
-
-def _as_unit_float(images: Array) -> Array:
-    """``uint8`` (or other integer) images -> ``[0, 1]`` float32; float images pass through."""
-    if jnp.issubdtype(images.dtype, jnp.integer):
-        return to_float(images)
-    return images.astype(jnp.float32)
-
-
-def _per_image(factor: Array | float, images: Array) -> Array:
-    """Broadcast a per-image scalar (shape = leading axes of ``images``) over H, W, C."""
-    factor = jnp.asarray(factor, dtype=images.dtype)
-    return factor[..., None, None, None]
-
-
-# --------------------------------------------------------------------------------------------
-# deterministic transforms
-# --------------------------------------------------------------------------------------------
-
-
-@jax.jit
-def to_float(images: Array) -> Array:
-    """``uint8`` images -> float32 on the ``[0, 1]`` scale (torchvision ``ToTensor``)."""
-    return images.astype(jnp.float32) / 255.0
-
-
-@jax.jit
-def normalize(images: Array, mean: Sequence[float] | Array, std: Sequence[float] | Array) -> Array:
-    """``(images - mean) / std`` per channel (last axis); ``mean``/``std`` have 1 or C entries."""
-    mean_arr = jnp.atleast_1d(jnp.asarray(mean, dtype=jnp.float32))
-    std_arr = jnp.atleast_1d(jnp.asarray(std, dtype=jnp.float32))
-    channels = images.shape[-1]
-    for name, arr in (("mean", mean_arr), ("std", std_arr)):
-        if arr.shape[0] not in (1, channels):
-            raise ValueError(f"{name} has {arr.shape[0]} entries for {channels}-channel images")
-    return (images.astype(jnp.float32) - mean_arr) / std_arr
-
-
-@functools.partial(jax.jit, static_argnames=("size",))
-def center_crop(images: Array, size: int | tuple[int, int]) -> Array:
-    """Central ``size`` crop of ``(..., H, W, C)`` images (torchvision ``CenterCrop`` offsets).
-
-    The size must not exceed the image size (torchvision would pad; we refuse).
-    """
-    _check_images(images)
-    crop_h, crop_w = _pair(size)
-    height, width = images.shape[-3], images.shape[-2]
-    if crop_h > height or crop_w > width:
-        raise ValueError(f"center crop {(crop_h, crop_w)} larger than image {(height, width)}")
-    # torchvision: int(round((H - h) / 2)); Python's round is half-to-even and returns an int.
-    top = round((height - crop_h) / 2.0)
-    left = round((width - crop_w) / 2.0)
-    return images[..., top : top + crop_h, left : left + crop_w, :]
-
-
-def rgb_to_grayscale(images: Array) -> Array:
-    """ITU-R 601-2 luma of ``(..., H, W, C)`` float images -> ``(..., H, W, 1)``.
-
-    Single-channel images are returned unchanged.
-    """
-    if images.shape[-1] == 1:
-        return images
-    if images.shape[-1] != 3:
-        raise ValueError(f"expected 1 or 3 channels, got {images.shape[-1]}")
-    r, g, b = images[..., 0], images[..., 1], images[..., 2]
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b)[..., None]
-
-
-def _blend(images: Array, other: Array, factor: Array) -> Array:
-    return jnp.clip(factor * images + (1.0 - factor) * other, 0.0, 1.0)
-
-
-def adjust_brightness(images: Array, factor: Array | float) -> Array:
-    """Blend with black: ``clip(x * f, 0, 1)``; ``factor`` has the leading shape of images."""
-    factor = _per_image(factor, images)
-    return jnp.clip(images * factor, 0.0, 1.0)
-
-
-def adjust_contrast(images: Array, factor: Array | float) -> Array:
-    """Blend with the (scalar, per image) mean of the greyscale image, then clip to [0, 1]."""
-    mean = jnp.mean(rgb_to_grayscale(images), axis=(-3, -2, -1), keepdims=True)
-    return _blend(images, mean, _per_image(factor, images))
-
-
-def adjust_saturation(images: Array, factor: Array | float) -> Array:
-    """Blend with the greyscale image, then clip to [0, 1]; a no-op for 1-channel images."""
-    if images.shape[-1] == 1:
-        return images
-    return _blend(images, rgb_to_grayscale(images), _per_image(factor, images))
-
-
 # --------------------------------------------------------------------------------------------
 # random transforms
 # --------------------------------------------------------------------------------------------
@@ -196,8 +92,8 @@ def random_crop(rng: Array, images: Array, size: int | tuple[int, int], padding:
     for both ``uint8`` and ``[0, 1]`` float images). Works on any dtype. Every image draws its
     own top/left offsets uniformly from ``0 .. H + 2 * padding - size`` (resp. W).
     """
-    flat, lead = _flatten(images)
-    crop_h, crop_w = _pair(size)
+    flat, lead = flatten(images)
+    crop_h, crop_w = pair(size)
     channels = flat.shape[-1]
     if padding:
         pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
@@ -217,16 +113,16 @@ def random_crop(rng: Array, images: Array, size: int | tuple[int, int], padding:
         start = (offset[0], offset[1], jnp.zeros((), offset.dtype))
         return jax.lax.dynamic_slice(image, start, (crop_h, crop_w, channels))
 
-    return _unflatten(jax.vmap(crop_one)(flat, offsets), lead)
+    return unflatten(jax.vmap(crop_one)(flat, offsets), lead)
 
 
 @jax.jit
 def random_flip(rng: Array, images: Array) -> Array:
     """Horizontal flip of each image independently with probability 0.5."""
-    flat, lead = _flatten(images)
+    flat, lead = flatten(images)
     flip = jax.random.bernoulli(rng, 0.5, (flat.shape[0],))
     out = jnp.where(flip[:, None, None, None], flat[:, :, ::-1, :], flat)
-    return _unflatten(out, lead)
+    return unflatten(out, lead)
 
 
 @functools.partial(jax.jit, static_argnames=("num", "brightness", "contrast", "saturation"))
@@ -305,7 +201,7 @@ def color_jitter(
     """
     if brightness == 0 and contrast == 0 and saturation == 0:
         return images
-    _check_images(images)
+    check_images(images)
     lead = images.shape[:-3]
     factors, orders = sample_jitter_params(rng, math.prod(lead), brightness, contrast, saturation)
     return apply_color_jitter(images, factors.reshape(lead + (3,)), orders.reshape(lead + (3,)))
@@ -385,7 +281,7 @@ class ImageTransform:
         if self._random_crop:
             size = self.crop_size if self.crop_size is not None else (x.shape[-3], x.shape[-2])
             x = random_crop(k_crop, x, size, self.crop_padding)
-        x = _as_unit_float(x)
+        x = as_unit_float(x)
         if self.jitter > 0:
             x = color_jitter(k_jitter, x, self.jitter, self.jitter, self.jitter)
         if self.flip:
@@ -398,7 +294,7 @@ class ImageTransform:
         x = images
         if self.center_crop is not None:
             x = center_crop(x, self.center_crop)
-        return normalize(_as_unit_float(x), self.mean, self.std)
+        return normalize(as_unit_float(x), self.mean, self.std)
 
 
 MINIIMAGENET = ImageTransform(

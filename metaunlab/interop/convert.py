@@ -1,26 +1,6 @@
 """Convert between the PyTorch reference state dicts and this package's Flax trees.
 
-Reference names (Hu et al.'s ``synthetic_info_bottleneck`` code) and where they go:
-
-Conv-4-64 (``ConvNet_4_64``), ``i`` in 0..3:
-  ``conv_blocks.{i}.layers.Conv.weight`` (O, I, 3, 3)  -> ``params/conv{i}/kernel`` (3, 3, I, O)
-  ``conv_blocks.{i}.layers.BatchNorm.weight|bias``     -> ``params/bn{i}/scale|bias``
-  ``conv_blocks.{i}.layers.BatchNorm.running_mean|var`` -> ``batch_stats/bn{i}/mean|var``
-
-WRN-28-10 (``WideResNet``), group ``g`` in 1..3, block ``j`` in 0..3:
-  ``conv1.weight``                              -> ``params/conv1/kernel``
-  ``block{g}.layer.{j}.bn1|bn2.*``              -> ``group{g-1}_block{j}/bn1|bn2`` (as above)
-  ``block{g}.layer.{j}.conv1|conv2.weight``     -> ``params/group{g-1}_block{j}/conv1|conv2``
-  ``block{g}.layer.0.convShortcut.weight``      -> ``params/group{g-1}_block0/shortcut/kernel``
-  ``bn1.*`` (the final BatchNorm)               -> ``bn_final``
-
-SIB head (``ClassifierSIB``, N ways, D features):
-  ``bias`` (1,), ``scale_cls`` (1,)             -> ``classifier/bias``, ``classifier/scale`` ()
-  ``wnLayerFavg.weight`` (D,)                   -> ``init/w`` (D,)  (see Conv-4 below)
-  ``dni.layer1.0.weight|bias`` (8N, N)          -> ``grad_net/dense1/kernel`` (N, 8N) ``|bias``
-  ``dni.layer1.2.weight|bias`` (BatchNorm1d)    -> ``grad_net/bn1/scale|bias``
-  ``dni.layer2.0.*``, ``dni.layer2.2.*``        -> ``grad_net/dense2``, ``grad_net/bn2``
-  ``dni.layer3.weight|bias`` (N, 8N)            -> ``grad_net/dense3/kernel`` (8N, N) ``|bias``
+Which torch key goes where: `metaunlab.interop.layouts`.
 
 Conventions:
 * Convolution weights are OIHW in torch and HWIO in Flax; Linear weights are (out, in) in
@@ -44,13 +24,29 @@ Unknown, missing or mis-shaped keys raise one ``ValueError`` that lists all of t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+
+from metaunlab.interop.layouts import (
+    ARCHS,
+    CONV4_WIDTH,
+    FIRST_CONV,
+    Entry,
+    backbone_layout,
+    canonical_arch,
+    first_conv_in_channels,
+    flax_shape,
+    from_torch_array,
+    shape_str,
+    sib_layout,
+    to_torch_array,
+)
+
+_MAX_LISTED = 12
 
 __all__ = [
     "ARCHS",
@@ -62,122 +58,6 @@ __all__ = [
     "sib_to_torch",
     "split_checkpoint",
 ]
-
-ARCHS = ("conv4", "wrn28_10")
-# The reference's own architecture names are accepted too.
-_ARCH_ALIASES = {"convnet_4_64": "conv4", "conv4": "conv4", "wrn_28_10": "wrn28_10",
-                 "wrn28_10": "wrn28_10", "wrn-28-10": "wrn28_10"}
-_CONV4_WIDTH = 64
-_WRN_DEPTH, _WRN_WIDEN = 28, 10
-_MAX_LISTED = 12
-
-
-def canonical_arch(arch: str) -> str:
-    """``"conv4"`` or ``"wrn28_10"`` for this package's or the reference's name of a backbone."""
-    name = _ARCH_ALIASES.get(str(arch).lower())
-    if name is None:
-        raise ValueError(f"unknown architecture {arch!r}; the reference checkpoints are "
-                         f"{' or '.join(ARCHS)} (also spelled ConvNet_4_64, WRN_28_10).")
-    return name
-
-
-# --------------------------------------------------------------------------------------------
-# the layout tables: one entry per torch state-dict key
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    """One torch key: its shape, where it lives in the Flax tree, and how it is transformed.
-
-    kind: "conv" (OIHW <-> HWIO), "linear" ((out, in) <-> (in, out)), "scalar" ((1,) <-> ()),
-    "copy" (same shape); or, for buffers Flax does not keep (flax_path None), the value
-    written on export: "count" (int64 0), "zeros", "ones".
-    """
-
-    torch_key: str
-    torch_shape: tuple[int, ...]
-    flax_path: tuple[str, ...] | None
-    kind: str
-
-    @property
-    def required(self) -> bool:
-        return self.flax_path is not None
-
-
-def _bn_entries(prefix: str, flax_name: tuple[str, ...], features: int) -> list[_Entry]:
-    """A backbone BatchNorm2d: affine parameters and running averages, all used."""
-    return [
-        _Entry(f"{prefix}.weight", (features,), ("params", *flax_name, "scale"), "copy"),
-        _Entry(f"{prefix}.bias", (features,), ("params", *flax_name, "bias"), "copy"),
-        _Entry(f"{prefix}.running_mean", (features,), ("batch_stats", *flax_name, "mean"),
-               "copy"),
-        _Entry(f"{prefix}.running_var", (features,), ("batch_stats", *flax_name, "var"), "copy"),
-        _Entry(f"{prefix}.num_batches_tracked", (), None, "count"),
-    ]
-
-
-def _conv_entry(key: str, out_ch: int, in_ch: int, kernel: int,
-                flax_name: tuple[str, ...]) -> _Entry:
-    return _Entry(key, (out_ch, in_ch, kernel, kernel), ("params", *flax_name, "kernel"), "conv")
-
-
-def _conv4_layout(in_channels: int) -> list[_Entry]:
-    entries = []
-    for i in range(4):
-        cin = in_channels if i == 0 else _CONV4_WIDTH
-        prefix = f"conv_blocks.{i}.layers"
-        entries.append(_conv_entry(f"{prefix}.Conv.weight", _CONV4_WIDTH, cin, 3, (f"conv{i}",)))
-        entries += _bn_entries(f"{prefix}.BatchNorm", (f"bn{i}",), _CONV4_WIDTH)
-    return entries
-
-
-def _wrn_layout(in_channels: int) -> list[_Entry]:
-    n = (_WRN_DEPTH - 4) // 6
-    widths = (16 * _WRN_WIDEN, 32 * _WRN_WIDEN, 64 * _WRN_WIDEN)
-    entries = [_conv_entry("conv1.weight", 16, in_channels, 3, ("conv1",))]
-    in_planes = 16
-    for g, width in enumerate(widths):
-        for j in range(n):
-            prefix, name = f"block{g + 1}.layer.{j}", f"group{g}_block{j}"
-            entries += _bn_entries(f"{prefix}.bn1", (name, "bn1"), in_planes)
-            entries.append(_conv_entry(f"{prefix}.conv1.weight", width, in_planes, 3,
-                                       (name, "conv1")))
-            entries += _bn_entries(f"{prefix}.bn2", (name, "bn2"), width)
-            entries.append(_conv_entry(f"{prefix}.conv2.weight", width, width, 3,
-                                       (name, "conv2")))
-            if in_planes != width:
-                entries.append(_conv_entry(f"{prefix}.convShortcut.weight", width, in_planes, 1,
-                                           (name, "shortcut")))
-            in_planes = width
-    return entries + _bn_entries("bn1", ("bn_final",), in_planes)
-
-
-def _sib_layout(n_way: int, feat_dim: int) -> list[_Entry]:
-    hidden = 8 * n_way
-    entries = [
-        _Entry("bias", (1,), ("classifier", "bias"), "scalar"),
-        _Entry("scale_cls", (1,), ("classifier", "scale"), "scalar"),
-        _Entry("wnLayerFavg.weight", (feat_dim,), ("init", "w"), "copy"),
-    ]
-    for layer, (fan_in, fan_out) in enumerate(((n_way, hidden), (hidden, hidden)), start=1):
-        dense, bn, prefix = f"dense{layer}", f"bn{layer}", f"dni.layer{layer}"
-        entries += [
-            _Entry(f"{prefix}.0.weight", (fan_out, fan_in), ("grad_net", dense, "kernel"),
-                   "linear"),
-            _Entry(f"{prefix}.0.bias", (fan_out,), ("grad_net", dense, "bias"), "copy"),
-            _Entry(f"{prefix}.2.weight", (fan_out,), ("grad_net", bn, "scale"), "copy"),
-            _Entry(f"{prefix}.2.bias", (fan_out,), ("grad_net", bn, "bias"), "copy"),
-            # phi always normalises with batch statistics: these buffers are never read.
-            _Entry(f"{prefix}.2.running_mean", (fan_out,), None, "zeros"),
-            _Entry(f"{prefix}.2.running_var", (fan_out,), None, "ones"),
-            _Entry(f"{prefix}.2.num_batches_tracked", (), None, "count"),
-        ]
-    return entries + [
-        _Entry("dni.layer3.weight", (n_way, hidden), ("grad_net", "dense3", "kernel"), "linear"),
-        _Entry("dni.layer3.bias", (n_way,), ("grad_net", "dense3", "bias"), "copy"),
-    ]
-
 
 # --------------------------------------------------------------------------------------------
 # the generic engine
@@ -209,50 +89,7 @@ def _raise_mismatch(what: str, unknown: list[str], missing: list[str],
         raise ValueError(f"{what}: {'; '.join(parts)}.{hint}")
 
 
-def _shape_str(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
-
-
-def _flax_shape(entry: _Entry) -> tuple[int, ...]:
-    s = entry.torch_shape
-    if entry.kind == "conv":
-        return (s[2], s[3], s[1], s[0])
-    if entry.kind == "linear":
-        return (s[1], s[0])
-    if entry.kind == "scalar":
-        return ()
-    return s
-
-
-def _from_torch_array(entry: _Entry, value: np.ndarray) -> np.ndarray:
-    value = np.asarray(value, np.float32)
-    if entry.kind == "conv":
-        value = value.transpose(2, 3, 1, 0)
-    elif entry.kind == "linear":
-        value = value.T
-    elif entry.kind == "scalar":
-        value = value.reshape(())
-    return np.array(value, order="C")  # a C-ordered copy (ascontiguousarray makes 0-d 1-d)
-
-
-def _to_torch_array(entry: _Entry, value: np.ndarray | None) -> np.ndarray:
-    if entry.kind == "count":
-        return np.asarray(0, np.int64)
-    if entry.kind == "zeros":
-        return np.zeros(entry.torch_shape, np.float32)
-    if entry.kind == "ones":
-        return np.ones(entry.torch_shape, np.float32)
-    value = np.asarray(value, np.float32)
-    if entry.kind == "conv":
-        value = value.transpose(3, 2, 0, 1)
-    elif entry.kind == "linear":
-        value = value.T
-    elif entry.kind == "scalar":
-        value = value.reshape((1,))
-    return np.array(value, order="C")  # a C-ordered copy (ascontiguousarray makes 0-d 1-d)
-
-
-def _hint(keys: list[str], layout: list[_Entry], name: str) -> str:
+def _hint(keys: list[str], layout: list[Entry], name: str) -> str:
     expected = {e.torch_key for e in layout}
     if keys and not expected.intersection(keys):
         if all(k.startswith("module.") for k in keys):
@@ -262,7 +99,7 @@ def _hint(keys: list[str], layout: list[_Entry], name: str) -> str:
     return ""
 
 
-def _convert_from_torch(state_dict: Mapping[str, Any], layout: list[_Entry],
+def _convert_from_torch(state_dict: Mapping[str, Any], layout: list[Entry],
                         name: str) -> dict[str, Any]:
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"a {name} state dict must be a mapping of names to arrays, "
@@ -277,8 +114,8 @@ def _convert_from_torch(state_dict: Mapping[str, Any], layout: list[_Entry],
             continue
         entry, value = by_key[key], _to_numpy(state_dict[key])
         if tuple(value.shape) != entry.torch_shape:
-            misshaped.append(f"{key} (expected {_shape_str(entry.torch_shape)}, "
-                             f"got {_shape_str(tuple(value.shape))})")
+            misshaped.append(f"{key} (expected {shape_str(entry.torch_shape)}, "
+                             f"got {shape_str(tuple(value.shape))})")
         else:
             arrays[key] = value
     _raise_mismatch(f"the state dict does not match the reference {name}", unknown, missing,
@@ -290,7 +127,7 @@ def _convert_from_torch(state_dict: Mapping[str, Any], layout: list[_Entry],
         node = tree
         for part in entry.flax_path[:-1]:
             node = node.setdefault(part, {})
-        node[entry.flax_path[-1]] = _from_torch_array(entry, arrays[entry.torch_key])
+        node[entry.flax_path[-1]] = from_torch_array(entry, arrays[entry.torch_key])
     return tree
 
 
@@ -302,7 +139,7 @@ def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[st
         yield prefix, tree
 
 
-def _convert_to_torch(tree: Any, layout: list[_Entry], name: str) -> OrderedDict[str, Any]:
+def _convert_to_torch(tree: Any, layout: list[Entry], name: str) -> OrderedDict[str, Any]:
     if not isinstance(tree, Mapping):
         raise ValueError(f"{name} variables must be a nested mapping, got {type(tree).__name__}.")
     by_path = {e.flax_path: e for e in layout if e.flax_path is not None}
@@ -312,34 +149,21 @@ def _convert_to_torch(tree: Any, layout: list[_Entry], name: str) -> OrderedDict
     misshaped = []
     for path, value in leaves.items():
         entry = by_path.get(path)
-        if entry is not None and tuple(np.shape(value)) != _flax_shape(entry):
-            misshaped.append(f"{'/'.join(path)} (expected {_shape_str(_flax_shape(entry))}, "
-                             f"got {_shape_str(tuple(np.shape(value)))})")
+        if entry is not None and tuple(np.shape(value)) != flax_shape(entry):
+            misshaped.append(f"{'/'.join(path)} (expected {shape_str(flax_shape(entry))}, "
+                             f"got {shape_str(tuple(np.shape(value)))})")
     _raise_mismatch(f"the variables do not match this package's {name}", unknown, missing,
                     misshaped)
     out: OrderedDict[str, Any] = OrderedDict()
     for entry in layout:
         value = None if entry.flax_path is None else _to_numpy(leaves[entry.flax_path])
-        out[entry.torch_key] = _to_torch_array(entry, value)
+        out[entry.torch_key] = to_torch_array(entry, value)
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # backbones
 # --------------------------------------------------------------------------------------------
-
-
-def _first_conv_in_channels(value: Any, default: int = 3, axis: int = 1) -> int:
-    shape = np.shape(value) if value is not None else ()
-    return int(shape[axis]) if len(shape) == 4 else default
-
-
-def _backbone_layout(arch: str, in_channels: int) -> list[_Entry]:
-    return _conv4_layout(in_channels) if arch == "conv4" else _wrn_layout(in_channels)
-
-
-_FIRST_CONV = {"conv4": ("conv_blocks.0.layers.Conv.weight", "conv0"),
-               "wrn28_10": ("conv1.weight", "conv1")}
 
 
 def backbone_from_torch(arch: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -353,10 +177,10 @@ def backbone_from_torch(arch: str, state_dict: Mapping[str, Any]) -> dict[str, A
     image size (``get_backbone``), as the reference does (``isCifar`` for 32 px inputs).
     """
     arch = canonical_arch(arch)
-    key = _FIRST_CONV[arch][0]
-    in_channels = _first_conv_in_channels(state_dict.get(key) if isinstance(
+    key = FIRST_CONV[arch][0]
+    in_channels = first_conv_in_channels(state_dict.get(key) if isinstance(
         state_dict, Mapping) else None)
-    return _convert_from_torch(state_dict, _backbone_layout(arch, in_channels), arch)
+    return _convert_from_torch(state_dict, backbone_layout(arch, in_channels), arch)
 
 
 def backbone_to_torch(arch: str, variables: Mapping[str, Any]) -> OrderedDict[str, np.ndarray]:
@@ -364,14 +188,14 @@ def backbone_to_torch(arch: str, variables: Mapping[str, Any]) -> OrderedDict[st
     backbone variables; ``num_batches_tracked`` buffers are written as int64 0."""
     arch = canonical_arch(arch)
     try:
-        first = variables["params"][_FIRST_CONV[arch][1]]["kernel"]
+        first = variables["params"][FIRST_CONV[arch][1]]["kernel"]
     except (KeyError, TypeError):
         first = None
-    in_channels = _first_conv_in_channels(first, axis=2)
-    return _convert_to_torch(variables, _backbone_layout(arch, in_channels), arch)
+    in_channels = first_conv_in_channels(first, axis=2)
+    return _convert_to_torch(variables, backbone_layout(arch, in_channels), arch)
 
 
-def conv4_torch_feature_order(feat_dim: int, channels: int = _CONV4_WIDTH) -> np.ndarray:
+def conv4_torch_feature_order(feat_dim: int, channels: int = CONV4_WIDTH) -> np.ndarray:
     """Index array ``perm`` with ``flax_feats == torch_feats[..., perm]`` for Conv-4.
 
     The reference flattens the final (C, H, W) map, this package's Conv-4 the (H, W, C) map;
@@ -408,7 +232,7 @@ def _sib_dims(state_dict: Mapping[str, Any]) -> tuple[int, int]:
         missing.append("dni.layer3.bias")
     if feat_dim is None:
         missing.append("wnLayerFavg.weight")
-    hint = _hint([str(k) for k in state_dict], _sib_layout(5, 1), "SIB (ClassifierSIB)")
+    hint = _hint([str(k) for k in state_dict], sib_layout(5, 1), "SIB (ClassifierSIB)")
     _raise_mismatch("the state dict does not match the reference SIB (ClassifierSIB)", [],
                     missing, [], hint)
     return n_way, feat_dim
@@ -427,7 +251,7 @@ def sib_from_torch(state_dict: Mapping[str, Any], arch: str | None = None) -> di
         raise ValueError("a SIB state dict must be a mapping of names to arrays, "
                          f"got {type(state_dict).__name__}.")
     n_way, feat_dim = _sib_dims(state_dict)
-    params = _convert_from_torch(state_dict, _sib_layout(n_way, feat_dim), "SIB (ClassifierSIB)")
+    params = _convert_from_torch(state_dict, sib_layout(n_way, feat_dim), "SIB (ClassifierSIB)")
     if arch is not None and canonical_arch(arch) == "conv4":
         params["init"]["w"] = params["init"]["w"][conv4_torch_feature_order(feat_dim)]
     return params
@@ -444,7 +268,7 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
     except (KeyError, TypeError, IndexError) as error:
         raise ValueError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
-    out = _convert_to_torch(params, _sib_layout(n_way, feat_dim), "SIB head")
+    out = _convert_to_torch(params, sib_layout(n_way, feat_dim), "SIB head")
     if arch is not None and canonical_arch(arch) == "conv4":
         order = conv4_torch_feature_order(feat_dim)
         out["wnLayerFavg.weight"] = out["wnLayerFavg.weight"][np.argsort(order)]
