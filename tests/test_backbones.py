@@ -1,4 +1,5 @@
-"""Tests for metaunlab.backbones (shapes, parameter counts, init, BatchNorm modes)."""
+"""Tests for metaunlab.backbones (shapes, parameter counts, init, BatchNorm modes, and the
+memory levers: remat and the compute dtype)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from metaunlab import backbones
-from metaunlab.backbones import Conv4, ResNet12, WideResNet, get_backbone
+from metaunlab.backbones import Conv4, ResNet12, WideResNet, compute_dtype, get_backbone
 
 
 def _abstract_init(model, shape):
@@ -275,3 +276,30 @@ def test_max_pool_matches_flax_window_max_pool(train: bool) -> None:
     want = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
     np.testing.assert_array_equal(np.asarray(_max_pool2(x, train)), np.asarray(want))
 
+
+# ---- memory levers change memory, not maths -----------------------------------------------
+
+
+def test_backbone_remat_gives_the_same_gradients_and_parameters():
+    images = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
+    plain = WideResNet(depth=10, widen_factor=1, strides=(1, 2, 2))
+    rematted = WideResNet(depth=10, widen_factor=1, strides=(1, 2, 2), remat=True)
+    variables = plain.init(jax.random.PRNGKey(0), images, train=False)
+    chex.assert_trees_all_equal_structs(
+        variables, rematted.init(jax.random.PRNGKey(0), images, train=False))
+
+    def grads(module):
+        def loss(params):
+            feats, _ = module.apply({**variables, "params": params}, images, train=True,
+                                    mutable=["batch_stats"])
+            return jnp.sum(feats ** 2)
+
+        return jax.jit(jax.grad(loss))(variables["params"])
+
+    chex.assert_trees_all_close(grads(plain), grads(rematted), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_dtype_is_one_clear_sentence():
+    with pytest.raises(ValueError, match=r"--config.metatrain.backbone_dtype='fp8' is not a "
+                                         r"supported dtype; use float32 or bfloat16\."):
+        compute_dtype("fp8", "--config.metatrain.backbone_dtype")

@@ -19,24 +19,15 @@ from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
 from metaunlab.pipeline import build_backbone, load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
-from tests._support import (
-    first_characters_archive,
-    run_evaluate_cli,
-    write_reference_layout,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"
-ARCHIVE = SHARED_OMNIGLOT / "images_background_small1.zip"
 
 
 @pytest.fixture(scope="module")
-def few_characters(tmp_path_factory) -> Path:
+def few_characters(tmp_path_factory, omniglot_small1, first_characters_archive) -> Path:
     """A real Omniglot archive cut down to the first 40 characters (same layout)."""
-    if not ARCHIVE.exists():
-        pytest.skip(f"{ARCHIVE} is absent; the shared Omniglot archives are needed")
     out = tmp_path_factory.mktemp("omniglot") / "images_background.zip"
-    first_characters_archive(ARCHIVE, out, 40)
+    first_characters_archive(omniglot_small1, out, 40)
     return out.parent
 
 
@@ -141,7 +132,7 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(omniglot_run, few
             want[method]["accuracy"], abs=1e-6)
 
 
-def test_evaluate_cli_writes_output(omniglot_run, few_characters, tmp_path):
+def test_evaluate_cli_writes_output(omniglot_run, few_characters, tmp_path, run_evaluate_cli):
     workdir, _ = omniglot_run
     image_root = tmp_path / "images"
     with zipfile.ZipFile(few_characters / "images_background.zip") as archive:
@@ -159,7 +150,7 @@ def test_evaluate_cli_writes_output(omniglot_run, few_characters, tmp_path):
     assert written["episodes"] == 2 and set(written["methods"]) == {"sib", "k0"}
 
 
-def test_cifar_fs_reference_layout_runs_with_augmentation(tmp_path):
+def test_cifar_fs_reference_layout_runs_with_augmentation(tmp_path, write_reference_layout):
     root = tmp_path / "cifar-fs"
     write_reference_layout(root, 32, classes_per_split=6, per_class=20)
     config = _tiny(cifar_fs_config("1shot"), root)
@@ -173,7 +164,7 @@ def test_cifar_fs_reference_layout_runs_with_augmentation(tmp_path):
     assert entry["methods"]["sib"]["accuracy"] > 20.0
 
 
-def test_reference_val_episode_file_is_used_when_present(tmp_path):
+def test_reference_val_episode_file_is_used_when_present(tmp_path, write_reference_layout):
     from metaunlab.pipeline import validation_episodes
 
     root = tmp_path / "mini"

@@ -13,7 +13,6 @@ import chex
 import numpy as np
 
 from tests import _tiny_run
-from tests.test_parallel import run_tiny
 
 ITERATIONS, CHECKPOINT_EVERY = 200, 4
 
@@ -25,7 +24,7 @@ def _checkpoint_steps(workdir) -> list[int]:
         else []
 
 
-def _start_and_interrupt(workdir, out, sig, after_step):
+def _start_and_interrupt(run_tiny, workdir, out, sig, after_step):
     """Start a run, send `sig` once it has checkpointed past `after_step`; its output."""
     proc = run_tiny([workdir, out, "--iterations", ITERATIONS, "--checkpoint-every",
                      CHECKPOINT_EVERY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -47,9 +46,9 @@ def _uninterrupted(tmp_path):
     return _tiny_run.run_meta_train(str(tmp_path / "straight"), ITERATIONS, CHECKPOINT_EVERY)
 
 
-def test_sigterm_saves_the_current_step_and_the_rerun_ends_bitwise_equal(tmp_path):
+def test_sigterm_saves_the_current_step_and_the_rerun_ends_bitwise_equal(tmp_path, run_tiny):
     workdir = tmp_path / "term"
-    code, output = _start_and_interrupt(workdir, tmp_path / "term.npz", signal.SIGTERM, 0)
+    code, output = _start_and_interrupt(run_tiny, workdir, tmp_path / "term.npz", signal.SIGTERM, 0)
     assert code == 143, output[-3000:]
     stopped = re.search(r"stopped by SIGTERM after step (\d+) of 200", output)
     assert stopped, output[-3000:]
@@ -62,9 +61,9 @@ def test_sigterm_saves_the_current_step_and_the_rerun_ends_bitwise_equal(tmp_pat
     chex.assert_trees_all_equal(resumed, _uninterrupted(tmp_path))
 
 
-def test_sigkill_resumes_from_the_last_interval_checkpoint_bitwise_equal(tmp_path):
+def test_sigkill_resumes_from_the_last_interval_checkpoint_bitwise_equal(tmp_path, run_tiny):
     workdir = tmp_path / "kill"
-    code, _ = _start_and_interrupt(workdir, tmp_path / "kill.npz", signal.SIGKILL,
+    code, _ = _start_and_interrupt(run_tiny, workdir, tmp_path / "kill.npz", signal.SIGKILL,
                                    2 * CHECKPOINT_EVERY)
     assert code == -signal.SIGKILL
     steps = _checkpoint_steps(workdir)

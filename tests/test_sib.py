@@ -1,6 +1,14 @@
-"""Tests of the SIB head against an independent numpy transcription of the reference maths."""
+"""Tests of the SIB head: against an independent numpy transcription of the reference maths,
+the Gram form of the K synthetic steps against the direct form, and remat.
+
+The Gram form (`sib.apply_gram`) is the direct form, exactly: checked in float64, where the
+only difference between the two is rounding, on the published episode shape (5-way, 75
+queries, 640-d features), for logits and the whole meta-gradient, including the
+gradient-matching loss and remat.
+"""
 
 import contextlib
+import functools
 
 import chex
 import jax
@@ -9,7 +17,6 @@ import numpy as np
 import pytest
 
 from metaunlab import numerics, sib, synthetic_gradient
-from tests._support import perturbed_sib_params
 
 FORMS = {"direct": sib.apply_direct, "gram": sib.apply_gram}
 
@@ -45,11 +52,8 @@ def _episode(rng, n_way=5, n_shot=1, n_query=4, dim=16, dtype=np.float32):
             query_labels.astype(np.int32))
 
 
-def _perturbed_params(seed, n_way, dim):
-    return perturbed_sib_params(seed, n_way, dim)
-
-
 # ---- an independent numpy transcription: analytic VJP of the cosine classifier ------------
+
 
 def _np_normalize(x):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -88,19 +92,19 @@ def _np_sib(params, fs, ys, fq, steps, lr):
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("steps", [0, 1, 3, 5])
 @pytest.mark.parametrize("n_shot", [1, 5])
-def test_apply_matches_numpy_transcription(steps, n_shot, form):
+def test_apply_matches_numpy_transcription(steps, n_shot, form, perturbed_sib_params):
     rng = np.random.default_rng(steps * 10 + n_shot)
     fs, ys, fq, _ = _episode(rng, n_shot=n_shot, n_query=6)
-    params = _perturbed_params(1, 5, fs.shape[1])
+    params = perturbed_sib_params(1, 5, fs.shape[1])
     # A large step size makes the synthetic steps move theta visibly, so the check has teeth.
     got = FORMS[form](params, fs, ys, fq, steps=steps, lr=0.5)
     want = _np_sib(params, fs, ys, fq.astype(np.float64), steps, 0.5)
     np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
 
 
-def test_steps_change_the_logits():
+def test_steps_change_the_logits(perturbed_sib_params):
     fs, ys, fq, _ = _episode(np.random.default_rng(0))
-    params = _perturbed_params(0, 5, fs.shape[1])
+    params = perturbed_sib_params(0, 5, fs.shape[1])
     k0 = sib.apply(params, fs, ys, fq, steps=0, lr=0.5)
     k3 = sib.apply(params, fs, ys, fq, steps=3, lr=0.5)
     assert float(jnp.abs(k0 - k3).max()) > 1e-3
@@ -124,13 +128,13 @@ def test_init_matches_reference_defaults():
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("steps", [1, 3])
-def test_meta_gradient_matches_finite_differences(steps, form):
+def test_meta_gradient_matches_finite_differences(steps, form, perturbed_sib_params):
     """The meta-gradient through K unrolled second-order steps, checked in float64."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(steps)
         fs, ys, fq, yq = _episode(rng, n_query=3, dim=8, dtype=np.float64)
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                        _perturbed_params(2, 5, 8))
+                                        perturbed_sib_params(2, 5, 8))
 
         def loss(p):
             # grad_coeff stays 0: the matching loss holds its target fixed (stop_gradient, as
@@ -166,14 +170,14 @@ def _autodiff_step(params, theta, query_feats, lr):
 
 
 @pytest.mark.parametrize("steps,lr", [(1, 0.5), (3, 1e-3), (5, 0.5)])
-def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr):
+def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr, perturbed_sib_params):
     """`sib.synthetic_step` writes the VJP out; autodiff must agree, meta-gradient included."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(steps)
         fs, ys, fq, yq = _episode(rng, n_query=15, dim=64, dtype=np.float64)
         fq = np.abs(fq)  # non-negative like post-ReLU features
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                        _perturbed_params(steps, 5, 64))
+                                        perturbed_sib_params(steps, 5, 64))
 
         def loss(p, step):
             theta = sib.init_theta(p["init"], fs, ys, 5)
@@ -212,11 +216,11 @@ def test_meta_gradient_reaches_the_synthetic_gradient_network():
     assert float(jnp.abs(grads0["grad_net"]["dense1"]["kernel"]).max()) == 0
 
 
-def test_a_batch_of_episodes_equals_one_call_per_episode():
+def test_a_batch_of_episodes_equals_one_call_per_episode(perturbed_sib_params):
     rng = np.random.default_rng(4)
     episodes = [_episode(rng) for _ in range(4)]
     fs, ys, fq, yq = (np.stack(parts) for parts in zip(*episodes, strict=True))
-    params = _perturbed_params(3, 5, fs.shape[-1])
+    params = perturbed_sib_params(3, 5, fs.shape[-1])
     batched = sib.apply(params, fs, ys, fq, steps=3, lr=0.5)
     for b in range(4):
         single = sib.apply(params, fs[b], ys[b], fq[b], steps=3, lr=0.5)
@@ -232,7 +236,7 @@ def test_a_batch_of_episodes_equals_one_call_per_episode():
     ("direct", 0.0, False, 3), ("gram", 0.0, False, 3), ("direct", 1.0, True, 3),
     ("gram", 1.0, False, 3), ("direct", 1.0, False, 1), ("gram", 0.0, True, 1)])
 def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float64(
-        form, grad_coeff, remat, n_episodes):
+        form, grad_coeff, remat, n_episodes, perturbed_sib_params):
     """Both forms take the episode axis as a leading axis of every array, not by vmap (one
     episode without it); loss, logits and meta-gradient must be vmap's, and phi's
     hand-written VJP must give autodiff's meta-gradient."""
@@ -242,7 +246,7 @@ def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float6
                     for _ in range(n_episodes)]
         fs, ys, fq, yq = (np.stack(parts) for parts in zip(*episodes, strict=True))
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
-                                        _perturbed_params(8, 5, 32))
+                                        perturbed_sib_params(8, 5, 32))
         kwargs = dict(steps=3, lr=0.5, grad_coeff=grad_coeff, remat=remat, form=form)
 
         def batched(p):
@@ -277,7 +281,8 @@ def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float6
 @pytest.mark.parametrize("lead,steps,want", [
     ((), 3, "direct"), ((1,), 3, "direct"), ((4,), 3, "gram"), ((2, 3), 3, "gram"),
     ((4,), 0, "direct")])
-def test_apply_and_loss_take_the_gram_form_for_batches_of_episodes(lead, steps, want):
+def test_apply_and_loss_take_the_gram_form_for_batches_of_episodes(lead, steps, want,
+                                                                   perturbed_sib_params):
     """`sib.apply` is `apply_gram` for two or more episodes and K > 0, else `apply_direct`,
     bit for bit, and `sib.loss` is the cross-entropy of its logits."""
     rng = np.random.default_rng(9)
@@ -285,7 +290,7 @@ def test_apply_and_loss_take_the_gram_form_for_batches_of_episodes(lead, steps, 
     episodes = [_episode(rng) for _ in range(count)]
     fs, ys, fq, yq = (np.stack(parts).reshape(lead + parts[0].shape)
                       for parts in zip(*episodes, strict=True))
-    params = _perturbed_params(9, 5, fs.shape[-1])
+    params = perturbed_sib_params(9, 5, fs.shape[-1])
     got = sib.apply(params, fs, ys, fq, steps=steps, lr=0.5)
     chosen = FORMS[want](params, fs, ys, fq, steps=steps, lr=0.5)
     assert got.shape == lead + (20, 5)
@@ -295,27 +300,8 @@ def test_apply_and_loss_take_the_gram_form_for_batches_of_episodes(lead, steps, 
     assert float(loss) == float(numerics.cross_entropy(got, yq))
 
 
-def test_synthetic_gradient_batchnorm_uses_the_query_statistics():
-    """Transduction: phi's output for one query depends on the other queries, at any time."""
-    params = _perturbed_params(5, 5, 16)
-    rng = np.random.default_rng(5)
-    logits = jnp.asarray(rng.normal(size=(10, 5)), jnp.float32)
-    full = synthetic_gradient.apply(params["grad_net"], logits)
-    # Same first five queries, different companions: their synthetic gradients change.
-    other = logits.at[5:].set(logits[5:] * 3 + 1)
-    changed = synthetic_gradient.apply(params["grad_net"], other)
-    assert float(jnp.abs(changed[:5] - full[:5]).max()) > 1e-3
-    # And the first hidden layer is normalised with exactly this batch's mean and variance.
-    hidden = np.maximum(np.asarray(logits) @ np.asarray(params["grad_net"]["dense1"]["kernel"])
-                        + np.asarray(params["grad_net"]["dense1"]["bias"]), 0)
-    unit = {"params": {"scale": jnp.ones(40), "bias": jnp.zeros(40)}}
-    out = synthetic_gradient.QueryBatchNorm().apply(unit, jnp.asarray(hidden))
-    np.testing.assert_allclose(np.asarray(out), (hidden - hidden.mean(0))
-                               / np.sqrt(hidden.var(0) + 1e-5), rtol=1e-4, atol=1e-4)
-
-
-def test_grad_matching_loss_target_is_the_true_logit_gradient():
-    params = _perturbed_params(6, 5, 16)
+def test_grad_matching_loss_target_is_the_true_logit_gradient(perturbed_sib_params):
+    params = perturbed_sib_params(6, 5, 16)
     rng = np.random.default_rng(6)
     logits = rng.normal(size=(10, 5)).astype(np.float32)
     labels = rng.integers(0, 5, size=10)
@@ -339,3 +325,92 @@ def test_apply_on_a_batch_compiles_once_per_shape():
 
     for _ in range(3):
         run(params, fs, ys, fq + np.float32(0.1))
+
+
+# ---- the Gram form equals the direct form ---------------------------------------------------
+
+
+def _episode64(seed, n_shot=1, n_query=15, dim=640):
+    rng = np.random.default_rng(seed)
+    ys = np.repeat(np.arange(5), n_shot).astype(np.int32)
+    yq = np.repeat(np.arange(5), n_query).astype(np.int32)
+    centres = rng.normal(size=(5, dim))
+    # Non-negative like post-ReLU backbone features.
+    fs = np.abs(centres[ys] + rng.normal(size=(len(ys), dim)))
+    fq = np.abs(centres[yq] + rng.normal(size=(len(yq), dim)))
+    return fs, ys, fq, yq
+
+
+def _params64(perturbed_sib_params, seed, dim=640):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                  perturbed_sib_params(seed, 5, dim))
+
+
+def _max_rel(a, b):
+    return max(float(jnp.abs(x - y).max() / (jnp.abs(x).max() + 1e-300))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
+                               strict=True))
+
+
+@pytest.mark.parametrize("steps,lr,n_shot,grad_coeff,remat", [
+    (3, 1e-3, 1, 0.0, False),  # the published configuration
+    (5, 0.5, 5, 0.0, False),   # big steps: theta moves far from theta0
+    (3, 0.5, 1, 1.0, True),    # gradient-matching loss and remat
+    (1, 1e-3, 1, 0.0, False),
+])
+def test_gram_form_equals_direct_form_in_float64(steps, lr, n_shot, grad_coeff, remat,
+                                                 perturbed_sib_params):
+    with jax.enable_x64(True):
+        fs, ys, fq, yq = _episode64(steps, n_shot)
+        params = _params64(perturbed_sib_params, steps)
+
+        def loss(p, form):
+            logits = FORMS[form](p, fs, ys, fq, steps=steps, lr=lr, remat=remat)
+            value = numerics.cross_entropy(logits, yq)
+            return value + grad_coeff * sib.grad_matching_loss(p, logits, yq), logits
+
+        (direct_loss, direct_logits), direct_grads = jax.value_and_grad(
+            functools.partial(loss, form="direct"), has_aux=True)(params)
+        (gram_loss, gram_logits), gram_grads = jax.value_and_grad(
+            functools.partial(loss, form="gram"), has_aux=True)(params)
+        # The steps really moved theta (else both forms would trivially agree on K = 0).
+        k0 = sib.apply(params, fs, ys, fq, steps=0, lr=lr)
+        assert float(jnp.abs(direct_logits - k0).max()) > 1e-6
+        assert _max_rel(direct_logits, gram_logits) < 1e-12
+        assert float(gram_loss) == pytest.approx(float(direct_loss), rel=1e-12)
+        assert _max_rel(direct_grads, gram_grads) < 1e-9
+
+
+def test_gram_form_float32_matches_within_float32_rounding(perturbed_sib_params):
+    fs, ys, fq, _ = (np.asarray(a, np.float32) if a.dtype == np.float64 else a
+                     for a in _episode64(3))
+    params = perturbed_sib_params(3, 5, 640)
+    direct = sib.apply_direct(params, fs, ys, fq, steps=3, lr=1e-3)
+    gram = sib.apply_gram(params, fs, ys, fq, steps=3, lr=1e-3)
+    np.testing.assert_allclose(np.asarray(gram), np.asarray(direct), rtol=1e-5, atol=1e-5)
+
+
+# ---- memory: remat changes memory, not maths ----------------------------------------------
+
+
+def test_sib_remat_gives_the_same_loss_and_meta_gradient(perturbed_sib_params):
+    rng = np.random.default_rng(0)
+    fs = jnp.asarray(rng.normal(size=(2, 5, 12)), jnp.float32)
+    fq = jnp.asarray(rng.normal(size=(2, 15, 12)), jnp.float32)
+    ys = jnp.tile(jnp.arange(5), (2, 1))
+    yq = jnp.tile(jnp.repeat(jnp.arange(5), 3), (2, 1))
+    params = perturbed_sib_params(0, 5, 12)
+
+    def loss_and_grad(remat):
+        def loss(p):
+            return sib.loss(p, fs, ys, fq, yq, steps=4, lr=0.5, grad_coeff=0.1,
+                            remat=remat)[0]
+
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    plain, rematted = loss_and_grad(False), loss_and_grad(True)
+    # The same maths; XLA fuses the recomputation differently, so the last bits may differ.
+    chex.assert_trees_all_close(plain, rematted, rtol=1e-4, atol=1e-6)
+    # lr=0.5 makes the K steps matter, so a remat that skipped them would show.
+    assert float(plain[0]) != pytest.approx(float(sib.loss(
+        params, fs, ys, fq, yq, steps=0, lr=0.5)[0]), rel=1e-3)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from metaunlab import synthetic_gradient as phi
-from tests._support import perturbed_sib_params
 
 
-def _params64(seed, n_way=5):
+def _params64(perturbed_sib_params, seed, n_way=5):
     params = perturbed_sib_params(seed, n_way, 8)["grad_net"]
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
 
@@ -24,10 +23,10 @@ def _max_rel(a, b):
 
 
 @pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
-def test_manual_vjp_equals_autodiff_of_the_module_in_float64(lead):
+def test_manual_vjp_equals_autodiff_of_the_module_in_float64(lead, perturbed_sib_params):
     with jax.enable_x64(True):
         rng = np.random.default_rng(len(lead))
-        params = _params64(len(lead))
+        params = _params64(perturbed_sib_params, len(lead))
         logits = jnp.asarray(4.0 * rng.normal(size=lead + (15, 5)))
         cotangent = jnp.asarray(rng.normal(size=lead + (15, 5)))
         hidden = logits @ params["dense1"]["kernel"] + params["dense1"]["bias"]
@@ -42,7 +41,7 @@ def test_manual_vjp_equals_autodiff_of_the_module_in_float64(lead):
         assert _max_rel(grads_auto, grads_manual) < 1e-12
 
 
-def test_each_episode_is_normalised_with_its_own_queries():
+def test_each_episode_is_normalised_with_its_own_queries(perturbed_sib_params):
     """Leading axes are episodes: the batched output is the per-episode output, stacked."""
     params32 = perturbed_sib_params(7, 5, 8)["grad_net"]
     rng = np.random.default_rng(7)
@@ -56,3 +55,22 @@ def test_each_episode_is_normalised_with_its_own_queries():
     changed = logits.at[1].multiply(3.0)
     np.testing.assert_array_equal(np.asarray(phi.apply(params32, changed)[0]),
                                   np.asarray(batched[0]))
+
+
+def test_synthetic_gradient_batchnorm_uses_the_query_statistics(perturbed_sib_params):
+    """Transduction: phi's output for one query depends on the other queries, at any time."""
+    params = perturbed_sib_params(5, 5, 16)
+    rng = np.random.default_rng(5)
+    logits = jnp.asarray(rng.normal(size=(10, 5)), jnp.float32)
+    full = phi.apply(params["grad_net"], logits)
+    # Same first five queries, different companions: their synthetic gradients change.
+    other = logits.at[5:].set(logits[5:] * 3 + 1)
+    changed = phi.apply(params["grad_net"], other)
+    assert float(jnp.abs(changed[:5] - full[:5]).max()) > 1e-3
+    # And the first hidden layer is normalised with exactly this batch's mean and variance.
+    hidden = np.maximum(np.asarray(logits) @ np.asarray(params["grad_net"]["dense1"]["kernel"])
+                        + np.asarray(params["grad_net"]["dense1"]["bias"]), 0)
+    unit = {"params": {"scale": jnp.ones(40), "bias": jnp.zeros(40)}}
+    out = phi.QueryBatchNorm().apply(unit, jnp.asarray(hidden))
+    np.testing.assert_allclose(np.asarray(out), (hidden - hidden.mean(0))
+                               / np.sqrt(hidden.var(0) + 1e-5), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,380 @@
+"""Fixtures shared by test files in several folders.
+
+Factory fixtures return a function: the tests call it with the arguments the helper took.
+Fixtures used by one folder only live in that folder's conftest.py. The tiny meta-training
+run that tests start in subprocesses is a script, `tests/_tiny_run.py`, not a fixture.
+"""
+
+import dataclasses
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from metaunlab import sib
+from metaunlab.backbones import Conv4
+from metaunlab.data.cifar100 import cifar100_fine_label_names, cifar100_superclasses
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL1_ARCHIVE = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch, for the parity tests; a test that asks for it is skipped without it."""
+    return pytest.importorskip("torch")
+
+
+# --- SIB parameters --------------------------------------------------------------------------
+
+
+def _perturbed_sib_params(seed: int, n_way: int, dim: int) -> sib.Params:
+    """SIB parameters away from their init values, so no term hides behind a 1 or a 0."""
+    params = sib.init(jax.random.PRNGKey(seed), n_way, dim)
+    rng = np.random.default_rng(seed)
+    params["init"]["w"] = jnp.asarray(1.0 + 0.3 * rng.normal(size=dim), jnp.float32)
+    params["classifier"] = {"scale": jnp.float32(7.0), "bias": jnp.float32(0.2)}
+    for bn in ("bn1", "bn2"):
+        width = params["grad_net"][bn]["scale"].shape[0]
+        params["grad_net"][bn]["scale"] = jnp.asarray(1 + 0.2 * rng.normal(size=width),
+                                                      jnp.float32)
+        params["grad_net"][bn]["bias"] = jnp.asarray(0.1 * rng.normal(size=width), jnp.float32)
+    return params
+
+
+@pytest.fixture(scope="session")
+def perturbed_sib_params():
+    """`perturbed_sib_params(seed, n_way, dim)`: SIB parameters away from their init values
+    (a new tree on every call)."""
+    return _perturbed_sib_params
+
+
+# --- a Conv-4 on random images ---------------------------------------------------------------
+
+CONV4 = Conv4()
+
+
+def _conv4_feature_fn(variables, x):
+    return CONV4.apply(variables, x, train=False)
+
+
+@pytest.fixture(scope="session")
+def conv4_feature_fn():
+    """`conv4_feature_fn(variables, images)`: Conv-4 features in inference mode."""
+    return _conv4_feature_fn
+
+
+@pytest.fixture(scope="module")
+def conv4_toy():
+    """(images, labels, variables): 60 random 28 px images of 6 classes and Conv-4 variables."""
+    images = np.random.default_rng(0).integers(0, 255, (60, 28, 28, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(6), 10).astype(np.int32)
+    variables = CONV4.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    return images, labels, variables
+
+
+def _conv4_images(n=60, size=12):
+    images = np.random.default_rng(0).integers(0, 255, (n, size, size, 1), dtype=np.uint8)
+    return images, np.repeat(np.arange(6), n // 6).astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def conv4_images():
+    """`conv4_images(n=60, size=12)`: (images, labels) of n random grey images of 6 classes."""
+    return _conv4_images
+
+
+# --- the tiny meta-training run in a subprocess (tests/_tiny_run.py) ------------------------
+
+
+def _run_tiny(args, *, devices=1, timeout=300, **popen):
+    """Start `python -m tests._tiny_run ARGS` with this checkout first on the path."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    command = [sys.executable, "-m", "tests._tiny_run", *map(str, args)]
+    if popen:
+        return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _saved_leaves(path) -> list[np.ndarray]:
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+@pytest.fixture(scope="session")
+def run_tiny():
+    """`run_tiny(args, devices=1, timeout=300, **popen)`: the tiny run on `devices` fake CPU
+    devices; waits and checks the exit code, or returns the `Popen` when given Popen args."""
+    return _run_tiny
+
+
+@pytest.fixture(scope="session")
+def saved_leaves():
+    """`saved_leaves(path)`: the arrays a tiny run saved to an .npz, in tree order."""
+    return _saved_leaves
+
+
+# --- Omniglot --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def omniglot_small1() -> Path:
+    """The shared Omniglot archive images_background_small1.zip (skips the test without it)."""
+    if not SMALL1_ARCHIVE.exists():
+        pytest.skip(f"{SMALL1_ARCHIVE} is absent; the shared Omniglot archives are needed")
+    return SMALL1_ARCHIVE
+
+
+def _first_characters_archive(archive: Path, out: Path, count: int) -> None:
+    """A copy of an Omniglot archive holding only its first `count` characters, renamed to
+    the `images_background` layout."""
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as dst:
+        characters = sorted({"/".join(n.split("/")[1:3]) for n in src.namelist()
+                             if n.endswith(".png")})[:count]
+        for name in src.namelist():
+            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in characters:
+                dst.writestr(name.replace("images_background_small1", "images_background"),
+                             src.read(name))
+
+
+@pytest.fixture(scope="session")
+def first_characters_archive():
+    """`first_characters_archive(archive, out, count)`: a copy of an Omniglot archive holding
+    only its first `count` characters, renamed to the `images_background` layout."""
+    return _first_characters_archive
+
+
+# --- the SIB reference folder layout and the evaluate CLI -----------------------------------
+
+
+def _write_reference_layout(root: Path, size: int, classes_per_split: int, per_class: int, *,
+                            suffix: str = ".jpg", noise: float = 40.0, seed: int = 0) -> None:
+    """`root/{train,val,test}/<class>/<i><suffix>`: one random colour per class plus noise,
+    so classes are easy to tell apart and every image differs."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val", "test"):
+        for c in range(classes_per_split):
+            folder = root / split / f"n{split}{c:03d}"
+            folder.mkdir(parents=True)
+            colour = rng.integers(0, 255, 3)
+            for i in range(per_class):
+                pixels = np.clip(colour + rng.normal(0, noise, (size, size, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}{suffix}")
+
+
+@pytest.fixture(scope="session")
+def write_reference_layout():
+    """`write_reference_layout(root, size, classes_per_split, per_class, *, suffix=".jpg",
+    noise=40.0, seed=0)`: `root/{train,val,test}/<class>/<i><suffix>`, one random colour
+    per class plus noise."""
+    return _write_reference_layout
+
+
+def _run_evaluate_cli(workdir: Path, records: list, image_root: Path, scratch: Path) -> dict:
+    """`python -m experiments.evaluate` on reference-JSON `records`; its --output as a dict."""
+    episodes, out = scratch / "episodes.json", scratch / "evaluate_output.json"
+    episodes.write_text(json.dumps(records))
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
+         f"--episodes={episodes}", f"--image_root={image_root}", f"--output={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="session")
+def run_evaluate_cli():
+    """`run_evaluate_cli(workdir, records, image_root, scratch)`: `python -m
+    experiments.evaluate` on reference-JSON `records`; its --output as a dict."""
+    return _run_evaluate_cli
+
+
+# --- miniImageNet: pickle caches and the folder layout ---------------------------------------
+
+MINI_IMAGENET_SPLITS = ("train", "val", "test")
+
+
+def _class_images(rng, n: int, size: int) -> np.ndarray:
+    """n noisy images around one random colour, so classes are easy to tell apart."""
+    colour = rng.integers(0, 255, 3)
+    return np.clip(colour + rng.normal(0, 30, (n, size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def _write_mini_imagenet_caches(root: Path, classes: int, per_class: int,
+                                size: int = 84) -> dict:
+    """mini-imagenet-cache-<split>.pkl files; returns {split: (images, {wnid: indices})}."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for s, split in enumerate(MINI_IMAGENET_SPLITS):
+        blocks = [_class_images(rng, per_class, size) for _ in range(classes)]
+        images = np.concatenate(blocks)
+        # Names out of sorted order, as a dict built from a CSV can be.
+        names = [f"n0{s}{classes - c:06d}" for c in range(classes)]
+        class_dict = {name: list(range(c * per_class, (c + 1) * per_class))
+                      for c, name in enumerate(names)}
+        with open(root / f"mini-imagenet-cache-{split}.pkl", "wb") as f:
+            pickle.dump({"image_data": images, "class_dict": class_dict}, f, protocol=4)
+        written[split] = (images, class_dict)
+    return written
+
+
+def _write_mini_imagenet_folders(root: Path, classes: int, per_class: int,
+                                 size: int = 84) -> None:
+    rng = np.random.default_rng(1)
+    for s, split in enumerate(MINI_IMAGENET_SPLITS):
+        for c in range(classes):
+            folder = root / split / f"n0{s}{c:06d}"
+            folder.mkdir(parents=True)
+            for i, pixels in enumerate(_class_images(rng, per_class, size)):
+                Image.fromarray(pixels).save(folder / f"n0{s}{c:06d}{i + 1:08d}.jpg")
+
+
+@pytest.fixture(scope="session")
+def write_mini_imagenet_caches():
+    """`write_mini_imagenet_caches(root, classes, per_class, size=84)`: the
+    mini-imagenet-cache-<split>.pkl files; returns {split: (images, {wnid: indices})}."""
+    return _write_mini_imagenet_caches
+
+
+@pytest.fixture(scope="session")
+def write_mini_imagenet_folders():
+    """`write_mini_imagenet_folders(root, classes, per_class, size=84)`: the
+    <split>/<wnid>/<wnid><number>.jpg folder layout."""
+    return _write_mini_imagenet_folders
+
+
+# --- CIFAR-100 in the real on-disk formats ---------------------------------------------------
+
+
+@dataclasses.dataclass
+class FakeCifar100:
+    archive: Path
+    images: np.ndarray  # (N, 32, 32, 3): train rows then test rows, as a loader must return
+    labels: np.ndarray  # fine labels
+    coarse: np.ndarray
+    train_count: int
+
+
+def _py2_style_pickle(record: dict) -> bytes:
+    # The release was written by Python 2 with protocol 2; numpy then lived in numpy.core, so
+    # the pickle names numpy.core.multiarray._reconstruct. Reproduce that spelling.
+    data = pickle.dumps(record, protocol=2)
+    return data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def _make_cifar100_python(folder: Path, train_per_class: int = 2, test_per_class: int = 1,
+                          seed: int = 0) -> FakeCifar100:
+    """``cifar-100-python.tar.gz`` with ``train``/``test``/``meta`` pickles in the real
+    structure, all 100 classes, a few random images per class (in shuffled row order)."""
+    rng = np.random.default_rng(seed)
+    fine_names = list(cifar100_fine_label_names())
+    coarse_names = list(cifar100_superclasses())
+    coarse_of = {f: i for i, fs in enumerate(cifar100_superclasses().values()) for f in fs}
+    parts = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(100), per_class))
+        rows = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        coarse = [coarse_of[fine_names[label]] for label in labels]
+        parts[split] = {
+            "filenames": [f"fake_{split}_{i}.png" for i in range(len(labels))],
+            "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": [int(x) for x in labels],
+            "coarse_labels": coarse,
+            "data": rows,
+        }
+    meta = {"fine_label_names": fine_names, "coarse_label_names": coarse_names}
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, record in (("train", parts["train"]), ("test", parts["test"]), ("meta", meta)):
+            _add_tar_member(tar, f"cifar-100-python/{name}", _py2_style_pickle(record))
+    rows = np.concatenate([parts["train"]["data"], parts["test"]["data"]])
+    return FakeCifar100(
+        archive=archive,
+        images=rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1),
+        labels=np.array(parts["train"]["fine_labels"] + parts["test"]["fine_labels"]),
+        coarse=np.array(parts["train"]["coarse_labels"] + parts["test"]["coarse_labels"]),
+        train_count=len(parts["train"]["fine_labels"]),
+    )
+
+
+def _add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _prepare_fake_tfds_cifar100(fake: FakeCifar100, data_dir: Path) -> None:
+    """A prepared TFDS ``cifar100`` (array_record) holding the fixture's images.
+
+    It is TFDS's own Cifar100 builder (same name, version, features and split names) with only
+    the download-and-parse step replaced, since the real one needs the binary release and
+    TensorFlow's PNG encoder; the ids follow the real builder ("train_00000", ...).
+    """
+    from tensorflow_datasets.image_classification.cifar import Cifar100
+
+    class FakeSourceCifar100(Cifar100, skip_registration=True):
+        name = "cifar100"
+
+        def _split_generators(self, dl_manager):
+            self.info.features["label"].names = list(cifar100_fine_label_names())
+            self.info.features["coarse_label"].names = list(cifar100_superclasses())
+            return {
+                "train": self._generate_examples("train_", range(fake.train_count)),
+                "test": self._generate_examples("test_", range(fake.train_count,
+                                                               len(fake.labels))),
+            }
+
+        def _generate_examples(self, prefix, rows):
+            for index, row in enumerate(rows):
+                yield index, {
+                    "id": f"{prefix}{index:05d}",
+                    "image": _png_bytes(fake.images[row]),
+                    "label": int(fake.labels[row]),
+                    "coarse_label": int(fake.coarse[row]),
+                }
+
+    FakeSourceCifar100(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+@pytest.fixture(scope="session")
+def make_cifar100_python():
+    """`make_cifar100_python(folder, train_per_class=2, test_per_class=1, seed=0)`: a
+    ``cifar-100-python.tar.gz`` in the real structure; returns a `FakeCifar100` (the archive
+    and the images and labels a loader must return)."""
+    return _make_cifar100_python
+
+
+@pytest.fixture(scope="session")
+def prepare_fake_tfds_cifar100():
+    """`prepare_fake_tfds_cifar100(fake, data_dir)`: a prepared TFDS ``cifar100``
+    (array_record) holding the images of a `FakeCifar100`."""
+    return _prepare_fake_tfds_cifar100
+
+
+@pytest.fixture(scope="session")
+def add_tar_member():
+    """`add_tar_member(tar, name, data)`: add a file of bytes `data` to an open tar archive."""
+    return _add_tar_member

@@ -1,0 +1,107 @@
+"""Tests for metaunlab.data.episode_files (reference-format episode files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metaunlab.data.episode_files import (
+    fixed_episodes_to_json,
+    load_episodes_json,
+    resolve_episode_paths,
+    save_episodes_json,
+)
+from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.data.errors import DataError
+
+
+def test_json_round_trip_and_resolution(tmp_path: Path, interleaved_labels) -> None:
+    labels = interleaved_labels(num_classes=6, per_class=5)
+    image_paths = [f"class{label}/img{i:03d}.png" for i, label in enumerate(labels)]
+    image_root = tmp_path / "val"
+    for rel in image_paths:
+        (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (image_root / rel).write_bytes(b"")
+    episodes = EpisodeSampler(labels, EpisodeShape(3, 1, 2), seed=0).sample(0, 2)
+    records = fixed_episodes_to_json(episodes, image_paths)
+    path = tmp_path / "val2Episode_3_way_1_shot.json"
+    save_episodes_json(path, records)
+    assert load_episodes_json(path) == records == json.loads(path.read_text())
+
+    first = records[0]
+    assert len(first["Support"]) == 3 and all(len(s) == 1 for s in first["Support"])
+    assert all(len(q) == 2 for q in first["Query"])
+    for way in range(3):  # class i of the record is label i of the episode
+        expected = episodes.support_idx[0][episodes.support_labels[0] == way]
+        assert first["Support"][way] == [image_paths[i] for i in expected]
+
+    resolved = resolve_episode_paths(load_episodes_json(path), image_root)
+    support, query = resolved[1]
+    assert support[0][0] == str(image_root / records[1]["Support"][0][0])
+    assert all(Path(p).is_file() for per_class in query for p in per_class)
+
+
+def test_files_may_mix_episode_shapes(tmp_path: Path) -> None:
+    records = [
+        {"Support": [["a.png"], ["b.png"]], "Query": [["a.png"], ["b.png", "b.png"]]},
+        {"Support": [["a.png", "b.png"]] * 3, "Query": [["a.png"]] * 3},
+    ]
+    save_episodes_json(tmp_path / "e.json", records)
+    assert load_episodes_json(tmp_path / "e.json") == records
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{}", "must hold a non-empty JSON list"),
+        (
+            '[{"Support": [["a.png"]], "Query": [["a.png"]]}, {"Support": []}]',
+            'episode 1 in .* is not an object with "Support" and "Query"',
+        ),
+        (
+            '[{"Support": [["a.png"], ["b.png"]], "Query": [["a.png"]]}]',
+            'episode 0 in .* has 2 classes in "Support" but 1 in "Query"',
+        ),
+        (
+            '[{"Support": [["a.png"], []], "Query": [["a.png"], ["b.png"]]}]',
+            '"Support" entry for class 1',
+        ),
+        ("[{", "is not valid JSON"),
+    ],
+)
+def test_malformed_episode_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "episodes.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_episodes_json(path)
+
+
+def test_missing_episode_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"episode file .*nope\.json does not exist"):
+        load_episodes_json(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(
+    "bad_path", ["../secret.png", "/etc/passwd", "a/../../x.png", "C:\\x.png", "..\\x.png"]
+)
+def test_paths_escaping_the_root_are_rejected(tmp_path: Path, bad_path: str) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    records = [{"Support": [["a.png"]], "Query": [[bad_path]]}]
+    with pytest.raises(DataError, match=r"episode 0 in .* is not inside the image root"):
+        resolve_episode_paths(records, tmp_path)
+
+
+def test_missing_image_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    records = [
+        {"Support": [["a.png"]], "Query": [["a.png"]]},
+        {"Support": [["a.png"]], "Query": [["gone.png"]]},
+    ]
+    with pytest.raises(
+        DataError,
+        match=r"episode 1 in eps.json names 'gone.png' but .* does "
+        "not exist",
+    ):
+        resolve_episode_paths(records, tmp_path, source="eps.json")

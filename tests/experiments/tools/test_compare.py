@@ -1,0 +1,159 @@
+"""experiments.tools.compare (and `python -m experiments.compare`) end to end on a tiny trained
+work dir, and experiments.tools.report on the same work dir.
+
+The report test stays in this module: it reads the `compare` section of results.json that
+test_compare_cli_writes_table_plot_and_results_section writes into the shared work dir (the
+`compare_section` fixture runs the same CLI call when, under pytest-xdist, this worker did
+not run that test).
+"""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from experiments.configs.omniglot import get_config as omniglot_config
+from experiments.tools.compare import DEFAULT_METHODS, run_compare
+from experiments.tools.report import write_report
+from metaunlab import evaluation
+from metaunlab.data.episode_files import fixed_episodes_to_json
+from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.methods import sib_method
+from metaunlab.pipeline import load_splits, train_and_evaluate
+from metaunlab.trained_model import TrainedModel
+
+ROOT = Path(__file__).resolve().parents[3]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_config(data_root: Path):
+    config = omniglot_config()
+    config.data.root = str(data_root)
+    config.data.fractions = (0.5, 0.25, 0.25)  # 20 / 10 / 10 characters
+    config.settings = "5way_1shot"
+    config.val_episodes = 10
+    config.pretrain.epochs = 1
+    config.pretrain.warmup_steps = 5
+    config.pretrain.decay_epochs = ()
+    config.pretrain.log_every = 5
+    config.metatrain.iterations = 10
+    config.metatrain.sib_steps = 1  # cheaper to compile than the published K = 3
+    config.metatrain.batch_size = 2
+    config.metatrain.val_every = 10
+    config.metatrain.log_every = 5
+    config.test.episodes = 10
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, omniglot_small1, first_characters_archive):
+    """(work dir, config) of a run trained for seconds on 40 real Omniglot characters."""
+    data = tmp_path_factory.mktemp("omniglot")
+    first_characters_archive(omniglot_small1, data / "images_background.zip", 40)
+    workdir = tmp_path_factory.mktemp("run")
+    config = _tiny_config(data)
+    train_and_evaluate(config, str(workdir))
+    return workdir, config
+
+
+def _run_compare_cli(workdir):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}",
+         "--num_episodes=6", "--shots=1", "--chunk=4",  # 2 chunks, the last one padded
+         "--sib_steps=0,3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def compare_section(tiny):
+    """The `compare` section of the tiny work dir's results.json, as
+    test_compare_cli_writes_table_plot_and_results_section writes it. In module order that
+    test has run already and this does nothing; a pytest-xdist worker that was not sent that
+    test runs the same CLI call here."""
+    workdir, _ = tiny
+    if "compare" not in json.loads((workdir / "results.json").read_text()):
+        proc = _run_compare_cli(workdir)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_compare_cli_writes_table_plot_and_results_section(tiny):
+    workdir, config = tiny
+    proc = _run_compare_cli(workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "| pt_map |" in proc.stdout
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert "settings" in on_disk and "5way_1shot" in on_disk["settings"]  # kept
+    out = on_disk["compare"]
+    setting = out["settings"]["5way_1shot"]
+    expected = list(DEFAULT_METHODS) + ["sib_k0", "sib_k3"]
+    assert setting["method_order"] == expected and set(setting["methods"]) == set(expected)
+    assert setting["episodes"] == 6 and setting["sib_head"] == "5way_1shot"
+    for name, entry in setting["methods"].items():
+        assert 0.0 <= entry["accuracy"] <= 100.0 and entry["ms_per_episode"] > 0, name
+        assert entry["transductive"] == (name not in ("protonet_cosine", "simpleshot",
+                                                      "logreg", "sib_k0"))
+    assert out["base_mean_images"] > 0
+
+    # Same episodes as the pipeline's test (same seed): SIB numbers agree with evaluation.
+    model = TrainedModel.load(str(workdir))
+    test = load_splits(config.data).test
+    episodes = EpisodeSampler(test, EpisodeShape(5, 1, 15), seed=config.test.seed).sample(0, 6)
+    head = sib_method(model.sib_params(5, 1), 3, config.metatrain.inner_lr)
+    want = evaluation.evaluate(head, model.embed(test.images), episodes).accuracies
+    assert setting["methods"]["sib_k3"]["accuracy"] == pytest.approx(want.mean(), abs=1e-4)
+
+    table = (workdir / "compare.md").read_text()
+    for name in expected:
+        assert f"| {name} |" in table
+    assert "5way_1shot" in table and "ms" in table
+    assert (workdir / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_compare_on_an_episode_file(tiny, tmp_path):
+    workdir, config = tiny
+    test = load_splits(config.data).test
+    image_root = tmp_path / "images"
+    paths = []
+    with zipfile.ZipFile(Path(config.data.root) / "images_background.zip") as archive:
+        for name in sorted(archive.namelist()):
+            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in test.class_names:
+                rel = "/".join(name.split("/")[1:])
+                (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (image_root / rel).write_bytes(archive.read(name))
+                paths.append(rel)
+    episodes = EpisodeSampler(test, EpisodeShape(5, 1, 2), seed=5).sample(0, 3)
+    episode_file = tmp_path / "episodes.json"
+    episode_file.write_text(json.dumps(fixed_episodes_to_json(episodes, paths)))
+    out = run_compare(str(workdir), episodes_file=str(episode_file),
+                      image_root=str(image_root), methods=["protonet_cosine", "bd_cspn"],
+                      sib_steps=(), write=False, progress=False)
+    assert out["source"]["kind"] == "file" and list(out["settings"]) == ["5way_1shot_2query"]
+    setting = out["settings"]["5way_1shot_2query"]
+    assert setting["episodes"] == 3 and setting["sib_head"] == "5way_1shot"
+    assert list(setting["methods"]) == ["protonet_cosine", "bd_cspn"]
+
+
+def test_report_writes_plots_and_markdown(tiny, compare_section, tmp_path):
+    workdir, _ = tiny
+    out = write_report(str(workdir), num_episodes=5, steps=(0, 8), output_dir=str(tmp_path),
+                       progress=False)
+    assert out["curves"] == ["pretrain", "metatrain_5way_1shot"]
+    assert out["accuracy_vs_k"]["5way_1shot"]["steps"] == [0, 1, 8]  # + the trained K = 1
+    for name in ("report_curves.png", "report_accuracy_vs_k.png", "report_episode_hist.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC, name
+    report = (tmp_path / "report.md").read_text()
+    for name in ("report_curves.png", "report_accuracy_vs_k.png", "report_episode_hist.png",
+                 "5way_1shot", '"settings": "5way_1shot"', "K=8", "compare.md"):
+        assert name in report, name
+
+
+def test_compare_cli_reports_bad_flags_in_one_sentence(tiny):
+    workdir, _ = tiny
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}", "--episodes=x.json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+    assert "--image_root" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,268 @@
+"""The meta-training step and loop: parity, no recompiles, exact resume, several iterations
+per call, views of cached features, and a bfloat16 frozen backbone."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from metaunlab import evaluation, metatrain, optim, parallel, sib
+from metaunlab.backbones import Conv4
+from metaunlab.data import augment
+from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.metrics import MetricWriter, read_metrics
+
+
+def _toy_features(n_classes=12, per_class=20, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    labels = np.repeat(np.arange(n_classes), per_class).astype(np.int32)
+    feats = (centres[labels] + 0.7 * rng.normal(size=(len(labels), dim))).astype(np.float32)
+    return feats, labels
+
+
+def _metatrain_config(**overrides):
+    c = ml_collections.ConfigDict(dict(
+        seed=3, iterations=20, batch_size=4, n_way=5, n_shot=1, n_query=3, sib_steps=3,
+        inner_lr=1e-3, lr=1e-2, momentum=0.9, weight_decay=5e-4, grad_coeff=0.0, val_every=10,
+        log_every=5))
+    c.update(overrides)
+    return c
+
+
+def _episode_batch(labels, step, batch=4):
+    shape = EpisodeShape(5, 1, 3)
+    return metatrain.episodes_as_dict(EpisodeSampler(labels, shape, seed=1).sample(step, batch))
+
+
+def test_train_step_compiles_once_and_lowers_the_loss():
+    feats, labels = _toy_features()
+    optimizer = optim.sgd_nesterov(0.05)
+    # Placed as meta_train places it: an unplaced state would be traced once more, as the
+    # step's output (replicated on the mesh) no longer matches its input's placement.
+    state = parallel.replicate(
+        metatrain.init_state(sib.init(jax.random.PRNGKey(0), 5, 16), optimizer, 0),
+        parallel.data_mesh())
+    step = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3)
+    source = jnp.asarray(feats)
+    losses = []
+    for i in range(30):
+        state, metrics = step(state, None, source, _episode_batch(labels, i))
+        losses.append(float(metrics["loss"]))
+    assert step._cache_size() == 1  # one trace for 30 steps of new episodes
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert int(state["step"]) == 30
+
+
+def test_image_step_equals_feature_step_for_a_deterministic_transform():
+    """With no augmentation the faithful path (embed inside the step) is the cached path."""
+    module = Conv4()
+    images = np.random.default_rng(0).integers(0, 255, (60, 12, 12, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(6), 10).astype(np.int32)
+    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)), train=False)
+
+    def feature_fn(v, x):
+        return module.apply(v, x, train=False)
+
+    transform = augment.OMNIGLOT
+    feats = feature_fn(variables, transform.eval(images))
+    optimizer = optim.sgd_nesterov(0.05)
+    params = sib.init(jax.random.PRNGKey(1), 5, feats.shape[1])
+    batch = _episode_batch(labels, 0)
+    from_images = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3,
+                                            feature_fn=feature_fn, transform=transform)
+    from_feats = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3)
+    # The steps donate their state, so each gets its own copy of the parameters.
+    def fresh():
+        return metatrain.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, 0)
+
+    state_a, metrics_a = from_images(fresh(), variables,
+                                     jnp.asarray(images), batch)
+    state_b, metrics_b = from_feats(fresh(), None, feats, batch)
+    assert float(metrics_a["loss"]) == pytest.approx(float(metrics_b["loss"]), rel=1e-5)
+    chex.assert_trees_all_close(state_a["params"], state_b["params"], rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_rejects_half_a_backbone():
+    with pytest.raises(ValueError, match="feature_fn and transform"):
+        metatrain.make_train_step(optim.sgd_nesterov(0.1), steps=1, inner_lr=1e-3,
+                                  transform=augment.OMNIGLOT)
+
+
+def _run_meta_train(tmp_path, name, iterations):
+    feats, labels = _toy_features()
+    val_feats, val_labels = _toy_features(n_classes=6, seed=1)
+    val_episodes = EpisodeSampler(val_labels, EpisodeShape(5, 1, 3), seed=2).sample(0, 20)
+    writer = MetricWriter(tmp_path / name)
+    last, best = metatrain.meta_train(
+        _metatrain_config(iterations=iterations), source=feats, train_labels=labels, feat_dim=16,
+        val_feats=val_feats, val_episodes=val_episodes, workdir=str(tmp_path / name / "mt"),
+        writer=writer)
+    writer.close()
+    return last, best
+
+
+def test_interrupted_and_resumed_meta_training_equals_an_uninterrupted_run(tmp_path):
+    straight, _ = _run_meta_train(tmp_path, "straight", 20)
+    _run_meta_train(tmp_path, "resumed", 10)  # "interrupted" after its step-10 checkpoint
+    resumed, best = _run_meta_train(tmp_path, "resumed", 20)
+    chex.assert_trees_all_equal(straight, resumed)
+    records = read_metrics(tmp_path / "resumed")
+    val_steps = [r["step"] for r in records if r["phase"] == "metatrain_val"]
+    assert val_steps == [0, 10, 20]  # the resumed run did not repeat steps 1..10
+    assert {"loss", "accuracy", "episodes_per_s"} <= set(
+        next(r for r in records if r["phase"] == "metatrain"))
+    chex.assert_trees_all_equal_shapes(best, resumed)
+
+
+def test_train_step_makes_no_hidden_host_device_transfers():
+    """Inside the jitted step everything stays on the device: with the state, the source and
+    the episode batch placed explicitly (as meta_train does), a step under a transfer guard
+    that forbids every implicit transfer runs, and so does reading nothing back."""
+    feats, labels = _toy_features()
+    optimizer = optim.sgd_nesterov(0.05)
+    mesh = parallel.data_mesh()
+    state = parallel.replicate(
+        metatrain.init_state(sib.init(jax.random.PRNGKey(0), 5, 16), optimizer, 0), mesh)
+    step = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3)
+    source = parallel.replicate(feats, mesh)
+    batches = [parallel.global_batch(_episode_batch(labels, i), 4, mesh) for i in range(3)]
+    state, _ = step(state, None, source, batches[0])  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        for batch in batches[1:]:
+            state, metrics = step(state, None, source, batch)
+    assert int(state["step"]) == 3 and np.isfinite(float(metrics["loss"]))
+    with pytest.raises(Exception, match=r"[Dd]isallowed"), jax.transfer_guard("disallow"):
+        step(state, None, source, _episode_batch(labels, 9))  # numpy episodes: implicit
+
+
+def test_several_iterations_per_call_are_the_same_iterations():
+    """steps_per_call = S runs S iterations in one call: the same updates, RNG draws and
+    step count as S calls of the one-iteration step (same sampled episodes)."""
+    feats, labels = _toy_features()
+    optimizer = optim.sgd_nesterov(0.05)
+    mesh = parallel.data_mesh()
+    params = sib.init(jax.random.PRNGKey(0), 5, 16)
+
+    def fresh():
+        return parallel.replicate(metatrain.init_state(
+            jax.tree_util.tree_map(jnp.copy, params), optimizer, 0), mesh)
+
+    source = parallel.replicate(feats, mesh)
+    batches = [_episode_batch(labels, i) for i in range(4)]
+    one = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3)
+    four = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3, steps_per_call=4)
+    state_a, losses = fresh(), []
+    for batch in batches:
+        state_a, metrics = one(state_a, None, source, parallel.global_batch(batch, 4, mesh))
+        losses.append(float(metrics["loss"]))
+    stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    state_b, metrics_b = four(fresh(), None, source,
+                              parallel.global_batch(stacked, 4, mesh, axis=1))
+    assert int(state_b["step"]) == 4
+    chex.assert_trees_all_close(state_a["params"], state_b["params"], rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_equal(state_a["rng"], state_b["rng"])
+    assert float(metrics_b["loss"]) == pytest.approx(np.mean(losses), rel=1e-5)
+    with pytest.raises(ValueError, match="steps_per_call must be at least 1"):
+        metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3, steps_per_call=0)
+
+
+def test_meta_training_with_several_iterations_per_call_logs_and_validates_on_time(tmp_path):
+    """Calls of 3 iterations never step over a log (every 5) or validation (every 10) step:
+    single iterations fill in. The run ends where the one-iteration run ends."""
+    feats, labels = _toy_features()
+    val_feats, val_labels = _toy_features(n_classes=6, seed=1)
+    val_episodes = EpisodeSampler(val_labels, EpisodeShape(5, 1, 3), seed=2).sample(0, 20)
+    results = {}
+    for per_call in (1, 3):
+        name = f"per_call_{per_call}"
+        writer = MetricWriter(tmp_path / name)
+        results[per_call], _ = metatrain.meta_train(
+            _metatrain_config(steps_per_call=per_call, checkpoint_every=0), source=feats,
+            train_labels=labels, feat_dim=16, val_feats=val_feats, val_episodes=val_episodes,
+            workdir=str(tmp_path / name / "mt"), writer=writer)
+        writer.close()
+        records = read_metrics(tmp_path / name)
+        assert [r["step"] for r in records if r["phase"] == "metatrain"] == [5, 10, 15, 20]
+        assert [r["step"] for r in records if r["phase"] == "metatrain_val"] == [0, 10, 20]
+    chex.assert_trees_all_close(results[1], results[3], rtol=1e-4, atol=1e-6)
+
+
+def test_automatic_steps_per_call():
+    assert metatrain.auto_steps_per_call(0, from_images=False) == 10
+    assert metatrain.auto_steps_per_call(0, from_images=True) == 1
+    assert metatrain.auto_steps_per_call(4, from_images=True) == 4
+    with pytest.raises(ValueError, match="steps_per_call=-1"):
+        metatrain.auto_steps_per_call(-1, from_images=False)
+
+
+# ---- views of cached features ---------------------------------------------------------------
+
+
+def _fresh(params, optimizer):
+    return metatrain.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, 0)
+
+
+def test_step_on_identical_views_equals_the_step_on_plain_features(conv4_toy, conv4_feature_fn):
+    images, labels, variables = conv4_toy
+    feats = evaluation.embed(conv4_feature_fn, variables, images, augment.OMNIGLOT.eval)
+    optimizer = optim.sgd_nesterov(0.05)
+    params = sib.init(jax.random.PRNGKey(1), 5, feats.shape[1])
+    batch = metatrain.episodes_as_dict(
+        EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=1).sample(0, 2))
+    step = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3)
+    plain, _ = step(_fresh(params, optimizer), None, jnp.asarray(feats), batch)
+    tiled, _ = step(_fresh(params, optimizer), None,
+                    jnp.asarray(np.repeat(feats[:, None], 4, axis=1)), batch)
+    chex.assert_trees_all_equal(plain["params"], tiled["params"])
+
+
+def test_step_draws_one_of_the_cached_views_for_each_image():
+    # View v of image i is the constant 10 i + v, so the gathered features say which view
+    # each episode image got.
+    n, views, dim = 30, 4, 8
+    source = jnp.asarray((np.arange(n)[:, None, None] * 10 + np.arange(views)[None, :, None]
+                          + np.zeros((1, 1, dim))).astype(np.float32))
+    idx = jnp.asarray(np.arange(n).reshape(2, 15))
+    draws = [np.asarray(metatrain.gather_cached_views(jax.random.PRNGKey(seed), source, idx))
+             for seed in range(3)]
+    for got in draws:
+        assert got.shape == (2, 15, dim)
+        assert (got == got[..., :1]).all()  # whole feature vectors, not mixed views
+        np.testing.assert_array_equal(got[..., 0] // 10, np.asarray(idx))  # the right image
+        assert set((got[..., 0] % 10).astype(int).ravel()) == set(range(views))
+    assert not np.array_equal(draws[0], draws[1])  # a new draw each step
+
+
+# ---- memory: a bfloat16 frozen backbone ----------------------------------------------------
+
+
+def test_bfloat16_frozen_backbone_step_is_close_to_float32(conv4_images):
+    module = Conv4()
+    images, labels = conv4_images()
+    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)), train=False)
+
+    def feature_fn(v, x):
+        return module.apply(v, x, train=False)
+
+    batch = metatrain.episodes_as_dict(
+        EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=1).sample(0, 4))
+    optimizer = optim.sgd_nesterov(0.05)
+    dim = feature_fn(variables, augment.OMNIGLOT.eval(images[:1])).shape[1]
+    params = sib.init(jax.random.PRNGKey(1), 5, dim)
+    results = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        step = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3,
+                                         feature_fn=feature_fn, transform=augment.OMNIGLOT,
+                                         backbone_dtype=dtype)
+        # The step donates its state: each run starts from its own copy of the parameters.
+        fresh = jax.tree_util.tree_map(jnp.copy, params)
+        state = parallel.replicate(metatrain.init_state(fresh, optimizer, 0),
+                                   parallel.data_mesh())
+        results[dtype] = step(state, variables, jnp.asarray(images), batch)
+    (s32, m32), (s16, m16) = results[jnp.float32], results[jnp.bfloat16]
+    assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=2e-2)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(s16["params"]))
+    chex.assert_trees_all_close(s16["params"], s32["params"], rtol=2e-2, atol=2e-3)
