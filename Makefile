@@ -69,7 +69,7 @@ tpu-setup:
 	$(RUN) $(TPU_VM) scp metaunlab-src.tar.gz $(TPU_NAME): --zone=$(ZONE) --worker=all
 	$(RUN) $(TPU_VM) ssh $(TPU_AT) --worker=all --command="mkdir -p ~/metaunlab && \
 	tar -xzf ~/metaunlab-src.tar.gz -C ~/metaunlab && cd ~/metaunlab && \
-	python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]'"
+	python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu]'"
 
 # One process per worker; --distributed lets JAX find the pod's other workers by itself.
 tpu-train:

@@ -9,9 +9,10 @@ sizes, for tests) seconds. Prints a table and writes the records to FILE as a JS
 """
 
 import json
-import sys
 
 from absl import app, flags
+
+from experiments import cli
 
 flags.DEFINE_bool("quick", False, "A short subset of the cases with short timing loops.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes, every kind of case once (seconds; for tests).")
@@ -24,20 +25,18 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    cli.set_default_verbosity()
     if FLAGS.quick and FLAGS.smoke:
-        print("error: --quick and --smoke are exclusive", file=sys.stderr)
-        sys.exit(2)
+        cli.fail("--quick and --smoke are exclusive; give one of them, or neither for the full "
+                 "suite.")
     from experiments.tools import benchmark  # after flag parsing: fast --help
 
     mode = "smoke" if FLAGS.smoke else "quick" if FLAGS.quick else "full"
     env = benchmark.environment()
     print(f"benchmark ({mode}): jax {env['jax']} on {env['backend']} ({env['device']}), "
           f"{env['cpu_count']} CPUs, load average {env['load_avg_1min']}", flush=True)
-    try:
+    with cli.user_errors():
         records = benchmark.run(mode, only=FLAGS.only, with_torch=FLAGS.torch)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(benchmark.format_table(records))
     print()
     print(f"Reference figures (not measured here): {benchmark.REFERENCE_SOURCE}: "

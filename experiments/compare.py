@@ -9,9 +9,10 @@ Runs the inductive and transductive baselines of `metaunlab.methods` and W's SIB
 W/compare.png and a "compare" section in W/results.json.
 """
 
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_string("episodes", None, "Fixed episode file (reference JSON format).")
@@ -29,20 +30,16 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    cli.set_default_verbosity()
     from experiments.tools.compare import run_compare
-    from metaunlab.data.errors import DataError
 
-    try:
+    with cli.user_errors():
         results = run_compare(
             FLAGS.workdir, episodes_file=FLAGS.episodes, image_root=FLAGS.image_root,
             num_episodes=FLAGS.num_episodes, seed=FLAGS.seed, n_query=FLAGS.n_query,
             shots=[int(s) for s in FLAGS.shots], methods=FLAGS.methods,
             sib_steps=[int(k) for k in FLAGS.sib_steps], checkpoint=FLAGS.checkpoint,
             chunk=FLAGS.chunk)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     with open(f"{FLAGS.workdir}/compare.md") as f:
         print(f.read())
     print(f"wrote {FLAGS.workdir}/compare.md, compare.png and results.json['compare'] "

@@ -9,9 +9,10 @@ writes accuracy +- 95% interval for SIB and for K = 0 on the same episodes.
 """
 
 import json
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_string("episodes", None, "Episode file (reference JSON format).", required=True)
@@ -24,17 +25,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    from metaunlab.data.errors import DataError
+    cli.set_default_verbosity()
     from metaunlab.trained_model import TrainedModel
 
-    try:
+    with cli.user_errors():
         model = TrainedModel.load(FLAGS.workdir)
         results = model.evaluate_episode_file(FLAGS.episodes, FLAGS.image_root,
                                               checkpoint=FLAGS.checkpoint)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     for name, entry in results["methods"].items():
         print(f"{name}: {entry['accuracy']:.2f} +- {entry['ci95']:.2f}% "
               f"over {results['episodes']} episodes")

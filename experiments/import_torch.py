@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments import cli
+from metaunlab.errors import ConfigError
 
 # dataset name -> the experiment config module for it
 DATASETS = {"miniimagenet": "miniimagenet", "cifar_fs": "cifar_fs"}
@@ -26,7 +28,7 @@ DATASETS = {"miniimagenet": "miniimagenet", "cifar_fs": "cifar_fs"}
 def _canonical_dataset(name: str) -> str:
     key = str(name).lower().replace("-", "_")
     if key not in DATASETS:
-        raise ValueError(f"unknown --dataset={name!r}; the reference checkpoints are for "
+        raise ConfigError(f"unknown --dataset={name!r}; the reference checkpoints are for "
                          f"{' or '.join(DATASETS)}.")
     return key
 
@@ -62,15 +64,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    try:
+    cli.set_default_verbosity()
+    with cli.user_errors():
         summary = import_checkpoint(FLAGS.checkpoint, FLAGS.arch, FLAGS.dataset, FLAGS.workdir,
                                     shot=FLAGS.shot,
                                     use_torch=False if FLAGS.torch_free else None,
                                     data_dir=FLAGS.data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps(summary, indent=2))
 
 

@@ -10,11 +10,10 @@ test.csv. Writes the SIB reference layout DATA/Mini-ImageNet/{train,val,test}/<w
 Rerunning after an interruption keeps the images already written.
 """
 
-import sys
 
 from absl import app, flags
 
-from metaunlab.data.errors import DataError
+from experiments import cli
 
 flags.DEFINE_string("imagenet_dir", None, "ImageNet folder holding train/<wnid>/*.JPEG.")
 flags.DEFINE_string("csv_dir", None, "Folder holding the split CSVs train/val/test.csv.")
@@ -25,25 +24,21 @@ _DATASETS = ("mini_imagenet",)
 
 
 def run(argv):
+    cli.set_default_verbosity()
     if len(argv) != 2 or argv[1] not in _DATASETS:
-        print(f"error: name one data set to prepare, one of {', '.join(_DATASETS)}, e.g. "
-              "`python -m experiments.prepare_data mini_imagenet --imagenet_dir=... "
-              "--csv_dir=... --out=...`.", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"name one data set to prepare, one of {', '.join(_DATASETS)}, e.g. "
+                 "`python -m experiments.prepare_data mini_imagenet --imagenet_dir=... "
+                 "--csv_dir=... --out=...`.")
     flag = flags.FLAGS
     missing = [name for name in ("imagenet_dir", "csv_dir", "out") if not flag[name].value]
     if missing:
-        print(f"error: --{missing[0]} is not set; mini_imagenet needs --imagenet_dir, "
-              "--csv_dir and --out.", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(f"--{missing[0]} is not set; mini_imagenet needs --imagenet_dir, --csv_dir "
+                 "and --out.")
     from metaunlab.data.mini_imagenet_build import build_from_imagenet
 
-    try:
+    with cli.user_errors():
         counts = build_from_imagenet(flag.imagenet_dir, flag.csv_dir, flag.out,
                                      image_size=flag.image_size)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(f"wrote {flag.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items())
           + " images")
 

@@ -7,9 +7,10 @@ Writes report_curves.png, report_accuracy_vs_k.png, report_episode_hist.png and 
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_integer("num_episodes", 300, "Test episodes per setting for accuracy against K.")
@@ -21,17 +22,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    cli.set_default_verbosity()
     from experiments.tools.report import write_report
-    from metaunlab.data.errors import DataError
 
-    try:
+    with cli.user_errors():
         out = write_report(FLAGS.workdir, num_episodes=FLAGS.num_episodes,
                            steps=[int(k) for k in FLAGS.steps], checkpoint=FLAGS.checkpoint,
                            output_dir=FLAGS.output_dir)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     out_dir = FLAGS.output_dir or FLAGS.workdir
     for name in out["files"]:
         print(os.path.join(out_dir, name))

@@ -1,14 +1,19 @@
-"""What every `python -m experiments.<name>` shares: flags, clean errors, the pipeline call."""
+"""What every `python -m experiments.<name>` shares: its flags, the config, the pipeline call.
+
+The flags are defined here and registered as key flags of the experiment's own module, so its
+`--help` lists them; `--print_config` prints every config field, resolved, and exits.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from metaunlab.data.errors import DataError
+from experiments import cli
+from metaunlab.errors import ConfigError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Exit status after a clean stop on SIGTERM: that of a process killed by SIGTERM, so a
@@ -38,7 +43,7 @@ def _stored_config_with_overrides(workdir: str, experiment_config):
 
     config = _with_missing_fields(load_config(workdir), experiment_config)
     if config.data.name != experiment_config.data.name:
-        raise ValueError(f"--workdir={workdir} holds a {config.data.name} run; continue it "
+        raise ConfigError(f"--workdir={workdir} holds a {config.data.name} run; continue it "
                          f"with experiments.{config.data.name}, or use a new --workdir.")
     for name in flags.FLAGS:
         if name.startswith("config.") and flags.FLAGS[name].present:
@@ -56,55 +61,77 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
     `--workdir`, then run the whole pipeline. On a work dir that already has a config.json,
     leaving out `--config` continues with the stored config."""
     default_config = os.path.join(CONFIG_DIR, f"{config_name}.py")
-    config_flag = config_flags.DEFINE_config_file(
-        "config", default_config, "Experiment config file (with :variant and overrides).",
-        lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results; "
-                        "rerun with the same one to resume.", required=True)
+    defined = [config_flags.DEFINE_config_file(
+        "config", default_config, "Experiment config file, `file.py` or `file.py:variant` "
+        f"(default experiments/configs/{config_name}.py); override any field with "
+        "--config.<field>=<value>, and see every field with --print_config.",
+        lock_config=True)]
+    defined.append(flags.DEFINE_string(
+        "workdir", None, "Directory for checkpoints, metrics and results; rerun with the same "
+        "one to resume (required unless --print_config)."))
+    defined.append(flags.DEFINE_bool(
+        "print_config", False, "Print the resolved config (the file, the config stored in "
+        "--workdir, the overrides) and exit."))
     if data_dir_flag:
-        flags.DEFINE_string("data_dir", None, "Data folder; shortcut for --config.data.root.")
-    flags.DEFINE_bool("distributed", os.environ.get("METAUNLAB_DISTRIBUTED", "") == "1",
-                      "Call jax.distributed.initialize() first (one process per host); "
-                      "default from METAUNLAB_DISTRIBUTED=1.")
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0, with "
-                        "--distributed where JAX cannot detect it (not TPU, SLURM, Open MPI).")
-    flags.DEFINE_integer("num_processes", None, "Number of processes, with "
-                         "--coordinator_address.")
-    flags.DEFINE_integer("process_id", None, "This process's index, with "
-                         "--coordinator_address.")
+        defined.append(flags.DEFINE_string("data_dir", None, "Data folder; shortcut for "
+                                           "--config.data.root."))
+    defined.append(flags.DEFINE_bool(
+        "distributed", os.environ.get("METAUNLAB_DISTRIBUTED", "") == "1",
+        "Call jax.distributed.initialize() first (one process per host); default from "
+        "METAUNLAB_DISTRIBUTED=1."))
+    defined.append(flags.DEFINE_string(
+        "coordinator_address", None, "host:port of process 0, with --distributed where JAX "
+        "cannot detect it (not TPU, SLURM, Open MPI)."))
+    defined.append(flags.DEFINE_integer("num_processes", None, "Number of processes, with "
+                                        "--coordinator_address."))
+    defined.append(flags.DEFINE_integer("process_id", None, "This process's index, with "
+                                        "--coordinator_address."))
+    # absl's --help lists the key flags of the main module (sys.argv[0]); these are defined
+    # here, so they are registered as the experiment's own.
+    for holder in defined:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
 
     def run(argv):
         del argv
-        # orbax logs every checkpoint step at INFO; progress bars already say what happens.
-        logging.set_verbosity(logging.WARNING)
-        from metaunlab import parallel
-        from metaunlab.pipeline import train_and_evaluate  # after flag parsing: fast --help
-        from metaunlab.preemption import Preempted
-
+        cli.set_default_verbosity()
         FLAGS = flags.FLAGS
-        manual = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-        if any(v is not None for v in manual) and not (
-                FLAGS.distributed and all(v is not None for v in manual)):
-            print("error: --coordinator_address, --num_processes and --process_id go together "
-                  "and need --distributed; pass all three with it, or none.", file=sys.stderr)
-            sys.exit(2)
-        if FLAGS.distributed:
-            parallel.initialize_distributed(*manual)  # before anything touches a device
-        workdir = FLAGS.workdir
-        try:
-            config = config_flag.value
-            if not FLAGS["config"].present and os.path.exists(
-                    os.path.join(workdir, "config.json")):
-                config = _stored_config_with_overrides(workdir, config)
-            if data_dir_flag and FLAGS.data_dir:
-                config.data.root = FLAGS.data_dir
-            train_and_evaluate(config, workdir)
-        except Preempted as stop:
-            print(f"preempted: {stop}", file=sys.stderr)
-            sys.exit(PREEMPTED_EXIT_STATUS)
-        except (DataError, ValueError, FileNotFoundError) as error:
-            # Errors a user can cause end in one sentence, not a traceback.
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+        with cli.user_errors():
+            config = config_flag_value(FLAGS, data_dir_flag)
+            if FLAGS.print_config:
+                print(config)
+                return
+            if not FLAGS.workdir:
+                raise ConfigError("--workdir is not set; name a directory for the run's "
+                                  "checkpoints and results.")
+            manual = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+            if any(v is not None for v in manual) and not (
+                    FLAGS.distributed and all(v is not None for v in manual)):
+                raise ConfigError("--coordinator_address, --num_processes and --process_id go "
+                                  "together and need --distributed; pass all three with it, "
+                                  "or none.")
+            from metaunlab import parallel
+            from metaunlab.pipeline import train_and_evaluate  # after flag parsing: fast --help
+            from metaunlab.preemption import Preempted
+
+            if FLAGS.distributed:
+                parallel.initialize_distributed(*manual)  # before anything touches a device
+            try:
+                train_and_evaluate(config, FLAGS.workdir)
+            except Preempted as stop:
+                print(f"preempted: {stop}", file=sys.stderr)
+                sys.exit(PREEMPTED_EXIT_STATUS)
 
     app.run(run)
+
+
+def config_flag_value(FLAGS, data_dir_flag: bool):
+    """The config to run: the `--config` file with its overrides, or, on a work dir that
+    holds a run and without `--config`, the stored config with the overrides given now."""
+    config = FLAGS["config"].value
+    workdir = FLAGS.workdir
+    if workdir and not FLAGS["config"].present and os.path.exists(
+            os.path.join(workdir, "config.json")):
+        config = _stored_config_with_overrides(workdir, config)
+    if data_dir_flag and FLAGS.data_dir:
+        config.data.root = FLAGS.data_dir
+    return config

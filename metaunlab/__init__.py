@@ -20,7 +20,8 @@ from metaunlab.methods import Method, get_method, sib_method
 
 __version__ = "0.1.0"
 __all__ = ["Method", "TrainedModel", "evaluate", "get_backbone", "get_method",
-           "mean_and_ci95", "methods", "sib", "sib_method", "train_and_evaluate"]
+           "mean_and_ci95", "methods", "sib", "sib_method", "train_and_evaluate",
+           "train_on_features"]
 
 
 def __getattr__(name):
@@ -33,4 +34,8 @@ def __getattr__(name):
         from metaunlab.pipeline import train_and_evaluate
 
         return train_and_evaluate
+    if name == "train_on_features":
+        from metaunlab.metatrain import train_on_features
+
+        return train_on_features
     raise AttributeError(f"module 'metaunlab' has no attribute {name!r}")

@@ -10,8 +10,9 @@ Gradients", ICLR 2020) and by the later work it is usually compared with:
   Komodakis (2016) in the exact form used by the SIB reference code.
 * :class:`ResNet12` -- the 640-d ResNet-12 of MetaOptNet (Lee et al. 2019).
 
-:func:`get_backbone` builds one of them by name for a given image size and
-returns its feature dimension as well; :class:`Backbone` holds a module with its
+:func:`get_backbone` builds one of them, or any Flax module registered with
+:func:`register_backbone` or named as ``"package.module:factory"``, by name for a given
+image size and returns its feature dimension as well; :class:`Backbone` holds a module with its
 variables (:func:`init_backbone`). The backbone may compute in bfloat16 on float32
 parameters (:func:`compute_dtype`, :func:`cast_floats`): features are returned in float32.
 
@@ -42,16 +43,19 @@ implementations:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from metaunlab.errors import ConfigError
+
 __all__ = [
-    "BACKBONE_NAMES",
+    "BACKBONES",
     "Backbone",
     "Conv4",
     "ResNet12",
@@ -61,9 +65,9 @@ __all__ = [
     "conv_fan_out_normal",
     "get_backbone",
     "init_backbone",
+    "register_backbone",
 ]
 
-BACKBONE_NAMES = ("conv4", "wrn28_10", "resnet12")
 
 
 def conv_fan_out_normal(
@@ -263,32 +267,86 @@ class ResNet12(nn.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
-def get_backbone(name: str, image_size: int, remat: bool = False) -> tuple[nn.Module, int]:
-    """Build a backbone by name for square ``image_size`` inputs.
+# (image size, remat) -> (Flax module with `__call__(x, train) -> (N, D)`, D)
+BackboneFactory = Callable[[int, bool], tuple[nn.Module, int]]
 
-    Returns ``(module, feature_dim)``. Valid names are ``"conv4"``,
-    ``"wrn28_10"`` (strides ``(1, 2, 2)`` for ``image_size <= 32``, else
-    ``(2, 2, 2)``) and ``"resnet12"``. ``remat`` recomputes each residual block in the
-    backward pass (``wrn28_10`` and ``resnet12``).
+
+def _conv4(image_size: int, remat: bool) -> tuple[nn.Module, int]:
+    if remat:
+        raise ConfigError("--config.pretrain.backbone_remat=True is only implemented for the "
+                          "residual backbones (wrn28_10, resnet12); Conv-4 is small enough "
+                          "without it.")
+    model = Conv4()
+    side = image_size
+    for _ in range(4):
+        side //= 2
+    return model, model.width * side * side
+
+
+def _wrn28_10(image_size: int, remat: bool) -> tuple[nn.Module, int]:
+    strides = (1, 2, 2) if image_size <= 32 else (2, 2, 2)
+    model = WideResNet(depth=28, widen_factor=10, strides=strides, remat=remat)
+    return model, 64 * model.widen_factor
+
+
+def _resnet12(image_size: int, remat: bool) -> tuple[nn.Module, int]:
+    del image_size
+    model = ResNet12(remat=remat)
+    return model, model.widths[-1]
+
+
+BACKBONES: dict[str, BackboneFactory] = {"conv4": _conv4, "wrn28_10": _wrn28_10,
+                                         "resnet12": _resnet12}
+
+
+def register_backbone(name: str, factory: BackboneFactory) -> BackboneFactory:
+    """Make `factory` available as `--config.backbone=<name>`.
+
+    `factory(image_size, remat)` returns `(module, feature_dim)`: a Flax module whose
+    `__call__(x, train: bool)` maps NHWC float images to (N, feature_dim) features and uses
+    BatchNorm (or none) like the built-in backbones, and the size of those features.
     """
-    if remat and name == "conv4":
-        raise ValueError("--config.pretrain.backbone_remat=True is only implemented for the "
-                         "residual backbones (wrn28_10, resnet12); Conv-4 is small enough "
-                         "without it.")
-    if name == "conv4":
-        model = Conv4()
-        side = image_size
-        for _ in range(4):
-            side //= 2
-        return model, model.width * side * side
-    if name == "wrn28_10":
-        strides = (1, 2, 2) if image_size <= 32 else (2, 2, 2)
-        model = WideResNet(depth=28, widen_factor=10, strides=strides, remat=remat)
-        return model, 64 * model.widen_factor
-    if name == "resnet12":
-        model = ResNet12(remat=remat)
-        return model, model.widths[-1]
-    raise ValueError(f"Unknown backbone {name!r}; valid names are: {', '.join(BACKBONE_NAMES)}.")
+    if name in BACKBONES:
+        raise ConfigError(f"a backbone named {name!r} is already registered; pick another name.")
+    BACKBONES[name] = factory
+    return factory
+
+
+def _imported_factory(spec: str) -> BackboneFactory:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"--config.backbone={spec!r}: module {module_name!r} cannot be "
+                          f"imported ({error}); put it on PYTHONPATH or fix the name.") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"--config.backbone={spec!r}: {module_name} has no callable {attr!r}; "
+                          "name a factory (image_size, remat) -> (module, feature_dim).")
+    return factory
+
+
+def get_backbone(name: str, image_size: int, remat: bool = False) -> tuple[nn.Module, int]:
+    """Build a backbone by name for square ``image_size`` inputs; returns ``(module, D)``.
+
+    ``name`` is a registered name (``"conv4"``; ``"wrn28_10"``, with strides ``(1, 2, 2)``
+    for ``image_size <= 32`` and ``(2, 2, 2)`` above; ``"resnet12"``; or one added with
+    :func:`register_backbone`) or ``"package.module:factory"``, a factory importable from
+    anywhere with the signature of :func:`register_backbone`. ``remat`` recomputes each
+    residual block in the backward pass (``wrn28_10`` and ``resnet12``).
+    """
+    if name in BACKBONES:
+        factory = BACKBONES[name]
+    elif ":" in name:
+        factory = _imported_factory(name)
+    else:
+        raise ConfigError(f"Unknown backbone {name!r}; valid names are: {', '.join(BACKBONES)}, "
+                          "or 'package.module:factory' for your own.")
+    module, feat_dim = factory(image_size, remat)
+    if not isinstance(module, nn.Module) or int(feat_dim) < 1:
+        raise ConfigError(f"--config.backbone={name!r} returned {module!r} and {feat_dim!r}; a "
+                          "backbone factory returns (Flax module, feature dimension).")
+    return module, int(feat_dim)
 
 
 @dataclasses.dataclass
@@ -324,7 +382,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def compute_dtype(name: str, flag: str) -> Any:
     """The dtype named by a config field (`flag` names the field in the error)."""
     if name not in DTYPES:
-        raise ValueError(f"{flag}={name!r} is not a supported dtype; use "
+        raise ConfigError(f"{flag}={name!r} is not a supported dtype; use "
                          f"{' or '.join(DTYPES)}.")
     return DTYPES[name]
 

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from metaunlab.errors import ConfigError
+
 
 class Checkpointer:
     """One named sequence of checkpoints (for example `<workdir>/pretrain/last`)."""
@@ -38,7 +40,7 @@ class Checkpointer:
         """
         step = self.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"No checkpoint in {self.directory}; train first or point "
+            raise ConfigError(f"No checkpoint in {self.directory}; train first or point "
                                     "--workdir at a directory that holds one.")
         if like is None:
             return self._manager.restore(step, args=ocp.args.StandardRestore())

@@ -25,6 +25,7 @@ import numpy as np
 
 from metaunlab import evaluation
 from metaunlab.data.augment import ImageTransform
+from metaunlab.errors import ConfigError
 from metaunlab.workdir import read_json, write_json_atomic
 
 
@@ -43,7 +44,7 @@ def compute_views(feature_fn: Callable, variables: Any, images: np.ndarray,
                   desc: str | None = None) -> np.ndarray:
     """(N, D) un-augmented features when `views` is 0, else (N, views, D) augmented ones."""
     if views < 0:
-        raise ValueError(f"--config.metatrain.feature_views={views}; use 0 (un-augmented "
+        raise ConfigError(f"--config.metatrain.feature_views={views}; use 0 (un-augmented "
                          "features) or the number of augmented views per image.")
     if views == 0:
         return evaluation.embed(feature_fn, variables, images, transform.eval, desc=desc)

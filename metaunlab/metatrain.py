@@ -22,6 +22,8 @@ step: `metaunlab.train_loop`.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,7 @@ from metaunlab import evaluation, optim, parallel, sib
 from metaunlab.backbones import cast_floats, compute_dtype
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
+from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import sib_method
 from metaunlab.metrics import MetricWriter
 from metaunlab.train_loop import TrainLoop
@@ -111,7 +114,7 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == episodes["query_labels"])
+        accuracy = 100.0 * jnp.mean(jnp.argmax(logits, -1) == episodes["query_labels"])
         new_state = dict(state, step=state["step"] + 1, rng=rng, opt_state=opt_state,
                          params=optax.apply_updates(state["params"], updates))
         return new_state, {"loss": loss, "accuracy": accuracy}
@@ -135,7 +138,7 @@ def auto_steps_per_call(config_value: int, from_images: bool) -> int:
     a one-episode step takes well under a millisecond on CPU and dispatch dominates, 1 when
     the backbone runs inside the step (its compute dwarfs the dispatch)."""
     if config_value < 0:
-        raise ValueError(f"--config.metatrain.steps_per_call={config_value} must be >= 0 "
+        raise ConfigError(f"--config.metatrain.steps_per_call={config_value} must be >= 0 "
                          "(0 = automatic).")
     if config_value:
         return config_value
@@ -148,16 +151,17 @@ def episodes_as_dict(episodes: Episodes) -> dict[str, np.ndarray]:
 
 
 def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
-               train_labels: np.ndarray, feat_dim: int, val_feats: np.ndarray,
-               val_episodes: Episodes, workdir: str, writer: MetricWriter,
+               train_labels: np.ndarray, feat_dim: int, val_feats: np.ndarray | None,
+               val_episodes: Episodes | None, workdir: str, writer: MetricWriter,
                backbone_variables: Any = None, feature_fn: FeatureFn | None = None,
                transform: ImageTransform | None = None, phase: str = "metatrain"
                ) -> tuple[sib.Params, sib.Params]:
     """Meta-train SIB for `config.n_way`-way `config.n_shot`-shot episodes.
 
-    Returns (last params, best-on-validation params). Checkpoints live in
-    `<workdir>/last` and `<workdir>/best`; a rerun with the same workdir resumes. Raises
-    `Preempted` after saving `last` when the process receives SIGTERM.
+    Returns (last params, best-on-validation params; the last again without validation
+    episodes). Checkpoints live in `<workdir>/last` and `<workdir>/best`; a rerun with the
+    same workdir resumes. Raises `Preempted` after saving `last` when the process receives
+    SIGTERM.
     """
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.metatrain.batch_size")
     backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
@@ -170,7 +174,8 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     loop = TrainLoop(
         phase, workdir, config.iterations, writer, mesh,
         log_at=lambda done: done % config.log_every == 0,
-        validate_at=lambda done: done % config.val_every == 0 or done == config.iterations,
+        validate_at=(lambda done: val_feats is not None and (
+            done % config.val_every == 0 or done == config.iterations)),
         checkpoint_every=config.get("checkpoint_every", 0),
         items_per_step=config.batch_size, items="episodes", steps_per_call=per_call)
     state = loop.resume(parallel.replicate(init_state(params, optimizer, config.seed), mesh))
@@ -185,7 +190,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                    else make_train_step(optimizer, steps_per_call=per_call, **step_kwargs))
     source = parallel.replicate(np.asarray(source), mesh)
     backbone_variables = parallel.replicate(backbone_variables, mesh)
-    val_feats = jnp.asarray(val_feats)
+    val_feats = None if val_feats is None else jnp.asarray(val_feats)
 
     def sample(step):
         return episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
@@ -208,5 +213,44 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
         return {"accuracy": result.accuracy, "ci95": result.ci95}
 
     state = loop.run(state, advance, validate=validate, best_of=lambda s: s["params"])
-    return (parallel.to_local(state["params"]),
-            parallel.to_local(loop.best.restore(state["params"])))
+    last = parallel.to_local(state["params"])
+    if loop.best.latest_step() is None:
+        return last, last
+    return last, parallel.to_local(loop.best.restore(state["params"]))
+
+
+def train_on_features(features: np.ndarray, labels: np.ndarray, *, n_way: int, n_shot: int,
+                      n_query: int = 15, steps: int = 3, iterations: int = 2000,
+                      batch_size: int = 8, lr: float = 1e-3, inner_lr: float = 1e-3,
+                      seed: int = 0, val_features: np.ndarray | None = None,
+                      val_labels: np.ndarray | None = None, val_episodes: int = 300,
+                      workdir: str | None = None) -> sib.Params:
+    """Meta-train a SIB head on features (N, D) with class labels (N,), from Python.
+
+    The reference's outer optimizer (SGD, Nesterov momentum 0.9, coupled weight decay 5e-4)
+    at `lr`; `iterations` of `batch_size` random n_way-way n_shot-shot episodes with
+    `n_query` queries per class; K = `steps` synthetic steps of size `inner_lr`. With
+    validation features and labels, the head of the best validation accuracy on
+    `val_episodes` seeded episodes is returned, else the last. Checkpoints go to `workdir`
+    (a rerun resumes there), or to a temporary folder.
+    """
+    config = ml_collections.ConfigDict({
+        "seed": seed, "iterations": iterations, "batch_size": batch_size, "n_way": n_way,
+        "n_shot": n_shot, "n_query": n_query, "sib_steps": steps, "inner_lr": inner_lr,
+        "lr": lr, "momentum": 0.9, "weight_decay": 5e-4, "grad_coeff": 0.0,
+        "val_every": max(1, iterations // 4), "log_every": max(1, iterations // 10),
+        "checkpoint_every": 0})
+    features = np.asarray(features, np.float32)
+    val = None
+    if val_features is not None:
+        shape = EpisodeShape(n_way, n_shot, n_query)
+        val = EpisodeSampler(np.asarray(val_labels), shape, seed=seed + 1,
+                             split_name="val").sample(0, val_episodes)
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory())
+        _, best = meta_train(config, source=features, train_labels=np.asarray(labels),
+                             feat_dim=features.shape[1], val_feats=val_features,
+                             val_episodes=val, workdir=workdir,
+                             writer=MetricWriter(workdir, enabled=False))
+    return best

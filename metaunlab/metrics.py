@@ -13,7 +13,8 @@ from metaunlab.parallel import is_primary
 
 
 class MetricWriter:
-    """Appends `{"phase", "step", **scalars}` records; TensorBoard tags are `phase/name`.
+    """Appends `{"phase", "step", "time", **scalars}` records; TensorBoard tags are
+    `phase/name`. Accuracies are percentages, in training and validation records alike.
 
     TensorBoard events go through tensorboardX, which needs no TensorFlow install. In a
     multi-process run only process 0 writes (the others hold the same values).

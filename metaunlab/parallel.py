@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from metaunlab.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -60,7 +62,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, flag: str) -> None:
     """Raise ValueError unless the global batch splits evenly over the mesh."""
     devices = mesh.size
     if batch_size < 1 or batch_size % devices:
-        raise ValueError(f"{flag}={batch_size} must be a positive multiple of the "
+        raise ConfigError(f"{flag}={batch_size} must be a positive multiple of the "
                          f"{devices} devices; set it to a multiple of {devices}.")
 
 

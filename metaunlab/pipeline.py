@@ -2,7 +2,8 @@
 
   1. load the dataset's train / val / test classes;
   2. pretrain the backbone on the train classes (cosine classifier), keep the best by
-     validation episodes;
+     validation episodes (with `data.format=features`, read a features file instead of
+     steps 1 and 2: `metaunlab.data.features`);
   3. for each requested setting ("5way_1shot", ...), meta-train SIB on the frozen
      backbone and meta-test it, with K = 0 on the same episodes;
   4. write results.json and print a table.
@@ -16,9 +17,12 @@ import dataclasses
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from tqdm.auto import tqdm
 
 from metaunlab import evaluation, feature_cache
@@ -29,7 +33,9 @@ from metaunlab.data.decode import ImageFormat
 from metaunlab.data.episode_files import episodes_from_records, load_episodes_json
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape, check_episode_shape
 from metaunlab.data.errors import DataError
+from metaunlab.data.features import FEATURES_FORMAT, load_feature_file
 from metaunlab.data.sources import load_dataset_splits
+from metaunlab.errors import ConfigError
 from metaunlab.metatrain import meta_train
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
@@ -47,11 +53,11 @@ def parse_settings(settings: str) -> list[tuple[int, int]]:
     for item in (s.strip() for s in settings.split(",") if s.strip()):
         match = _SETTING.match(item)
         if not match:
-            raise ValueError(f"--config.settings entry {item!r} is not of the form "
+            raise ConfigError(f"--config.settings entry {item!r} is not of the form "
                              "'<N>way_<K>shot', e.g. '5way_1shot,20way_5shot'.")
         parsed.append((int(match[1]), int(match[2])))
     if not parsed:
-        raise ValueError("--config.settings is empty; name at least one setting, e.g. 5way_1shot.")
+        raise ConfigError("--config.settings is empty; name at least one setting, e.g. 5way_1shot.")
     return parsed
 
 
@@ -91,18 +97,19 @@ def validation_episodes(config: ml_collections.ConfigDict, splits: Splits,
     return sampler.sample(0, config.val_episodes)
 
 
-def check_shapes_before_training(config: ml_collections.ConfigDict, splits: Splits) -> None:
-    """Fail in seconds, not after pretraining, when a split cannot hold a requested episode."""
+def check_shapes_before_training(config: ml_collections.ConfigDict, train, val, test, *,
+                                 pretraining: bool = True) -> None:
+    """Fail in seconds, not after pretraining, when a split (an ImageDataset or a labels
+    array) cannot hold a requested episode."""
     pre = config.pretrain
-    check_episode_shape(splits.val, EpisodeShape(pre.val_n_way, pre.val_n_shot,
-                                                 pre.val_n_query), "val")
-    for n_way, n_shot in parse_settings(config.settings):
-        check_episode_shape(splits.train, EpisodeShape(n_way, n_shot, config.metatrain.n_query),
-                            "train")
-        check_episode_shape(splits.val, EpisodeShape(n_way, n_shot, config.metatrain.n_query),
+    if pretraining:
+        check_episode_shape(val, EpisodeShape(pre.val_n_way, pre.val_n_shot, pre.val_n_query),
                             "val")
-        check_episode_shape(splits.test, EpisodeShape(n_way, n_shot, config.test.n_query),
-                            "test")
+    for n_way, n_shot in parse_settings(config.settings):
+        check_episode_shape(train, EpisodeShape(n_way, n_shot, config.metatrain.n_query),
+                            "train")
+        check_episode_shape(val, EpisodeShape(n_way, n_shot, config.metatrain.n_query), "val")
+        check_episode_shape(test, EpisodeShape(n_way, n_shot, config.test.n_query), "test")
 
 
 def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, variables,
@@ -119,7 +126,7 @@ def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, 
     mt_transform = augment.preset(mt.transform) if mt.get("transform") else transform
     stored = train_images.shape[1]
     if mt_transform.output_size(stored) != transform.output_size(stored):
-        raise ValueError(f"--config.metatrain.transform={mt.transform!r} changes the image size; "
+        raise ConfigError(f"--config.metatrain.transform={mt.transform!r} changes the image size; "
                          "pick a transform with the same output size as data.transform.")
     mode = mt.source
     if mode == "auto":
@@ -127,7 +134,7 @@ def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, 
     if mode == "images":
         return train_images, backbone.features, mt_transform, mode
     if mode != "features":
-        raise ValueError(f"--config.metatrain.source={mode!r}; use auto, images or features.")
+        raise ConfigError(f"--config.metatrain.source={mode!r}; use auto, images or features.")
     views = mt.get("feature_views", 0)
     if views == 0 and not mt_transform.train_equals_eval:
         tqdm.write("metatrain: caching un-augmented features although the meta-training "
@@ -151,17 +158,32 @@ def build_backbone(config: ml_collections.ConfigDict, splits: Splits
                          config.seed), transform
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Run (or resume) the whole pipeline in `workdir`; returns the results dict."""
-    started = time.time()
-    os.makedirs(workdir, exist_ok=True)
-    save_config(workdir, config)
-    writer = MetricWriter(workdir)
+@dataclasses.dataclass
+class MetaTrainingInputs:
+    """What meta-training and meta-testing read, from images and a pretrained backbone or
+    from a features file: the arguments of `meta_train` and the test features."""
+
+    feat_dim: int
+    source: Any  # (N, D) features, (N, M, D) cached views or (N, H, W, C) images
+    mode: str  # how the source was made, for results.json
+    train_labels: np.ndarray
+    val_feats: np.ndarray
+    val_episodes: Callable[[EpisodeShape], Episodes]
+    test_feats: np.ndarray
+    test_labels: Any  # labels array or ImageDataset (class names in errors)
+    backbone_variables: Any = None
+    feature_fn: Any = None
+    transform: Any = None
+
+
+def from_images(config: ml_collections.ConfigDict, workdir: str,
+                writer: MetricWriter) -> MetaTrainingInputs:
+    """Load the images, pretrain the backbone (or resume), embed val and test."""
     splits = load_splits(config.data)
     tqdm.write(f"data: {splits.train.num_classes} train / {splits.val.num_classes} val / "
                f"{splits.test.num_classes} test classes, {len(splits.train)} train images of "
                f"shape {splits.train.images.shape[1:]}")
-    check_shapes_before_training(config, splits)
+    check_shapes_before_training(config, splits.train, splits.val, splits.test)
     backbone, transform = build_backbone(config, splits)
     # What `experiments.evaluate` needs to turn new image files into the same inputs.
     write_json_atomic(os.path.join(workdir, "model.json"), {
@@ -176,8 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pre_transform = augment.preset(pre.transform) if pre.transform else transform
     if pre_transform.output_size(splits.train.images.shape[1]) != transform.output_size(
             splits.train.images.shape[1]):
-        raise ValueError(f"--config.pretrain.transform={pre.transform!r} changes the image "
-                         "size; pick a transform with the same output size as data.transform.")
+        raise ConfigError(f"--config.pretrain.transform={pre.transform!r} changes the image "
+                          "size; pick a transform with the same output size as data.transform.")
     variables = pretrain(pre, backbone, splits.train, splits.val.images,
                          validation_episodes(config, splits, pre_shape), pre_transform,
                          workdir, writer)
@@ -186,30 +208,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return evaluation.embed(backbone.features, variables, images, transform.eval,
                                 desc=desc)
 
-    val_feats = embed(splits.val.images, "embed val")
-    test_feats = embed(splits.test.images, "embed test")
     source, feature_fn, train_transform, mode = meta_training_source(
         config, backbone, variables, splits.train.images, transform, workdir)
+    return MetaTrainingInputs(
+        backbone.feat_dim, source, mode, splits.train.labels,
+        embed(splits.val.images, "embed val"),
+        lambda shape: validation_episodes(config, splits, shape),
+        embed(splits.test.images, "embed test"), splits.test,
+        backbone_variables=variables, feature_fn=feature_fn, transform=train_transform)
+
+
+def from_features(config: ml_collections.ConfigDict, workdir: str) -> MetaTrainingInputs:
+    """Read the features file of `config.data.root` (`metaunlab.data.features`)."""
+    if not config.data.root:
+        raise ConfigError("--config.data.format=features reads a .npz of features; name it "
+                          "with --data_dir (or --config.data.root).")
+    splits = load_feature_file(config.data.root)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    feat_dim = train.features.shape[1]
+    tqdm.write(f"data: {train.num_classes} train / {val.num_classes} val / "
+               f"{test.num_classes} test classes, {len(train)} train features of dimension "
+               f"{feat_dim} from {config.data.root}")
+    check_shapes_before_training(config, train.labels, val.labels, test.labels,
+                                 pretraining=False)
+    write_json_atomic(os.path.join(workdir, "model.json"), {
+        "features_file": os.path.abspath(config.data.root), "feat_dim": feat_dim})
+
+    def val_episodes(shape):
+        sampler = EpisodeSampler(val.labels, shape, seed=config.val_seed, split_name="val")
+        return sampler.sample(0, config.val_episodes)
+
+    return MetaTrainingInputs(feat_dim, train.features, "features_file", train.labels,
+                              val.features, val_episodes, test.features, test.labels)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Run (or resume) the whole pipeline in `workdir`; returns the results dict."""
+    started = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    save_config(workdir, config)
+    writer = MetricWriter(workdir)
+    if config.data.format == FEATURES_FORMAT:
+        inputs = from_features(config, workdir)
+    else:
+        inputs = from_images(config, workdir, writer)
     results = {"dataset": config.data.name, "backbone": config.backbone,
-               "metatrain_source": mode, "eval_checkpoint": config.eval_checkpoint,
+               "metatrain_source": inputs.mode, "eval_checkpoint": config.eval_checkpoint,
                "settings": {}}
     for n_way, n_shot in parse_settings(config.settings):
         name = setting_name(n_way, n_shot)
         mt = ml_collections.ConfigDict(config.metatrain.to_dict())
         mt.n_way, mt.n_shot = n_way, n_shot
-        val_eps = validation_episodes(config, splits, EpisodeShape(n_way, n_shot, mt.n_query))
         last, best = meta_train(
-            mt, source=source, train_labels=splits.train.labels, feat_dim=backbone.feat_dim,
-            val_feats=val_feats, val_episodes=val_eps,
+            mt, source=inputs.source, train_labels=inputs.train_labels,
+            feat_dim=inputs.feat_dim, val_feats=inputs.val_feats,
+            val_episodes=inputs.val_episodes(EpisodeShape(n_way, n_shot, mt.n_query)),
             workdir=os.path.join(workdir, "metatrain", name), writer=writer,
-            backbone_variables=variables, feature_fn=feature_fn, transform=train_transform,
-            phase=f"metatrain_{name}")
+            backbone_variables=inputs.backbone_variables, feature_fn=inputs.feature_fn,
+            transform=inputs.transform, phase=f"metatrain_{name}")
         params = last if config.eval_checkpoint == "last" else best
         shape = EpisodeShape(n_way, n_shot, config.test.n_query)
-        test_eps = EpisodeSampler(splits.test, shape, seed=config.test.seed,
+        test_eps = EpisodeSampler(inputs.test_labels, shape, seed=config.test.seed,
                                   split_name="test").sample(0, config.test.episodes)
-        methods = evaluation.evaluate_sib(params, test_feats, test_eps, steps=mt.sib_steps,
-                                          lr=mt.inner_lr, desc=f"test {name}")
+        methods = evaluation.evaluate_sib(params, inputs.test_feats, test_eps,
+                                          steps=mt.sib_steps, lr=mt.inner_lr,
+                                          desc=f"test {name}")
         results["settings"][name] = {
             "dataset": config.data.name, "n_way": n_way, "n_shot": n_shot,
             "n_query": config.test.n_query, "episodes": config.test.episodes,

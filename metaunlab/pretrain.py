@@ -32,6 +32,7 @@ from metaunlab.checkpoints import Checkpointer
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.episodes import Episodes
+from metaunlab.errors import ConfigError
 from metaunlab.methods.protonet import METHOD as CLASS_MEAN_COSINE
 from metaunlab.metrics import MetricWriter
 from metaunlab.numerics import cross_entropy, l2_normalize
@@ -80,7 +81,7 @@ def make_train_step(module: nn.Module, transform: ImageTransform,
         updates = cast_floats(updates, jnp.float32)
         logits = cosine_head_logits(params["head"], feats)
         loss = cross_entropy(logits, labels)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+        accuracy = 100.0 * jnp.mean(jnp.argmax(logits, -1) == labels)
         return loss, (updates["batch_stats"], accuracy)
 
     def train_step(state, images, labels):
@@ -117,24 +118,25 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
 
     Resumes from `<workdir>/pretrain/last` if present; the best variables (by validation
     episodes) are kept in `<workdir>/pretrain/best`. With `config.epochs == 0` nothing is
-    trained: the backbone in `<workdir>/pretrain/best` is used if there is one.
+    trained: the backbone must already be in `<workdir>/pretrain/best` (put there by
+    `experiments.import_torch`, say), else a `ConfigError` says so; a few-shot method on
+    random weights is never what was meant.
     """
     directory = os.path.join(workdir, "pretrain")
     if config.epochs == 0:
-        # No pretraining: use a backbone placed in pretrain/best (e.g. by
-        # experiments.import_torch), or else the initial weights.
         best = Checkpointer(os.path.join(directory, "best"))
-        if best.latest_step() is not None:
-            tqdm.write(f"pretrain: epochs=0, using the backbone in {best.directory}")
-            return best.restore(backbone.variables)
-        tqdm.write("pretrain: epochs=0 and no pretrain/best; keeping the initial weights")
-        return backbone.variables
+        if best.latest_step() is None:
+            raise ConfigError(f"--config.pretrain.epochs=0 needs a pretrained backbone in "
+                              f"{best.directory}, and there is none; set epochs > 0 to "
+                              "pretrain, or import one with experiments.import_torch.")
+        tqdm.write(f"pretrain: epochs=0, using the backbone in {best.directory}")
+        return best.restore(backbone.variables)
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.pretrain.batch_size")
     backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
                                    "--config.pretrain.backbone_dtype")
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"pretrain.batch_size={config.batch_size} is larger than the "
+        raise ConfigError(f"--config.pretrain.batch_size={config.batch_size} is larger than the "
                          f"{len(train)} training images; lower --config.pretrain.batch_size.")
     total_steps = config.epochs * steps_per_epoch
     schedule = optim.warmup_then_step(

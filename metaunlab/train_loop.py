@@ -166,7 +166,7 @@ class TrainLoop:
                     extra = log_extra(step) if log_extra else {}
                     self.writer.write(self.phase, done, **extra, **{rate: per_s}, **metrics)
                     bar.set_postfix(loss=f"{metrics['loss']:.3f}",
-                                    acc=f"{metrics['accuracy']:.3f}",
+                                    acc=f"{metrics['accuracy']:.1f}%",
                                     **{_SHORT_RATE.get(self.items, rate): f"{per_s:.0f}"})
                     window_start, window_items = time.perf_counter(), 0
                 if self.validate_at(done):

@@ -2,8 +2,13 @@
 
     model = TrainedModel.load("workdirs/omniglot")
     feats = model.embed_files(paths)                 # images read exactly as in training
+    feats, labels = model.split_features("test")     # a split of the run's own data
     params = model.sib_params(n_way=5, n_shot=1)     # the head meta-trained for 5-way
     results = model.evaluate_episode_file("episodes.json", image_root="images/")
+    predictions = model.predict_folders("support/", "queries/")   # metaunlab.prediction
+
+A run on a features file (`data.format=features`) has no backbone: `split_features` reads the
+file, and embedding images is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -22,8 +28,24 @@ from metaunlab.checkpoints import Checkpointer
 from metaunlab.data import augment
 from metaunlab.data.decode import ImageFormat, load_image_files
 from metaunlab.data.episode_files import read_episode_file
+from metaunlab.data.errors import DataError
+from metaunlab.data.features import load_feature_file
+from metaunlab.data.sources import load_dataset_splits
+from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import sib_method
+from metaunlab.prediction import (
+    Predictions,
+    query_images,
+    support_images,
+    transductive_chunks,
+)
 from metaunlab.workdir import load_config, read_json
+
+
+def _subset(total: int, max_rows: int | None, seed: int) -> np.ndarray:
+    if max_rows is None or total <= max_rows:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, max_rows, replace=False))
 
 
 def setting_name(n_way: int, n_shot: int) -> str:
@@ -33,24 +55,31 @@ def setting_name(n_way: int, n_shot: int) -> str:
 
 @dataclasses.dataclass
 class TrainedModel:
-    """The frozen backbone of a work dir with its variables and input preprocessing."""
+    """The frozen backbone of a work dir with its variables and input preprocessing (None
+    for a run on a features file), and its meta-trained heads."""
 
     workdir: str
     config: ml_collections.ConfigDict
-    backbone: Backbone
-    variables: Any
-    transform: augment.ImageTransform
-    image_format: ImageFormat
-    image_shape: tuple[int, int, int]
+    feat_dim: int
+    backbone: Backbone | None = None
+    variables: Any = None
+    transform: augment.ImageTransform | None = None
+    image_format: ImageFormat | None = None
+    image_shape: tuple[int, int, int] | None = None
+    features_file: str | None = None
+    _datasets: dict | None = dataclasses.field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, workdir: str) -> TrainedModel:
         config = load_config(workdir)
         model_path = os.path.join(workdir, "model.json")
         if not os.path.exists(model_path):
-            raise FileNotFoundError(f"{model_path} does not exist; the run in --workdir={workdir} "
+            raise ConfigError(f"{model_path} does not exist; the run in --workdir={workdir} "
                                     "did not get past data loading, so there is no model yet.")
         info = read_json(model_path)
+        if "features_file" in info:
+            return cls(workdir, config, int(info["feat_dim"]),
+                       features_file=info["features_file"])
         image_shape = tuple(info["image_shape"])
         transform = augment.preset(config.data.transform)
         size = transform.output_size(image_shape[0])
@@ -61,15 +90,39 @@ class TrainedModel:
         # New files are resized to the stored training size whatever the run's setting.
         fmt = dataclasses.replace(ImageFormat(**info["image_format"]),
                                   image_size=image_shape[0])
-        return cls(workdir, config, backbone, variables, transform, fmt, image_shape)
+        return cls(workdir, config, feat_dim, backbone, variables, transform, fmt, image_shape)
 
     def embed(self, images: np.ndarray, desc: str | None = None) -> np.ndarray:
         """Features (N, D) of uint8 images (N, H, W, C) stored like the training images."""
+        self._require_backbone()
         return evaluation.embed(self.backbone.features, self.variables, images,
                                 self.transform.eval, desc=desc)
 
+    def split_features(self, split: str, *, max_rows: int | None = None,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Features (N, D) and labels (N,) of the run's own `split` ("train", "val", "test"):
+        embedded images, or the rows of the features file. With `max_rows`, a seeded subset
+        of that many rows, in order."""
+        if self.features_file is not None:
+            data = load_feature_file(self.features_file)[split]
+            feats, labels = data.features, data.labels
+            rows = _subset(len(labels), max_rows, seed)
+            return feats[rows], labels[rows]
+        if self._datasets is None:  # decoded once for every split asked for
+            self._datasets = load_dataset_splits(self.config.data)[0]
+        dataset = self._datasets[split]
+        rows = _subset(len(dataset), max_rows, seed)
+        return self.embed(dataset.images[rows], desc=f"embed {split}"), dataset.labels[rows]
+
+    def _require_backbone(self) -> None:
+        if self.backbone is None:
+            raise ConfigError(f"--workdir={self.workdir} was trained on the features of "
+                              f"{self.features_file}, so it has no backbone to embed images "
+                              "with; give it features, or train on images.")
+
     def embed_files(self, paths: Sequence[str]) -> np.ndarray:
         """Features (N, D) of image files, decoded exactly as the training images were."""
+        self._require_backbone()
         return self.embed(np.stack(load_image_files(paths, self.image_format)), "embed files")
 
     def trained_settings(self) -> list[str]:
@@ -89,12 +142,66 @@ class TrainedModel:
         """The SIB head meta-trained for n_way-way episodes (`head_for`)."""
         name = self.head_for(n_way, n_shot)
         if name is None:
-            raise ValueError(f"no SIB head for {n_way}-way episodes in {self.workdir} (trained: "
-                             f"{', '.join(self.trained_settings()) or 'none'}); meta-train "
-                             f"with --config.settings={setting_name(n_way, n_shot)} first.")
+            raise ConfigError(f"no SIB head for {n_way}-way episodes in {self.workdir} (trained: "
+                              f"{', '.join(self.trained_settings()) or 'none'}); meta-train "
+                              f"--config.settings={setting_name(n_way, n_shot)} in a new work "
+                              "dir.")
         saved = Checkpointer(os.path.join(self.workdir, "metatrain", name, checkpoint)).restore()
         # `last` holds the whole training state, `best` the parameters alone.
         return saved["params"] if checkpoint == "last" else saved
+
+    def predict(self, support_feats: np.ndarray, support_labels: np.ndarray,
+                query_feats: np.ndarray, *, checkpoint: str = "last",
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """SIB's and K = 0's class probabilities, each (Q, N), for the queries of one task.
+
+        support_feats (Ns, D) with support_labels (Ns,) in 0..N-1 (any number per class);
+        query_feats (Q, D). The head is the one meta-trained for N ways (`head_for`); queries
+        beyond its training query-set size are refined in chunks
+        (`metaunlab.prediction.transductive_chunks`).
+        """
+        n_way, n_shot = self._support_shape(support_labels)
+        params = self.sib_params(n_way, n_shot, checkpoint)
+        mt = self.config.metatrain
+        support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
+
+        def probabilities(steps, queries):
+            head = sib_method(params, steps, mt.inner_lr)
+            return np.asarray(head.predictor(n_way)(params, None, *support,
+                                                    jnp.asarray(queries)[None])[0])
+
+        sib_probs = np.zeros((len(query_feats), n_way), np.float32)
+        for rows in transductive_chunks(len(query_feats), n_way * mt.n_query, seed):
+            sib_probs[rows] = probabilities(mt.sib_steps, query_feats[rows])
+        return sib_probs, probabilities(0, query_feats)
+
+    def _support_shape(self, support_labels: np.ndarray) -> tuple[int, int]:
+        """(n_way, typical n_shot) of a support set, checked to have a trained head."""
+        n_way = int(np.max(support_labels)) + 1
+        counts = np.bincount(support_labels, minlength=n_way)
+        if np.any(counts == 0):
+            raise DataError(f"the support set has no example of class(es) "
+                            f"{np.flatnonzero(counts == 0).tolist()}; every class needs one.")
+        n_shot = max(1, round(float(np.median(counts))))
+        if self.head_for(n_way, n_shot) is None:
+            trained = ", ".join(self.trained_settings()) or "no setting"
+            raise ConfigError(f"the support set has {n_way} classes, but {self.workdir} has SIB "
+                              f"heads only for {trained}; use as many classes as a trained "
+                              f"head, or meta-train {setting_name(n_way, n_shot)} in a new "
+                              "work dir.")
+        return n_way, n_shot
+
+    def predict_folders(self, support_dir: str, query_dir: str, *, checkpoint: str = "last",
+                        seed: int = 0) -> Predictions:
+        """`predict` on a folder of class folders and a flat folder of query images, read
+        and preprocessed exactly as the training images (`metaunlab.prediction`)."""
+        classes, support_files, labels = support_images(support_dir)
+        queries = query_images(query_dir)
+        self._support_shape(labels)  # before any image is read
+        feats = self.embed_files([str(p) for p in support_files + queries])
+        sib_probs, k0_probs = self.predict(feats[:len(labels)], labels, feats[len(labels):],
+                                           checkpoint=checkpoint, seed=seed)
+        return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs)
 
     def evaluate_episode_file(self, episodes_path: str, image_root: str, *,
                               checkpoint: str = "last") -> dict:

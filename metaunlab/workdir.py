@@ -8,6 +8,7 @@ from typing import Any
 
 import ml_collections
 
+from metaunlab.errors import ConfigError
 from metaunlab.parallel import is_primary
 
 
@@ -61,7 +62,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
         changed = sorted(_differences(old, new))
         changed = [c for c in changed if not _is_resumable(c)]
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"--workdir={workdir} holds a run with a different config ({', '.join(changed)} "
                 "changed); use a new --workdir, or the same config to resume.")
     write_json_atomic(path, new)
@@ -70,7 +71,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; --workdir must be a directory written "
+        raise ConfigError(f"{path} does not exist; --workdir must be a directory written "
                                 "by a metaunlab training run.")
     return ml_collections.ConfigDict(read_json(path))
 

@@ -14,6 +14,7 @@ import pytest
 
 from metaunlab import backbones
 from metaunlab.backbones import Conv4, ResNet12, WideResNet, compute_dtype, get_backbone
+from metaunlab.errors import ConfigError
 
 
 def _abstract_init(model, shape):
@@ -303,3 +304,38 @@ def test_unknown_dtype_is_one_clear_sentence():
     with pytest.raises(ValueError, match=r"--config.metatrain.backbone_dtype='fp8' is not a "
                                          r"supported dtype; use float32 or bfloat16\."):
         compute_dtype("fp8", "--config.metatrain.backbone_dtype")
+
+
+def tiny_factory(image_size, remat):
+    """A user's backbone factory, named from a config as tests.test_backbones:tiny_factory."""
+    del remat
+    return Conv4(width=4), 4 * (image_size // 16) ** 2
+
+
+def test_a_registered_or_importable_factory_builds_the_backbone():
+    module, dim = get_backbone("tests.test_backbones:tiny_factory", 32)
+    assert isinstance(module, Conv4) and module.width == 4 and dim == 16
+    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), train=False)
+    assert module.apply(variables, jnp.zeros((2, 32, 32, 1)), train=False).shape == (2, dim)
+    backbones.register_backbone("tiny_for_test", tiny_factory)
+    try:
+        assert get_backbone("tiny_for_test", 16)[1] == 4
+        with pytest.raises(ConfigError, match="already registered"):
+            backbones.register_backbone("tiny_for_test", tiny_factory)
+    finally:
+        del backbones.BACKBONES["tiny_for_test"]
+
+
+def test_bad_backbone_names_are_one_clear_sentence():
+    with pytest.raises(ConfigError, match=r"Unknown backbone 'vgg'.*package\.module:factory"):
+        get_backbone("vgg", 32)
+    with pytest.raises(ConfigError, match="module 'no_such_package' cannot be imported"):
+        get_backbone("no_such_package:net", 32)
+    with pytest.raises(ConfigError, match="has no callable 'nothing'"):
+        get_backbone("tests.test_backbones:nothing", 32)
+    with pytest.raises(ConfigError, match=r"returns \(Flax module, feature dimension\)"):
+        get_backbone("tests.test_backbones:_not_a_module", 32)
+
+
+def _not_a_module(image_size, remat):
+    return "conv", 10

@@ -248,3 +248,115 @@ def test_auto_source_is_faithful_when_meta_training_augments(few_characters, tmp
         config, backbone, backbone.variables, splits.train.images, transform, str(tmp_path))
     assert mode == "images" and source is splits.train.images
     assert train_transform == augment.OMNIGLOT_SHIFT and feature_fn == backbone.features
+
+
+def _class_images(archive_dir, count, per_class):
+    """{character: [(archive name, bytes)] * per_class} for `count` characters."""
+    with zipfile.ZipFile(archive_dir / "images_background.zip") as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+        by_class = {}
+        for name in names:
+            by_class.setdefault(os.path.dirname(name), []).append(name)
+        chosen = sorted(by_class)[:count]
+        return {c: [(n, archive.read(n)) for n in by_class[c][:per_class]] for c in chosen}
+
+
+def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
+        omniglot_run, few_characters, tmp_path, run_evaluate_cli):
+    import csv
+
+    workdir, _ = omniglot_run
+    images = _class_images(few_characters, 5, 20)
+    support, queries, image_root = tmp_path / "support", tmp_path / "queries", tmp_path / "all"
+    truth, record = {}, {"Support": [], "Query": []}
+    for c, files in images.items():
+        label = c.replace("/", "_")
+        (support / label).mkdir(parents=True)
+        (support / label / "s.png").write_bytes(files[0][1])
+        queries.mkdir(exist_ok=True)
+        for i, (_, data) in enumerate(files[1:5]):
+            (queries / f"{label}_{i}.png").write_bytes(data)
+            truth[f"{label}_{i}.png"] = label
+        for name, data in files[:5]:  # the same episode as a reference-format file
+            (image_root / name).parent.mkdir(parents=True, exist_ok=True)
+            (image_root / name).write_bytes(data)
+        record["Support"].append([files[0][0]])
+        record["Query"].append([n for n, _ in files[1:5]])
+    out = tmp_path / "predictions.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.predict", f"--workdir={workdir}",
+         f"--support_dir={support}", f"--query_dir={queries}", f"--output={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 20
+    accuracy = {key: 100.0 * np.mean([truth[os.path.basename(r["path"])] == r[key]
+                                      for r in rows]) for key in ("label", "label_k0")}
+    written = run_evaluate_cli(workdir, [record], image_root, tmp_path)
+    # evaluate counts in float32 (60.0000038 for 12 of 20): equal up to its rounding.
+    assert written["methods"]["sib"]["accuracy"] == pytest.approx(accuracy["label"], abs=1e-4)
+    assert written["methods"]["k0"]["accuracy"] == pytest.approx(accuracy["label_k0"], abs=1e-4)
+
+    # 95 queries, more than the 75 of meta-training: two transductive chunks, every query
+    # predicted, through the library call.
+    for c, files in images.items():
+        for i, (_, data) in enumerate(files[5:]):
+            (queries / f"{c.replace('/', '_')}_more{i}.png").write_bytes(data)
+    predictions = TrainedModel.load(str(workdir)).predict_folders(str(support), str(queries))
+    assert len(predictions.paths) == 95 and predictions.probabilities.shape == (95, 5)
+    np.testing.assert_allclose(predictions.probabilities.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(predictions.k0_probabilities.sum(1), 1.0, atol=1e-5)
+
+
+def test_predict_refuses_a_way_count_with_no_trained_head(omniglot_run, few_characters,
+                                                          tmp_path):
+    from metaunlab.errors import ConfigError
+
+    workdir, _ = omniglot_run
+    for c, files in _class_images(few_characters, 3, 2).items():
+        (tmp_path / "s" / c.replace("/", "_")).mkdir(parents=True)
+        (tmp_path / "s" / c.replace("/", "_") / "a.png").write_bytes(files[0][1])
+        (tmp_path / "q").mkdir(exist_ok=True)
+        (tmp_path / "q" / f"{c.replace('/', '_')}.png").write_bytes(files[1][1])
+    with pytest.raises(ConfigError, match=r"has 3 classes, but .* has SIB heads only for "
+                                          r"5way_1shot; .* in a new work dir"):
+        TrainedModel.load(str(workdir)).predict_folders(str(tmp_path / "s"), str(tmp_path / "q"))
+
+
+def _write_features(path, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for offset, split in ((0, "train"), (20, "val"), (40, "test")):
+        classes = 10 if split == "train" else 6
+        centres = rng.normal(size=(classes, dim)) * 3
+        labels = np.repeat(np.arange(classes), 20)
+        arrays[f"{split}_features"] = np.abs(centres[labels] + rng.normal(size=(len(labels), dim)))
+        arrays[f"{split}_labels"] = labels + offset
+    np.savez(path, **arrays)
+
+
+def test_a_features_file_meta_trains_evaluates_and_compares(tmp_path):
+    from experiments.configs.features import get_config as features_config
+    from experiments.tools.compare import run_compare
+    from metaunlab.errors import ConfigError
+
+    _write_features(tmp_path / "feats.npz")
+    config = _tiny(features_config(), tmp_path / "feats.npz")
+    results = train_and_evaluate(config, str(tmp_path / "w"))
+    assert results["metatrain_source"] == "features_file"
+    assert not (tmp_path / "w" / "pretrain").exists()  # no backbone, nothing pretrained
+    entry = results["settings"]["5way_1shot"]["methods"]
+    assert entry["sib"]["accuracy"] > 50.0 and entry["k0"]["accuracy"] > 50.0
+    out = run_compare(str(tmp_path / "w"), num_episodes=6, shots=(1,),
+                      methods=["protonet_cosine", "pt_map"], sib_steps=(0, 3), progress=False)
+    methods = out["settings"]["5way_1shot"]["methods"]
+    assert list(methods) == ["protonet_cosine", "pt_map", "sib_k0", "sib_k3"]
+    assert out["base_mean_images"] == 200
+    model = TrainedModel.load(str(tmp_path / "w"))
+    feats, labels = model.split_features("test")
+    assert feats.shape == (120, 16) and labels.max() == 5
+    with pytest.raises(ConfigError, match="has no backbone to embed images"):
+        model.embed_files(["x.png"])
+    config.data.root = ""
+    with pytest.raises(ConfigError, match="name it with --data_dir"):
+        train_and_evaluate(config, str(tmp_path / "w2"))

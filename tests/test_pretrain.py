@@ -12,8 +12,6 @@ from metaunlab.data import augment
 
 
 def test_pretrain_step_compiles_once_and_learns():
-    from metaunlab import pretrain
-
     module = Conv4()
     backbone = init_backbone(module, 64, (16, 16, 1), seed=0)
     optimizer = optim.sgd_nesterov(0.05)
@@ -25,11 +23,30 @@ def test_pretrain_step_compiles_once_and_learns():
     images = (np.eye(4)[labels][:, :, None, None] * 255 * np.ones((1, 1, 16, 4))).reshape(
         32, 16, 16, 1).astype(np.uint8)  # each class lights up its own band of columns
     losses = []
+    accuracies = []
     for _ in range(6):
         state, metrics = step(state, images, labels)
         losses.append(float(metrics["loss"]))
+        accuracies.append(float(metrics["accuracy"]))
     assert step._cache_size() == 1
     assert losses[-1] < losses[0]
+    # Accuracy in percent, like every accuracy the project reports (batch of 32: 1/32 steps).
+    assert all(0.0 <= a <= 100.0 for a in accuracies) and max(accuracies) > 1.0
+    assert all(abs(a * 32 / 100 - round(a * 32 / 100)) < 1e-4 for a in accuracies)
+
+
+def test_no_pretraining_and_no_checkpoint_is_a_config_error(tmp_path):
+    import ml_collections
+
+    from metaunlab.errors import ConfigError
+
+    module = Conv4(width=4)
+    backbone = init_backbone(module, 4, (16, 16, 1), seed=0)
+    config = ml_collections.ConfigDict({"epochs": 0})
+    with pytest.raises(ConfigError, match=r"--config\.pretrain\.epochs=0 needs a pretrained "
+                                          r"backbone in .*pretrain/best"):
+        pretrain.pretrain(config, backbone, None, None, None, augment.OMNIGLOT, str(tmp_path),
+                          None)
 
 
 def test_bfloat16_pretraining_keeps_float32_state_and_a_close_loss(conv4_images):

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from metaunlab.errors import ConfigError
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -98,7 +100,7 @@ def published_config(dataset: str, image_size: int, variant: str) -> ml_collecti
     """The SIB paper's WRN-28-10 setting for `dataset`, 5-way `variant` ("1shot"/"5shot")."""
     shots = {"1shot": 1, "5shot": 5}
     if variant not in shots:
-        raise ValueError(f"--config variant {variant!r} is not one of {sorted(shots)}.")
+        raise ConfigError(f"--config variant {variant!r} is not one of {sorted(shots)}.")
     c = base_config()
     c.backbone = "wrn28_10"
     c.settings = f"5way_{shots[variant]}shot"

@@ -30,11 +30,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from experiments.tools.plotting import pyplot
 from metaunlab import evaluation
 from metaunlab.data.episode_files import read_episode_file
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
-from metaunlab.data.sources import load_dataset_splits
+from metaunlab.errors import ConfigError
 from metaunlab.methods import METHODS, Method, sib_method
 from metaunlab.results import methods_table
 from metaunlab.trained_model import TrainedModel, setting_name
@@ -60,7 +61,7 @@ def method_order(names: Sequence[str] | None = None) -> list[Method]:
     names = list(DEFAULT_METHODS) if names is None else list(names)
     unknown = [n for n in names if n not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: "
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; known: "
                          f"{', '.join(DEFAULT_METHODS)}")
     return [METHODS[n] for n in names]
 
@@ -96,15 +97,6 @@ def _trained_ways(settings: Sequence[str]) -> list[int]:
     return sorted(ways)
 
 
-def _base_mean(model: TrainedModel, images: np.ndarray, max_images: int,
-               seed: int) -> tuple[np.ndarray, int]:
-    if len(images) > max_images:
-        rows = np.sort(np.random.default_rng(seed).choice(len(images), max_images,
-                                                          replace=False))
-        images = images[rows]
-    return model.embed(images).mean(axis=0), len(images)
-
-
 def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: str | None = None,
                 num_episodes: int = 500, seed: int | None = None, n_query: int = 15,
                 shots: Sequence[int] = (1, 5), methods: Sequence[str] | None = None,
@@ -112,9 +104,11 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                 chunk: int = 100, write: bool = True, progress: bool = True) -> dict:
     """Evaluate every method on the same episodes; write compare.md/.png and results.json."""
     if (episodes_file is None) != (image_root is None):
-        raise ValueError("--episodes and --image_root go together; give both or neither.")
+        raise ConfigError("--episodes and --image_root go together; give both or neither.")
     if num_episodes < 1:
-        raise ValueError(f"--num_episodes must be positive, got {num_episodes}.")
+        raise ConfigError(f"--num_episodes must be positive, got {num_episodes}.")
+    if write:
+        pyplot()  # matplotlib is there, before anything is computed
     started = time.time()
     model = TrainedModel.load(workdir)
     config = model.config
@@ -124,29 +118,23 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
     if episodes_file is not None:  # check the file before the (slow) dataset load
         episode_file = read_episode_file(episodes_file, image_root)
     try:
-        splits, _ = load_dataset_splits(config.data)
-    except (DataError, FileNotFoundError, ValueError):
+        train_feats, _ = model.split_features("train", max_rows=MAX_BASE_IMAGES, seed=seed)
+        base_mean, base_images = train_feats.mean(axis=0), len(train_feats)
+    except (DataError, ConfigError):
         if episodes_file is None:
             raise
-        splits = None  # an episode file can be evaluated without the training data
-
-    if splits is not None:
-        base_mean, base_images = _base_mean(model, splits["train"].images, MAX_BASE_IMAGES,
-                                            seed)
-    else:
-        base_mean, base_images = None, 0
+        base_mean, base_images = None, 0  # an episode file needs no training data
 
     if episodes_file is None:
-        test = splits["test"]
-        feats = model.embed(test.images, desc="embed test" if progress else None)
+        feats, test_labels = model.split_features("test")
         ways = _trained_ways(model.trained_settings())
         if not ways:
-            raise ValueError(f"{workdir} has no meta-trained SIB head; train one first.")
+            raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
         episode_sets = []
         for n_way in ways:
             for n_shot in shots:
                 shape = EpisodeShape(n_way, n_shot, n_query)
-                sampler = EpisodeSampler(test, shape, seed=seed, split_name="test")
+                sampler = EpisodeSampler(test_labels, shape, seed=seed, split_name="test")
                 episode_sets.append(EpisodeSet(setting_name(shape.n_way, shape.n_shot), shape,
                                                sampler.sample(0, num_episodes)))
         source = {"kind": "random", "split": "test", "seed": int(seed),
@@ -283,11 +271,7 @@ def format_markdown(results: dict) -> str:
 
 
 def plot_comparison(results: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     settings = setting_names(results)
     cols = min(2, len(settings))
     rows = -(-len(settings) // cols)

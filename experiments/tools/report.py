@@ -11,8 +11,7 @@
 * `report.md`: links them with the run's config, results.json and, when present, the
   method comparison of `experiments.compare`.
 
-Units: the training records of metrics.jsonl hold accuracy as a fraction of the batch,
-the validation records as a percentage; the plots show both in percent.
+Units: every accuracy of metrics.jsonl, training batch or validation, is a percentage.
 """
 
 from __future__ import annotations
@@ -24,9 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from experiments.tools.compare import method_names, setting_names
+from experiments.tools.plotting import pyplot
 from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
-from metaunlab.data.sources import load_dataset_splits
+from metaunlab.errors import ConfigError
 from metaunlab.methods import sib_method
 from metaunlab.metrics import read_metrics
 from metaunlab.pipeline import parse_settings
@@ -38,15 +38,6 @@ REPORT_STEPS = (0, 1, 2, 3, 5, 8)
 CURVES = "report_curves.png"
 ACCURACY_VS_K = "report_accuracy_vs_k.png"
 HISTOGRAM = "report_episode_hist.png"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # ---- learning curves -------------------------------------------------------------------------
@@ -70,13 +61,13 @@ def learning_curves(records: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]
         elif "loss" in record:
             curves["step"].append(record["step"])
             curves["loss"].append(record["loss"])
-            curves["accuracy"].append(100.0 * record.get("accuracy", np.nan))
+            curves["accuracy"].append(record.get("accuracy", np.nan))
     return {name: {k: np.asarray(v, np.float64) for k, v in curves.items()}
             for name, curves in phases.items()}
 
 
 def plot_learning_curves(curves: dict[str, dict[str, np.ndarray]], path: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(len(curves), 1)
     fig, axes = plt.subplots(rows, 2, figsize=(11, 2.8 * rows), squeeze=False)
     if not curves:
@@ -130,7 +121,7 @@ def accuracy_against_k(model, test_feats: np.ndarray, test_labels: np.ndarray,
 
 
 def plot_accuracy_vs_k(results: dict[str, dict], trained_k: int, path: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, r in results.items():
         acc, ci = np.asarray(r["accuracy"]), np.asarray(r["ci95"])
@@ -149,7 +140,7 @@ def plot_accuracy_vs_k(results: dict[str, dict], trained_k: int, path: str) -> N
 
 
 def plot_episode_histograms(results: dict[str, dict], trained_k: int, path: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(results)
     cols = max(len(names), 1)
     fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 6), squeeze=False)
@@ -259,11 +250,12 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
     """
     from tqdm.auto import tqdm
 
+    pyplot()  # matplotlib is there, before anything is computed
     out_dir = output_dir or workdir
     os.makedirs(out_dir, exist_ok=True)
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{config_path} does not exist; --workdir must be a directory "
+        raise ConfigError(f"{config_path} does not exist; --workdir must be a directory "
                                 "written by a metaunlab training run.")
     config = read_json(config_path)
     results_path = os.path.join(workdir, "results.json")
@@ -280,11 +272,10 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
                if setting_name(*s) in model.trained_settings()]
     k_results: dict[str, dict] = {}
     if trained:
-        test = load_dataset_splits(model.config.data)[0]["test"]
-        feats = model.embed(test.images, desc="embed test" if progress else None)
+        feats, test_labels = model.split_features("test")
         if progress:
             tqdm.write(f"report: accuracy against K on {num_episodes} episodes per setting")
-        k_results = accuracy_against_k(model, feats, test.labels, trained, steps=steps,
+        k_results = accuracy_against_k(model, feats, test_labels, trained, steps=steps,
                                        num_episodes=num_episodes,
                                        n_query=int(model.config.test.n_query),
                                        seed=int(model.config.test.seed),

@@ -55,6 +55,7 @@ from metaunlab.data.image_ops import (
     to_float,
     unflatten,
 )
+from metaunlab.errors import ConfigError
 
 Array = jax.Array
 
@@ -348,4 +349,4 @@ def preset(name: str) -> ImageTransform:
     for key, transform in PRESETS.items():
         if _canonical(key) == _canonical(name):
             return transform
-    raise ValueError(f"unknown image transform preset {name!r}; valid names: {sorted(PRESETS)}")
+    raise ConfigError(f"unknown image transform preset {name!r}; valid names: {sorted(PRESETS)}")

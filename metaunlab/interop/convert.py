@@ -19,7 +19,7 @@ Conventions:
   the Flax order and ``sib_to_torch(..., arch="conv4")`` permutes it back. For WRN-28-10 the
   features are globally average-pooled channels, in the same order in both frameworks.
 
-Unknown, missing or mis-shaped keys raise one ``ValueError`` that lists all of them.
+Unknown, missing or mis-shaped keys raise one ``DataError`` that lists all of them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from metaunlab.data.errors import DataError
 from metaunlab.interop.layouts import (
     ARCHS,
     CONV4_WIDTH,
@@ -86,7 +87,7 @@ def _raise_mismatch(what: str, unknown: list[str], missing: list[str],
     if misshaped:
         parts.append(_listing("mis-shaped key(s)", misshaped))
     if parts:
-        raise ValueError(f"{what}: {'; '.join(parts)}.{hint}")
+        raise DataError(f"{what}: {'; '.join(parts)}.{hint}")
 
 
 def _hint(keys: list[str], layout: list[Entry], name: str) -> str:
@@ -102,7 +103,7 @@ def _hint(keys: list[str], layout: list[Entry], name: str) -> str:
 def _convert_from_torch(state_dict: Mapping[str, Any], layout: list[Entry],
                         name: str) -> dict[str, Any]:
     if not isinstance(state_dict, Mapping):
-        raise ValueError(f"a {name} state dict must be a mapping of names to arrays, "
+        raise DataError(f"a {name} state dict must be a mapping of names to arrays, "
                          f"got {type(state_dict).__name__}.")
     by_key = {e.torch_key: e for e in layout}
     keys = [str(k) for k in state_dict]
@@ -141,7 +142,7 @@ def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[st
 
 def _convert_to_torch(tree: Any, layout: list[Entry], name: str) -> OrderedDict[str, Any]:
     if not isinstance(tree, Mapping):
-        raise ValueError(f"{name} variables must be a nested mapping, got {type(tree).__name__}.")
+        raise DataError(f"{name} variables must be a nested mapping, got {type(tree).__name__}.")
     by_path = {e.flax_path: e for e in layout if e.flax_path is not None}
     leaves = dict(_flatten(tree))
     unknown = ["/".join(p) for p in leaves if p not in by_path]
@@ -248,7 +249,7 @@ def sib_from_torch(state_dict: Mapping[str, Any], arch: str | None = None) -> di
     running averages of phi's BatchNorm layers are ignored (SIB never uses them).
     """
     if not isinstance(state_dict, Mapping):
-        raise ValueError("a SIB state dict must be a mapping of names to arrays, "
+        raise DataError("a SIB state dict must be a mapping of names to arrays, "
                          f"got {type(state_dict).__name__}.")
     n_way, feat_dim = _sib_dims(state_dict)
     params = _convert_from_torch(state_dict, sib_layout(n_way, feat_dim), "SIB (ClassifierSIB)")
@@ -266,7 +267,7 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
         n_way = int(np.shape(params["grad_net"]["dense1"]["kernel"])[0])
         feat_dim = int(np.shape(params["init"]["w"])[0])
     except (KeyError, TypeError, IndexError) as error:
-        raise ValueError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
+        raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
     out = _convert_to_torch(params, sib_layout(n_way, feat_dim), "SIB head")
     if arch is not None and canonical_arch(arch) == "conv4":
@@ -298,13 +299,13 @@ def split_checkpoint(obj: Any) -> tuple[Mapping[str, Any], Mapping[str, Any] | N
     if isinstance(obj, Mapping) and "netFeat" in obj and "SIB" in obj:
         feat, head = obj["netFeat"], obj["SIB"]
         if not (_is_state_dict(feat) and _is_state_dict(head)):
-            raise ValueError("the checkpoint has 'netFeat' and 'SIB' entries, but they are not "
+            raise DataError("the checkpoint has 'netFeat' and 'SIB' entries, but they are not "
                              "both state dicts (name -> tensor).")
         meta = {"lr": obj.get("lr"), "nbStep": obj.get("nbStep")}
         return feat, head, meta
     if _is_state_dict(obj):
         return obj, None, {"lr": None, "nbStep": None}
     keys = ", ".join(sorted(map(str, obj)))[:200] if isinstance(obj, Mapping) else ""
-    raise ValueError("the checkpoint is neither a backbone state dict (name -> tensor) nor a "
+    raise DataError("the checkpoint is neither a backbone state dict (name -> tensor) nor a "
                      "SIB checkpoint with 'netFeat' and 'SIB' entries (it holds a "
                      f"{type(obj).__name__}{' with keys ' + keys if keys else ''}).")

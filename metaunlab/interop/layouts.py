@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from metaunlab.errors import ConfigError
+
 ARCHS = ("conv4", "wrn28_10")
 # The reference's own architecture names are accepted too.
 _ARCH_ALIASES = {"convnet_4_64": "conv4", "conv4": "conv4", "wrn_28_10": "wrn28_10",
@@ -43,7 +45,7 @@ def canonical_arch(arch: str) -> str:
     """``"conv4"`` or ``"wrn28_10"`` for this package's or the reference's name of a backbone."""
     name = _ARCH_ALIASES.get(str(arch).lower())
     if name is None:
-        raise ValueError(f"unknown architecture {arch!r}; the reference checkpoints are "
+        raise ConfigError(f"unknown architecture {arch!r}; the reference checkpoints are "
                          f"{' or '.join(ARCHS)} (also spelled ConvNet_4_64, WRN_28_10).")
     return name
 

@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from metaunlab.data.errors import DataError
+
 __all__ = ["PthError", "UnsafePickleError", "load_pth"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-class PthError(ValueError):
+class PthError(DataError):
     """A file that is not a readable PyTorch checkpoint."""
 
 
@@ -339,13 +341,13 @@ def load_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> Any:
 
     ``use_torch``: None (default) uses ``torch.load(..., weights_only=True)`` when torch is
     importable and the torch-free reader otherwise; True requires torch; False always uses
-    the torch-free reader. Raises ``FileNotFoundError`` for a missing file,
+    the torch-free reader. Raises ``PthError`` (a ``DataError``) for a missing file,
     :class:`UnsafePickleError` for a pickle that asks for anything but tensors and plain
-    containers, :class:`PthError` (a ``ValueError``) for anything else unreadable.
+    containers, and :class:`PthError` for anything else unreadable.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist (or is not a file).")
+        raise PthError(f"{path} does not exist (or is not a file); check the --checkpoint path.")
     torch = _import_torch() if use_torch is not False else None
     if use_torch and torch is None:
         raise PthError("use_torch=True but torch is not installed; use use_torch=False.")

@@ -35,6 +35,8 @@ from metaunlab import metatrain
 from metaunlab.backbones import get_backbone
 from metaunlab.checkpoints import Checkpointer
 from metaunlab.data import augment
+from metaunlab.data.errors import DataError
+from metaunlab.errors import ConfigError
 from metaunlab.interop.convert import (
     backbone_from_torch,
     canonical_arch,
@@ -49,7 +51,7 @@ def _workdir_is_free(workdir: str) -> None:
     for sub in ("pretrain", "metatrain"):
         path = os.path.join(workdir, sub)
         if os.path.isdir(path) and os.listdir(path):
-            raise ValueError(f"--workdir={workdir} already holds a model ({path} is not empty); "
+            raise ConfigError(f"--workdir={workdir} already holds a model ({path} is not empty); "
                              "import into a new work directory.")
 
 
@@ -63,7 +65,7 @@ def _check_fits(arch: str, size: int, variables: Any) -> int:
     if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(got) or any(
             a.shape != b.shape for a, b in zip(jax.tree_util.tree_leaves(expected),
                                                jax.tree_util.tree_leaves(got), strict=True)):
-        raise ValueError(f"the converted {arch} weights do not fit this package's {arch} for "
+        raise DataError(f"the converted {arch} weights do not fit this package's {arch} for "
                          f"{size} px inputs (3 input channels).")
     return feat_dim
 
@@ -71,9 +73,9 @@ def _check_fits(arch: str, size: int, variables: Any) -> int:
 def _sib_schedule(meta: dict[str, Any]) -> tuple[int, float]:
     steps, lr = meta["nbStep"], meta["lr"]
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"the checkpoint's nbStep is {steps!r}, not a number of steps.")
+        raise DataError(f"the checkpoint's nbStep is {steps!r}, not a number of steps.")
     if not isinstance(lr, int | float) or isinstance(lr, bool):
-        raise ValueError(f"the checkpoint's lr is {lr!r}, not a step size.")
+        raise DataError(f"the checkpoint's lr is {lr!r}, not a step size.")
     return steps, float(lr)
 
 
@@ -83,14 +85,15 @@ def import_checkpoint(checkpoint: str, arch: str, config: ml_collections.ConfigD
     """Write the work directory described in the module docstring; returns a summary dict.
 
     `config` is the experiment config of the checkpoint's dataset (its `data.image_size` is
-    the stored image size). Raises FileNotFoundError or ValueError (one sentence) for
+    the stored image size). Raises ConfigError or DataError (one sentence) for
     anything a user can get wrong.
     """
     arch = canonical_arch(arch)
     if shot < 1:
-        raise ValueError(f"--shot must be at least 1, got {shot}.")
+        raise ConfigError(f"--shot must be at least 1, got {shot}.")
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"--checkpoint={checkpoint} does not exist.")
+        raise ConfigError(f"--checkpoint={checkpoint} does not exist; give the path of a "
+                          ".pth file.")
     _workdir_is_free(workdir)
     feat_sd, sib_sd, meta = split_checkpoint(load_pth(checkpoint, use_torch=use_torch))
 
@@ -111,7 +114,7 @@ def import_checkpoint(checkpoint: str, arch: str, config: ml_collections.ConfigD
         n_way, head_dim = (params["grad_net"]["dense1"]["kernel"].shape[0],
                            params["init"]["w"].shape[0])
         if head_dim != feat_dim:
-            raise ValueError(f"the SIB head takes {head_dim} features but the {arch} backbone "
+            raise DataError(f"the SIB head takes {head_dim} features but the {arch} backbone "
                              f"gives {feat_dim} on {dataset} ({size} px inputs); check --arch "
                              "and --dataset.")
         steps, lr = _sib_schedule(meta)

@@ -136,7 +136,8 @@ def test_too_small_splits_fail_before_training(tmp_path):
     config.pretrain.val_n_way = 2
     with pytest.raises(DataError, match=r"class 'owl' .* in split 'val' has 3 images but "
                                         r"n_shot=1 \+ n_query=15 needs 16"):
-        check_shapes_before_training(config, load_splits(config.data))
+        splits = load_splits(config.data)
+        check_shapes_before_training(config, splits.train, splits.val, splits.test)
     config.settings, config.pretrain.val_n_way = "5way_1shot", 5  # more than val holds
     with pytest.raises(DataError, match=r"split 'val' has 2 classes but n_way=5"):
         train_and_evaluate(config, str(tmp_path / "w"))

@@ -115,5 +115,5 @@ def test_not_a_checkpoint(tmp_path):
     plain.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(PthError, match="not a PyTorch checkpoint"):
         load_pth(plain, use_torch=False)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(PthError, match="does not exist"):
         load_pth(tmp_path / "missing.pth", use_torch=False)

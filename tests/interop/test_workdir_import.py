@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from metaunlab.errors import ConfigError
 from metaunlab.interop import backbone_from_torch, load_pth, sib_from_torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def test_import_errors_are_one_sentence_with_exit_code_2(tmp_path, zip_pth):
     for args, error, message in (
             ((str(neither), "resnet50", "miniimagenet"), ValueError, "unknown architecture"),
             ((str(neither), "wrn28_10", "omniglot"), ValueError, "unknown --dataset"),
-            ((str(tmp_path / "nope.pth"), "wrn28_10", "miniimagenet"), FileNotFoundError,
+            ((str(tmp_path / "nope.pth"), "wrn28_10", "miniimagenet"), ConfigError,
              "does not exist")):
         with pytest.raises(error, match=message):
             import_checkpoint(*args, workdir)

@@ -71,6 +71,7 @@ from experiments.tools.benchmark.prepare import (
 )
 from experiments.tools.benchmark.timing import Timing, environment, time_interleaved
 from experiments.tools.benchmark.torch_step import prepare_torch_sib_step
+from metaunlab.errors import ConfigError
 
 __all__ = ["REFERENCE_CONV4_STEP_S", "REFERENCE_SIB_STEP_S", "REFERENCE_SOURCE",
            "environment", "format_table", "run", "summary"]
@@ -154,7 +155,8 @@ def run(mode: str = "quick", *, only: Iterable[str] | None = None, with_torch: b
     only = set(only or ())
     unknown = only - set(PREPARERS)
     if unknown:
-        raise ValueError(f"unknown case names {sorted(unknown)}; known: {sorted(PREPARERS)}")
+        raise ConfigError(f"--only names unknown cases {sorted(unknown)}; use some of "
+                          f"{sorted(PREPARERS)}.")
     cases = [c for c in cases if (not only or c.name in only)
              and (with_torch or c.name != "torch_sib_step")]
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))

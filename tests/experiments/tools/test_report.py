@@ -7,9 +7,9 @@ from experiments.tools.report import learning_curves
 
 
 def test_learning_curves_put_training_and_validation_in_percent():
-    records = [{"phase": "pretrain", "step": 1, "loss": 2.0, "accuracy": 0.25},
+    records = [{"phase": "pretrain", "step": 1, "loss": 2.0, "accuracy": 25.0},
                {"phase": "pretrain_val", "step": 1, "accuracy": 40.0},
-               {"phase": "metatrain_5way_1shot", "step": 5, "loss": 1.0, "accuracy": 0.5},
+               {"phase": "metatrain_5way_1shot", "step": 5, "loss": 1.0, "accuracy": 50.0},
                {"phase": "test_5way_1shot", "step": 5, "sib": 50.0}]
     curves = learning_curves(records)
     assert list(curves) == ["pretrain", "metatrain_5way_1shot"]

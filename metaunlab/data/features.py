@@ -1,0 +1,87 @@
+"""Bring your own features: one `.npz` file in place of images and a backbone.
+
+`--config.data.format=features --config.data.root=FILE.npz` meta-trains, evaluates and
+compares SIB and every baseline on features computed elsewhere. The file holds, for each
+split of `train`, `val` and `test`:
+
+    <split>_features  (N, D) float    one row per example, the same D for every split
+    <split>_labels    (N,)   int      class ids; each split's classes are its own
+
+written for instance with `np.savez("feats.npz", train_features=..., train_labels=..., ...)`.
+The classes of the three splits should be disjoint (few-shot evaluation on classes seen in
+meta-training measures memory, not learning); the labels are re-numbered 0..k-1 per split in
+the order of their first value, as the image datasets are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import numpy as np
+
+from metaunlab.data.errors import DataError
+
+SPLITS = ("train", "val", "test")
+FEATURES_FORMAT = "features"  # the value of config.data.format that reads a features file
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FeatureSplit:
+    """The features (N, D) float32 and labels (N,) int32 in 0..k-1 of one split."""
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_feature_file(path: str | os.PathLike) -> dict[str, FeatureSplit]:
+    """`{"train", "val", "test"} -> FeatureSplit` from a features `.npz` (module docstring)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"features file {path!r} does not exist; point --config.data.root at a "
+                        ".npz with train/val/test _features and _labels arrays.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"features file {path} is not a readable .npz ({error}); write it with "
+                        "numpy.savez.") from None
+    splits, dim = {}, None
+    for split in SPLITS:
+        names = (f"{split}_features", f"{split}_labels")
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise DataError(f"features file {path} has no {missing[0]!r} (it holds "
+                            f"{sorted(arrays)}); it needs {', '.join(_all_names())}.")
+        feats, labels = arrays[names[0]], arrays[names[1]]
+        if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating) or not len(feats):
+            raise DataError(f"{names[0]} in {path} must be a non-empty (N, D) float array, got "
+                            f"{feats.dtype} of shape {feats.shape}.")
+        if labels.shape != (len(feats),) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{names[1]} in {path} must be {len(feats)} integers, one per row "
+                            f"of {names[0]}, got {labels.dtype} of shape {labels.shape}.")
+        if dim is not None and feats.shape[1] != dim:
+            raise DataError(f"{names[0]} in {path} has {feats.shape[1]} features per row where "
+                            f"train has {dim}; every split needs the same feature dimension.")
+        if not np.all(np.isfinite(feats)):
+            raise DataError(f"{names[0]} in {path} holds NaN or infinite values; recompute "
+                            "those features.")
+        dim = feats.shape[1]
+        _, first = np.unique(labels, return_index=True)
+        order = labels[np.sort(first)]  # classes in the order they first appear
+        index = {int(c): i for i, c in enumerate(order)}
+        relabelled = np.fromiter((index[int(c)] for c in labels), np.int32, len(labels))
+        splits[split] = FeatureSplit(np.asarray(feats, np.float32), relabelled)
+    return splits
+
+
+def _all_names() -> list[str]:
+    return [f"{s}_{kind}" for s in SPLITS for kind in ("features", "labels")]

@@ -1,0 +1,121 @@
+"""Labelling unlabeled images with a trained work dir: folders in, a CSV of predictions out.
+
+    model = metaunlab.TrainedModel.load("workdirs/omniglot")
+    predictions = model.predict_folders("support/", "queries/")
+    predictions.to_csv("predictions.csv")
+
+The support folder holds one folder per class (the folder name is the label), with any
+number of images each; the query folder holds the unlabeled images, flat. The query set is
+transductive: SIB's synthetic-gradient network normalises with the statistics of the queries
+it refines on. Meta-training shows it query sets of n_way * n_query images, so a larger set
+is split into ceil(Q / (n_way * n_query)) chunks of nearly equal size, in a seeded random
+order (so that no chunk is, say, the images of one class that happen to sort together); each
+chunk is one episode with the whole support set. K = 0 (the initialization network alone,
+which ignores the other queries) is predicted beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from metaunlab.data.errors import DataError
+from metaunlab.data.folders import IMAGE_SUFFIXES
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Per query image: SIB's label and probabilities over `classes`, and K = 0's.
+
+    paths: the query files; classes: the class names (support folder names), in the order
+    of the probability columns; probabilities, k0_probabilities: (Q, N) arrays.
+    """
+
+    paths: list[str]
+    classes: list[str]
+    probabilities: np.ndarray
+    k0_probabilities: np.ndarray
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+
+    @property
+    def k0_labels(self) -> list[str]:
+        return [self.classes[i] for i in self.k0_probabilities.argmax(axis=1)]
+
+    def to_csv(self, path: str | os.PathLike, *, class_columns: bool = False) -> None:
+        """`path,label,probability,label_k0,probability_k0` per query (probability: of the
+        label), with `class_columns` also `p_<class>`: SIB's probability of each class."""
+        header = ["path", "label", "probability", "label_k0", "probability_k0"]
+        if class_columns:
+            header += [f"p_{name}" for name in self.classes]
+        partial = f"{os.fspath(path)}.partial"
+        with open(partial, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for i, query in enumerate(self.paths):
+                sib, k0 = self.probabilities[i], self.k0_probabilities[i]
+                row = [query, self.classes[sib.argmax()], f"{sib.max():.6f}",
+                       self.classes[k0.argmax()], f"{k0.max():.6f}"]
+                if class_columns:
+                    row += [f"{p:.6f}" for p in sib]
+                writer.writerow(row)
+        os.replace(partial, path)
+
+
+def _images_in(folder: Path, what: str) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for file in files:
+        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{file} is not a {'/'.join(IMAGE_SUFFIXES)} image; the {what} "
+                            "may hold only images, so move or delete it.")
+    if not files:
+        raise DataError(f"{what} {folder} holds no images; add some.")
+    return files
+
+
+def support_images(support_dir: str | os.PathLike) -> tuple[list[str], list[Path], np.ndarray]:
+    """(class names, image files, labels (n,) int32) of a folder of class folders."""
+    root = Path(support_dir)
+    if not root.is_dir():
+        raise DataError(f"support folder {root} does not exist; give --support_dir a folder "
+                        "with one folder of images per class.")
+    class_dirs = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    loose = [p for p in class_dirs if not p.is_dir()]
+    if loose:
+        raise DataError(f"{loose[0]} is a file directly inside the support folder {root}; "
+                        "put every image in the folder of its class.")
+    if len(class_dirs) < 2:
+        raise DataError(f"support folder {root} has {len(class_dirs)} class folder(s); a "
+                        "few-shot task needs at least two classes, one folder each.")
+    files, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        images = _images_in(class_dir, "class folder")
+        files += images
+        labels += [label] * len(images)
+    return [d.name for d in class_dirs], files, np.asarray(labels, np.int32)
+
+
+def query_images(query_dir: str | os.PathLike) -> list[Path]:
+    """The image files of a flat folder, sorted by name."""
+    root = Path(query_dir)
+    if not root.is_dir():
+        raise DataError(f"query folder {root} does not exist; give --query_dir a folder of "
+                        "unlabeled images.")
+    return _images_in(root, "query folder")
+
+
+def transductive_chunks(num_queries: int, chunk_size: int, seed: int = 0) -> list[np.ndarray]:
+    """Indices of the queries in each chunk (module docstring): all in one when they fit in
+    `chunk_size`, else ceil(num_queries / chunk_size) nearly equal chunks of a seeded
+    permutation."""
+    if num_queries <= chunk_size:
+        return [np.arange(num_queries)]
+    order = np.random.default_rng(seed).permutation(num_queries)
+    return np.array_split(order, math.ceil(num_queries / chunk_size))

@@ -1,0 +1,68 @@
+"""Predicting on folders: the query chunks, the CSV, and bad folders as one sentence."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from metaunlab.data.errors import DataError
+from metaunlab.prediction import (
+    Predictions,
+    query_images,
+    support_images,
+    transductive_chunks,
+)
+
+
+def test_small_query_sets_are_one_chunk_and_large_ones_nearly_equal_seeded_chunks():
+    np.testing.assert_array_equal(transductive_chunks(75, 75)[0], np.arange(75))
+    chunks = transductive_chunks(160, 75, seed=3)
+    assert [len(c) for c in chunks] == [54, 53, 53]
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(160))  # each query once
+    assert not np.array_equal(np.concatenate(chunks), np.arange(160))  # shuffled
+    again = transductive_chunks(160, 75, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(chunks, again, strict=True))
+
+
+def test_csv_has_the_label_its_probability_k0_and_optional_class_columns(tmp_path):
+    predictions = Predictions(["q/a.png", "q/b.png"], ["cat", "dog"],
+                              np.array([[0.9, 0.1], [0.3, 0.7]]),
+                              np.array([[0.4, 0.6], [0.2, 0.8]]))
+    assert predictions.labels == ["cat", "dog"] and predictions.k0_labels == ["dog", "dog"]
+    predictions.to_csv(tmp_path / "p.csv", class_columns=True)
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert list(rows[0]) == ["path", "label", "probability", "label_k0", "probability_k0",
+                             "p_cat", "p_dog"]
+    assert rows[0]["label"] == "cat" and float(rows[0]["probability"]) == 0.9
+    assert rows[0]["label_k0"] == "dog" and float(rows[1]["p_dog"]) == 0.7
+    predictions.to_csv(tmp_path / "short.csv")
+    assert (tmp_path / "short.csv").read_text().splitlines()[0] == (
+        "path,label,probability,label_k0,probability_k0")
+
+
+def test_folders_are_read_as_classes_and_bad_ones_refused(tmp_path):
+    for name in ("b_class", "a_class"):
+        (tmp_path / "s" / name).mkdir(parents=True)
+        for i in range(2 if name == "a_class" else 1):
+            (tmp_path / "s" / name / f"{i}.png").write_bytes(b"")
+    classes, files, labels = support_images(tmp_path / "s")
+    assert classes == ["a_class", "b_class"] and labels.tolist() == [0, 0, 1]
+    assert [f.name for f in files] == ["0.png", "1.png", "0.png"]
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "x.jpg").write_bytes(b"")
+    assert [p.name for p in query_images(tmp_path / "q")] == ["x.jpg"]
+    with pytest.raises(DataError, match=r"support folder .* does not exist"):
+        support_images(tmp_path / "none")
+    (tmp_path / "s" / "loose.png").write_bytes(b"")
+    with pytest.raises(DataError, match="is a file directly inside the support folder"):
+        support_images(tmp_path / "s")
+    (tmp_path / "s" / "loose.png").unlink()
+    (tmp_path / "s" / "a_class" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"notes\.txt is not a \.jpg/\.jpeg/\.png image"):
+        support_images(tmp_path / "s")
+    (tmp_path / "one" / "c").mkdir(parents=True)
+    with pytest.raises(DataError, match="has 1 class folder"):
+        support_images(tmp_path / "one")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"query folder .* holds no images"):
+        query_images(tmp_path / "empty")
