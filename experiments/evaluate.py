@@ -29,17 +29,19 @@ def main(argv):
     from metaunlab.trained_model import TrainedModel
 
     with cli.user_errors():
+        if FLAGS.output:  # before the evaluation, not after it
+            cli.check_output_path(FLAGS.output, "--output")
         model = TrainedModel.load(FLAGS.workdir)
         results = model.evaluate_episode_file(FLAGS.episodes, FLAGS.image_root,
                                               checkpoint=FLAGS.checkpoint)
+        if FLAGS.output:
+            from metaunlab.workdir import write_json_atomic
+
+            write_json_atomic(FLAGS.output, results)
     for name, entry in results["methods"].items():
         print(f"{name}: {entry['accuracy']:.2f} +- {entry['ci95']:.2f}% "
               f"over {results['episodes']} episodes")
-    if FLAGS.output:
-        from metaunlab.workdir import write_json_atomic
-
-        write_json_atomic(FLAGS.output, results)
-    else:
+    if not FLAGS.output:
         print(json.dumps(results, indent=2))
 
 

@@ -6,6 +6,7 @@ The flags are defined here and registered as key flags of the experiment's own m
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -13,6 +14,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
+from metaunlab.config_checks import unknown_field_message
 from metaunlab.errors import ConfigError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -61,11 +63,15 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
     `--workdir`, then run the whole pipeline. On a work dir that already has a config.json,
     leaving out `--config` continues with the stored config."""
     default_config = os.path.join(CONFIG_DIR, f"{config_name}.py")
-    defined = [config_flags.DEFINE_config_file(
-        "config", default_config, "Experiment config file, `file.py` or `file.py:variant` "
-        f"(default experiments/configs/{config_name}.py); override any field with "
-        "--config.<field>=<value>, and see every field with --print_config.",
-        lock_config=True)]
+    try:  # config_flags applies the --config.<field> overrides of sys.argv right here
+        defined = [config_flags.DEFINE_config_file(
+            "config", default_config, "Experiment config file, `file.py` or `file.py:variant` "
+            f"(default experiments/configs/{config_name}.py); override any field with "
+            "--config.<field>=<value>, and see every field with --print_config.",
+            lock_config=True)]
+    except (AttributeError, KeyError):
+        _fail_on_unknown_override(sys.argv, default_config)
+        raise
     defined.append(flags.DEFINE_string(
         "workdir", None, "Directory for checkpoints, metrics and results; rerun with the same "
         "one to resume (required unless --print_config)."))
@@ -121,7 +127,39 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
                 print(f"preempted: {stop}", file=sys.stderr)
                 sys.exit(PREEMPTED_EXIT_STATUS)
 
-    app.run(run)
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except (AttributeError, KeyError):  # from a --config.<field> that names no field
+            _fail_on_unknown_override(argv, default_config)
+            raise
+
+    app.run(run, flags_parser=parse_flags)
+
+
+def _fail_on_unknown_override(argv: list[str], default_config: str) -> None:
+    """End with one sentence naming the closest fields when a `--config.<field>` of `argv`
+    names no field of the config file; return otherwise."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), default_config)
+    path, _, variant = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_config_file", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(variant) if variant else module.get_config()
+    for arg in argv[1:]:
+        if arg.startswith("--config."):
+            field = arg[len("--config."):].split("=", 1)[0]
+            if not _has_field(config, field):
+                cli.fail(unknown_field_message(field, config))
+
+
+def _has_field(config, path: str) -> bool:
+    node = config
+    for part in path.split("."):
+        if not hasattr(node, "keys") or part not in node.keys():
+            return False
+        node = node[part]
+    return True
 
 
 def config_flag_value(FLAGS, data_dir_flag: bool):

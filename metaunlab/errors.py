@@ -10,3 +10,8 @@ catch them.
 
 class ConfigError(ValueError):
     """A config field, flag or work directory is wrong in a way the user can fix."""
+
+
+class NonFiniteError(ConfigError):
+    """A loss, a set of parameters, features or logits became NaN or infinite: a learning
+    rate too high for the data, or corrupt inputs."""

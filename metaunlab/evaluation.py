@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from metaunlab.data.episodes import Episodes
+from metaunlab.errors import NonFiniteError
 from metaunlab.methods.base import Method
 from metaunlab.methods.sib_head import sib_method
 
@@ -54,7 +55,13 @@ def embed(feature_fn: FeatureFn, variables: Any, images: np.ndarray,
             pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
             chunk = np.concatenate([chunk, pad])
         key = None if rng is None else jax.random.fold_in(rng, start)
-        outputs.append(np.asarray(run(chunk, key))[:valid])
+        feats = np.asarray(run(chunk, key))[:valid]
+        if not np.all(np.isfinite(feats)):
+            bad = start + int(np.flatnonzero(~np.isfinite(feats).all(axis=1))[0])
+            raise NonFiniteError(f"the backbone gives NaN or infinite features for image {bad} "
+                                 f"of {n}{f' ({desc})' if desc else ''}; its weights diverged "
+                                 "or the image is corrupt.")
+        outputs.append(feats)
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
@@ -87,7 +94,7 @@ class Evaluation:
 def _correct_fraction(predictor, params, base_mean, feats, support_idx, support_labels,
                       query_idx, query_labels):
     probs = predictor(params, base_mean, feats[support_idx], support_labels, feats[query_idx])
-    return jnp.mean(jnp.argmax(probs, -1) == query_labels, axis=-1)
+    return jnp.mean(jnp.argmax(probs, -1) == query_labels, axis=-1), jnp.all(jnp.isfinite(probs))
 
 
 def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, *,
@@ -111,7 +118,12 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
              for start in range(0, total, chunk)]
 
     def run(part):
-        return _correct_fraction(predictor, method.params, base_mean, feats, *part)
+        fraction, finite = _correct_fraction(predictor, method.params, base_mean, feats, *part)
+        if not bool(finite):
+            raise NonFiniteError(f"{method.name} gives NaN or infinite probabilities on these "
+                                 "episodes; its parameters or the features diverged (lower "
+                                 "the learning rate, or check the data).")
+        return fraction
 
     warm_up = None
     if timed:

@@ -26,6 +26,7 @@ import numpy as np
 from metaunlab import evaluation
 from metaunlab.data.augment import ImageTransform
 from metaunlab.errors import ConfigError
+from metaunlab.files import atomic_path
 from metaunlab.workdir import read_json, write_json_atomic
 
 
@@ -70,8 +71,7 @@ def load_or_compute(cache_dir: str, feature_fn: Callable, variables: Any, images
             return np.load(array_path)
     feats = compute_views(feature_fn, variables, images, transform, views, seed, desc=desc)
     os.makedirs(cache_dir, exist_ok=True)
-    partial = array_path + ".partial.npy"
-    np.save(partial, feats)
-    os.replace(partial, array_path)
+    with atomic_path(array_path, suffix=".npy") as partial:
+        np.save(partial, feats)
     write_json_atomic(info_path, description)
     return feats

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from metaunlab.files import atomic_path, write_error
 from metaunlab.parallel import is_primary
 
 
@@ -29,18 +30,37 @@ class MetricWriter:
         if self.enabled:
             from tensorboardX import SummaryWriter  # imported lazily: heavy, optional for readers
 
-            os.makedirs(workdir, exist_ok=True)
-            self._tb = SummaryWriter(os.path.join(os.fspath(workdir), "tensorboard"))
+            try:
+                os.makedirs(workdir, exist_ok=True)
+                self._tb = SummaryWriter(os.path.join(os.fspath(workdir), "tensorboard"))
+            except OSError as error:
+                raise write_error(os.fspath(workdir), error) from None
 
     def write(self, phase: str, step: int, **scalars: Any) -> None:
         if not self.enabled:
             return
         values = {k: float(np.asarray(v)) for k, v in scalars.items()}
         record = {"phase": phase, "step": int(step), "time": time.time(), **values}
-        with open(self._path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self._path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise write_error(self._path, error) from None
         for name, value in values.items():
             self._tb.add_scalar(f"{phase}/{name}", value, int(step))
+
+    def forget_after(self, phase: str, step: int) -> None:
+        """Drop the records of `phase` and `<phase>_val` logged after `step`: a run resumed at
+        `step` logs those steps again, and each step is to appear once."""
+        if not self.enabled or not os.path.exists(self._path):
+            return
+        with open(self._path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if not _logged_after(json.loads(line), phase, step)]
+        if len(kept) == len(lines):
+            return
+        with atomic_path(self._path) as partial, open(partial, "w") as f:
+            f.writelines(kept)
 
     def flush(self) -> None:
         if self._tb is not None:
@@ -49,6 +69,10 @@ class MetricWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def _logged_after(record: dict, phase: str, step: int) -> bool:
+    return record.get("phase") in (phase, f"{phase}_val") and record.get("step", 0) > step
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -13,9 +13,9 @@ Every stage checkpoints into the work directory, so rerunning the same command r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from metaunlab import evaluation, feature_cache
 from metaunlab.backbones import Backbone, get_backbone, init_backbone
+from metaunlab.config_checks import check_config, parse_settings
 from metaunlab.data import augment
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import ImageFormat
@@ -36,6 +37,7 @@ from metaunlab.data.errors import DataError
 from metaunlab.data.features import FEATURES_FORMAT, load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
+from metaunlab.files import WorkdirLock, write_error
 from metaunlab.metatrain import meta_train
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
@@ -43,22 +45,6 @@ from metaunlab.pretrain import pretrain
 from metaunlab.results import sib_table
 from metaunlab.trained_model import setting_name
 from metaunlab.workdir import save_config, write_json_atomic
-
-_SETTING = re.compile(r"^(\d+)way_(\d+)shot$")
-
-
-def parse_settings(settings: str) -> list[tuple[int, int]]:
-    """"5way_1shot,20way_5shot" -> [(5, 1), (20, 5)]."""
-    parsed = []
-    for item in (s.strip() for s in settings.split(",") if s.strip()):
-        match = _SETTING.match(item)
-        if not match:
-            raise ConfigError(f"--config.settings entry {item!r} is not of the form "
-                             "'<N>way_<K>shot', e.g. '5way_1shot,20way_5shot'.")
-        parsed.append((int(match[1]), int(match[2])))
-    if not parsed:
-        raise ConfigError("--config.settings is empty; name at least one setting, e.g. 5way_1shot.")
-    return parsed
 
 
 @dataclasses.dataclass
@@ -243,9 +229,22 @@ def from_features(config: ml_collections.ConfigDict, workdir: str) -> MetaTraini
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Run (or resume) the whole pipeline in `workdir`; returns the results dict."""
+    """Run (or resume) the whole pipeline in `workdir`; returns the results dict.
+
+    The config is checked before anything is stored; one run at a time holds the work dir
+    (`metaunlab.files.WorkdirLock`, taken by the writing process).
+    """
+    check_config(config)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise write_error(workdir, error) from None
+    with WorkdirLock(workdir) if is_primary() else contextlib.nullcontext():
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     started = time.time()
-    os.makedirs(workdir, exist_ok=True)
     save_config(workdir, config)
     writer = MetricWriter(workdir)
     if config.data.format == FEATURES_FORMAT:
@@ -277,6 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "dataset": config.data.name, "n_way": n_way, "n_shot": n_shot,
             "n_query": config.test.n_query, "episodes": config.test.episodes,
             "methods": methods}
+        writer.forget_after(f"test_{name}", -1)  # a rerun tests again: one record each
         for method, entry in methods.items():
             writer.write(f"test_{name}", mt.iterations, **{method: entry["accuracy"]})
         tqdm.write(f"test {name}: SIB {methods['sib']['accuracy']:.2f} +- "

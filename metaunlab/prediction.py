@@ -26,6 +26,7 @@ import numpy as np
 
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import IMAGE_SUFFIXES
+from metaunlab.files import atomic_path
 
 
 @dataclasses.dataclass
@@ -55,8 +56,7 @@ class Predictions:
         header = ["path", "label", "probability", "label_k0", "probability_k0"]
         if class_columns:
             header += [f"p_{name}" for name in self.classes]
-        partial = f"{os.fspath(path)}.partial"
-        with open(partial, "w", newline="") as f:
+        with atomic_path(path) as partial, open(partial, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             for i, query in enumerate(self.paths):
@@ -66,7 +66,6 @@ class Predictions:
                 if class_columns:
                     row += [f"{p:.6f}" for p in sib]
                 writer.writerow(row)
-        os.replace(partial, path)
 
 
 def _images_in(folder: Path, what: str) -> list[Path]:

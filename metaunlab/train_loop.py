@@ -26,11 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from metaunlab import parallel
 from metaunlab.checkpoints import Checkpointer
+from metaunlab.errors import NonFiniteError
 from metaunlab.metrics import MetricWriter
 from metaunlab.preemption import PreemptionGuard, stop_if_requested
 
@@ -88,16 +90,22 @@ class TrainLoop:
     steps_per_call: int = 1
 
     def __post_init__(self) -> None:
-        self.last = Checkpointer(os.path.join(self.directory, "last"))
+        # Two kept: a corrupt latest one (the checksum says so) leaves the one before it.
+        self.last = Checkpointer(os.path.join(self.directory, "last"), max_to_keep=2)
         self.best = Checkpointer(os.path.join(self.directory, "best"))
 
     def resume(self, state: State) -> State:
-        """`state` restored from `last` when there is one, else unchanged."""
+        """`state` restored from `last` when there is one, else unchanged. Records this phase
+        logged after that step (or, with no checkpoint, at all) are dropped: they are logged
+        again, and each step is to appear once."""
         if self.last.latest_step() is None:
+            self.writer.forget_after(self.phase, -1)
             return state
         state = self.last.restore(state)
-        tqdm.write(f"{self.phase}: resuming from step {int(state['step'])} of "
-                   f"{self.total_steps}")
+        step = int(state["step"])
+        # Logged again from here on (step 0 too: a run at step 0 validates first).
+        self.writer.forget_after(self.phase, step if step > 0 else -1)
+        tqdm.write(f"{self.phase}: resuming from step {step} of {self.total_steps}")
         return state
 
     def _must_stop_at(self, done: int) -> bool:
@@ -112,6 +120,20 @@ class TrainLoop:
                 self._must_stop_at(s) for s in range(step + 1, step + n)):
             return n
         return 1
+
+    def _diverged(self, done: int, what: str) -> str:
+        kept = self.last.latest_step()
+        return (f"{self.phase}: {what} is NaN or infinite at step {done}; lower the learning "
+                f"rate or check the data (the last checkpoint, "
+                f"{'none' if kept is None else f'step {kept}'}, is kept and nothing later is "
+                "saved).")
+
+    def _check_finite(self, state: State, done: int) -> None:
+        """Refuse to save (or validate) a state holding a NaN or an infinity."""
+        leaves = jax.tree_util.tree_leaves(parallel.to_local(state))
+        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves
+                   if jnp.issubdtype(x.dtype, jnp.floating)):
+            raise NonFiniteError(self._diverged(done, "a parameter of the training state"))
 
     def _validate(self, state: State, done: int, validate: Callable[[State], dict],
                   best_of: Callable[[State], Any], describe: Callable[[int], str]) -> State:
@@ -162,6 +184,8 @@ class TrainLoop:
                 window_items += self.items_per_step * count
                 if self.log_at(done):
                     metrics = {k: float(v) for k, v in metrics.items()}
+                    if not np.isfinite(metrics["loss"]):
+                        raise NonFiniteError(self._diverged(done, "the training loss"))
                     per_s = window_items / (time.perf_counter() - window_start)
                     extra = log_extra(step) if log_extra else {}
                     self.writer.write(self.phase, done, **extra, **{rate: per_s}, **metrics)
@@ -170,8 +194,10 @@ class TrainLoop:
                                     **{_SHORT_RATE.get(self.items, rate): f"{per_s:.0f}"})
                     window_start, window_items = time.perf_counter(), 0
                 if self.validate_at(done):
+                    self._check_finite(state, done)
                     state = self._validate(state, done, validate, best_of, describe)
                 elif self.checkpoint_every and done % self.checkpoint_every == 0:
+                    self._check_finite(state, done)
                     self.last.save(done, state)
                 stop_if_requested(guard, done, self.total_steps, self.last, state,
                                   self.writer, self.phase)

@@ -9,6 +9,7 @@ from typing import Any
 import ml_collections
 
 from metaunlab.errors import ConfigError
+from metaunlab.files import atomic_path
 from metaunlab.parallel import is_primary
 
 
@@ -20,12 +21,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """
     if not is_primary():
         return
-    path = os.fspath(path)
-    partial = path + ".partial"
-    with open(partial, "w") as f:
+    with atomic_path(path) as partial, open(partial, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(partial, path)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -360,3 +360,27 @@ def test_a_features_file_meta_trains_evaluates_and_compares(tmp_path):
     config.data.root = ""
     with pytest.raises(ConfigError, match="name it with --data_dir"):
         train_and_evaluate(config, str(tmp_path / "w2"))
+
+
+def test_a_second_run_on_a_busy_work_dir_is_refused(tmp_path, few_characters):
+    from metaunlab.errors import ConfigError
+    from metaunlab.files import WorkdirLock
+
+    (tmp_path / "w").mkdir()
+    with WorkdirLock(tmp_path / "w"):  # another run holds it
+        with pytest.raises(ConfigError, match=r"w is in use by process \d+"):
+            train_and_evaluate(_omniglot_tiny(few_characters), str(tmp_path / "w"))
+    assert not (tmp_path / "w" / "config.json").exists()
+
+
+def test_non_finite_features_stop_the_run_naming_the_image():
+    from metaunlab.errors import NonFiniteError
+
+    def broken_backbone(variables, images):
+        feats = images.reshape(len(images), -1)
+        return feats.at[3].set(np.nan)
+
+    with pytest.raises(NonFiniteError, match=r"NaN or infinite features for image 3 of 8 "
+                                             r"\(embed test\)"):
+        evaluation.embed(broken_backbone, None, np.zeros((8, 4, 4, 1), np.uint8),
+                         lambda x: x.astype(np.float32), desc="embed test")

@@ -64,3 +64,56 @@ def test_one_step_per_call_and_interval_checkpoints_resume(tmp_path):
     writer.close()
     assert more == [] and int(state["step"]) == 23
     np.testing.assert_array_equal(np.asarray(again.best.restore()["value"]), np.zeros(3))
+
+
+def test_resuming_logs_each_step_once(tmp_path):
+    """Killed after step 16 (checkpoints at 10 and 14), then rerun: the steps between the
+    last checkpoint and the kill are logged once, not twice."""
+    import pytest
+
+    loop, writer = _loop(tmp_path, steps_per_call=1, checkpoint_every=7)
+
+    def killed(state, step, count):
+        if step == 16:
+            raise KeyboardInterrupt
+        return dict(state, step=state["step"] + count), {"loss": jnp.float32(1.0),
+                                                         "accuracy": jnp.float32(50.0)}
+
+    state = parallel.replicate({"step": jnp.asarray(0, jnp.int32),
+                                "best_accuracy": jnp.asarray(-1.0), "value": jnp.zeros(3)},
+                               loop.mesh)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(state, killed, validate=lambda s: {"accuracy": 50.0},
+                 best_of=lambda s: {"value": s["value"]})
+    assert loop.last.latest_step() == 14
+    assert ("phase", 15) in [(r["phase"], r["step"]) for r in read_metrics(tmp_path)]
+    again, writer = _loop(tmp_path, steps_per_call=1, checkpoint_every=7)
+    _run(again, [], dict.fromkeys((0, 10, 20, 23), 50.0))
+    writer.close()
+    steps = [(r["phase"], r["step"]) for r in read_metrics(tmp_path)]
+    assert len(steps) == len(set(steps)), steps  # nothing logged twice
+    assert sorted(steps) == sorted([("phase", s) for s in (5, 10, 15, 20)]
+                                   + [("phase_val", s) for s in (0, 10, 20, 23)])
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_saves_nothing_after(tmp_path):
+    import pytest
+
+    from metaunlab.errors import NonFiniteError
+
+    loop, writer = _loop(tmp_path, steps_per_call=1, checkpoint_every=0)
+
+    def advance(state, step, count):
+        loss = jnp.float32(jnp.nan if step >= 12 else 1.0)
+        return dict(state, step=state["step"] + count), {"loss": loss,
+                                                         "accuracy": jnp.float32(50.0)}
+
+    state = parallel.replicate({"step": jnp.asarray(0, jnp.int32),
+                                "best_accuracy": jnp.asarray(-1.0), "value": jnp.zeros(3)},
+                               loop.mesh)
+    with pytest.raises(NonFiniteError, match=r"phase: the training loss is NaN or infinite at "
+                                             r"step 15; .*the last checkpoint, step 10, is kept"):
+        loop.run(state, advance, validate=lambda s: {"accuracy": 1.0},
+                 best_of=lambda s: {"value": s["value"]})
+    writer.close()
+    assert loop.last.latest_step() == 10

@@ -21,6 +21,7 @@ batched evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -36,6 +37,7 @@ from metaunlab.data.episode_files import read_episode_file
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
 from metaunlab.errors import ConfigError
+from metaunlab.files import WorkdirLock
 from metaunlab.methods import METHODS, Method, sib_method
 from metaunlab.results import methods_table
 from metaunlab.trained_model import TrainedModel, setting_name
@@ -107,79 +109,81 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
         raise ConfigError("--episodes and --image_root go together; give both or neither.")
     if num_episodes < 1:
         raise ConfigError(f"--num_episodes must be positive, got {num_episodes}.")
-    if write:
-        pyplot()  # matplotlib is there, before anything is computed
-    started = time.time()
-    model = TrainedModel.load(workdir)
-    config = model.config
-    seed = config.test.seed if seed is None else seed
-    baselines = method_order(methods)
+    with contextlib.ExitStack() as stack:
+        if write:
+            pyplot()  # matplotlib is there, before anything is computed
+            stack.enter_context(WorkdirLock(workdir))  # and no run writes results.json
+        started = time.time()
+        model = TrainedModel.load(workdir)
+        config = model.config
+        seed = config.test.seed if seed is None else seed
+        baselines = method_order(methods)
 
-    if episodes_file is not None:  # check the file before the (slow) dataset load
-        episode_file = read_episode_file(episodes_file, image_root)
-    try:
-        train_feats, _ = model.split_features("train", max_rows=MAX_BASE_IMAGES, seed=seed)
-        base_mean, base_images = train_feats.mean(axis=0), len(train_feats)
-    except (DataError, ConfigError):
+        if episodes_file is not None:  # check the file before the (slow) dataset load
+            episode_file = read_episode_file(episodes_file, image_root)
+        try:
+            train_feats, _ = model.split_features("train", max_rows=MAX_BASE_IMAGES, seed=seed)
+            base_mean, base_images = train_feats.mean(axis=0), len(train_feats)
+        except (DataError, ConfigError):
+            if episodes_file is None:
+                raise
+            base_mean, base_images = None, 0  # an episode file needs no training data
+
         if episodes_file is None:
-            raise
-        base_mean, base_images = None, 0  # an episode file needs no training data
+            feats, test_labels = model.split_features("test")
+            ways = _trained_ways(model.trained_settings())
+            if not ways:
+                raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
+            episode_sets = []
+            for n_way in ways:
+                for n_shot in shots:
+                    shape = EpisodeShape(n_way, n_shot, n_query)
+                    sampler = EpisodeSampler(test_labels, shape, seed=seed, split_name="test")
+                    episode_sets.append(EpisodeSet(setting_name(shape.n_way, shape.n_shot), shape,
+                                                   sampler.sample(0, num_episodes)))
+            source = {"kind": "random", "split": "test", "seed": int(seed),
+                      "episodes_per_setting": int(num_episodes), "n_query": int(n_query)}
+        else:
+            feats = model.embed_files(episode_file.paths)
+            episode_sets = [
+                EpisodeSet(f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query",
+                           shape, eps)
+                for shape, (_, eps) in sorted(episode_file.groups.items(),
+                                              key=lambda kv: _shape_key(kv[0]))]
+            source = {"kind": "file", "episodes_file": os.path.abspath(episodes_file),
+                      "image_root": os.path.abspath(image_root),
+                      "episodes": episode_file.num_episodes}
 
-    if episodes_file is None:
-        feats, test_labels = model.split_features("test")
-        ways = _trained_ways(model.trained_settings())
-        if not ways:
-            raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
-        episode_sets = []
-        for n_way in ways:
-            for n_shot in shots:
-                shape = EpisodeShape(n_way, n_shot, n_query)
-                sampler = EpisodeSampler(test_labels, shape, seed=seed, split_name="test")
-                episode_sets.append(EpisodeSet(setting_name(shape.n_way, shape.n_shot), shape,
-                                               sampler.sample(0, num_episodes)))
-        source = {"kind": "random", "split": "test", "seed": int(seed),
-                  "episodes_per_setting": int(num_episodes), "n_query": int(n_query)}
-    else:
-        feats = model.embed_files(episode_file.paths)
-        episode_sets = [
-            EpisodeSet(f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query",
-                       shape, eps)
-            for shape, (_, eps) in sorted(episode_file.groups.items(),
-                                          key=lambda kv: _shape_key(kv[0]))]
-        source = {"kind": "file", "episodes_file": os.path.abspath(episodes_file),
-                  "image_root": os.path.abspath(image_root),
-                  "episodes": episode_file.num_episodes}
+        settings = {}
+        for episode_set in episode_sets:
+            shape = episode_set.shape
+            entry_methods = list(baselines)
+            sib_head = model.head_for(shape.n_way, shape.n_shot)
+            if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
+                params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
+                entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps)
+            results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
+                                      chunk=chunk, progress=progress)
+            settings[episode_set.name] = {
+                "n_way": shape.n_way, "n_shot": shape.n_shot, "n_query": shape.n_query,
+                "episodes": len(episode_set.episodes), "sib_head": sib_head,
+                # results.json sorts keys; this keeps the table order (inductive first).
+                "method_order": list(results), "methods": results}
+            if progress:
+                best = max(results, key=lambda m: results[m]["accuracy"])
+                tqdm.write(f"compare {episode_set.name}: best {best} "
+                           f"{results[best]['accuracy']:.2f}%")
 
-    settings = {}
-    for episode_set in episode_sets:
-        shape = episode_set.shape
-        entry_methods = list(baselines)
-        sib_head = model.head_for(shape.n_way, shape.n_shot)
-        if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
-            params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
-            entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps)
-        results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
-                                  chunk=chunk, progress=progress)
-        settings[episode_set.name] = {
-            "n_way": shape.n_way, "n_shot": shape.n_shot, "n_query": shape.n_query,
-            "episodes": len(episode_set.episodes), "sib_head": sib_head,
-            # results.json sorts keys; this keeps the table order (inductive first).
-            "method_order": list(results), "methods": results}
-        if progress:
-            best = max(results, key=lambda m: results[m]["accuracy"])
-            tqdm.write(f"compare {episode_set.name}: best {best} "
-                       f"{results[best]['accuracy']:.2f}%")
-
-    out = {"workdir": os.path.abspath(workdir), "dataset": config.data.name,
-           "backbone": config.backbone, "checkpoint": checkpoint, "source": source,
-           "base_mean_images": int(base_images), "sib_trained_steps":
-           int(config.metatrain.sib_steps), "sib_lr": float(config.metatrain.inner_lr),
-           "chunk": int(chunk), "devices": [str(d) for d in jax.devices()],
-           "setting_order": list(settings), "settings": settings}
-    out["wall_seconds"] = time.time() - started
-    if write:
-        write_outputs(workdir, out)
-    return out
+        out = {"workdir": os.path.abspath(workdir), "dataset": config.data.name,
+               "backbone": config.backbone, "checkpoint": checkpoint, "source": source,
+               "base_mean_images": int(base_images), "sib_trained_steps":
+               int(config.metatrain.sib_steps), "sib_lr": float(config.metatrain.inner_lr),
+               "chunk": int(chunk), "devices": [str(d) for d in jax.devices()],
+               "setting_order": list(settings), "settings": settings}
+        out["wall_seconds"] = time.time() - started
+        if write:
+            write_outputs(workdir, out)
+        return out
 
 
 def _shape_key(shape: EpisodeShape) -> tuple[int, int, int]:

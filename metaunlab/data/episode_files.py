@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -19,8 +20,12 @@ import numpy as np
 
 from metaunlab.data.episodes import Episodes, EpisodeShape, batch_episodes
 from metaunlab.data.errors import DataError
+from metaunlab.files import atomic_path
 
 EpisodePaths = tuple[list[list[str]], list[list[str]]]  # (support, query), one list per class
+
+# The reference's validation files are about 1 MB; anything beyond this is not an episode file.
+MAX_EPISODE_FILE_BYTES = 256 * 2**20
 
 
 @dataclasses.dataclass
@@ -81,9 +86,8 @@ def save_episodes_json(path: str | os.PathLike, records: list[dict]) -> None:
     path = Path(path)
     _check_records(records, f"episode records for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(records))
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        Path(partial).write_text(json.dumps(records))
 
 
 def load_episodes_json(path: str | os.PathLike) -> list[dict]:
@@ -94,12 +98,22 @@ def load_episodes_json(path: str | os.PathLike) -> list[dict]:
             f"episode file {path} does not exist; check the path or create it with "
             "save_episodes_json."
         )
+    if path.stat().st_size > MAX_EPISODE_FILE_BYTES:
+        raise DataError(
+            f"episode file {path} is {path.stat().st_size} bytes, more than the "
+            f"{MAX_EPISODE_FILE_BYTES // 2**20} MiB an episode file needs; check the path."
+        )
     try:
         records = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(
             f"episode file {path} is not valid JSON ({error}); regenerate or re-download it."
         ) from error
+    except RecursionError:
+        raise DataError(
+            f"episode file {path} nests its lists too deeply to be an episode file; "
+            "regenerate it."
+        ) from None
     _check_records(records, f"episode file {path}")
     return records
 
@@ -141,6 +155,7 @@ def resolve_episode_paths(
     """Absolute (support, query) paths per episode, each file checked to exist inside
     ``image_root``; ``source`` names the records (e.g. their file) in error messages."""
     root = Path(image_root).absolute()
+    real_root = root.resolve()
     if not root.is_dir():
         raise DataError(
             f"image root {root} for {source} does not exist; point it at the split folder the "
@@ -165,6 +180,12 @@ def resolve_episode_paths(
                 raise DataError(
                     f"episode {index} in {source} names {path!r} but {full} does not exist; "
                     "check the image root or the data download."
+                )
+            # A symbolic link (a downloaded archive can carry them) may point anywhere.
+            if not full.resolve().is_relative_to(real_root):
+                raise DataError(
+                    f"episode {index} in {source} names {path!r}, a link to {full.resolve()} "
+                    f"outside the image root {root}; replace the link by the image itself."
                 )
             resolved[path] = str(full)
         return resolved[path]
@@ -191,10 +212,13 @@ def episodes_from_records(
     counts must be the same for every class of an episode.
     """
     groups: dict[EpisodeShape, tuple[list[int], list[Episodes]]] = {}
+    overlapping = []
     for position, record in enumerate(records):
         support, query = (
             (record["Support"], record["Query"]) if isinstance(record, dict) else record
         )
+        if {p for paths in support for p in paths} & {p for paths in query for p in paths}:
+            overlapping.append(position)
         shots, queries = {len(p) for p in support}, {len(p) for p in query}
         if len(shots) != 1 or len(queries) != 1:
             raise DataError(
@@ -222,5 +246,10 @@ def episodes_from_records(
         positions, batch = groups.setdefault(shape, ([], []))
         positions.append(position)
         batch.append(episode)
+    if overlapping:
+        warnings.warn(f"{len(overlapping)} episode(s) of {source} (the first: episode "
+                      f"{overlapping[0]}) use support images as queries too, so their accuracy "
+                      "overstates the method's; regenerate them with disjoint images.",
+                      stacklevel=2)
     return {shape: (positions, batch_episodes(batch)) for shape, (positions, batch) in
             groups.items()}

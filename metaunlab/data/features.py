@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def load_feature_file(path: str | os.PathLike) -> dict[str, FeatureSplit]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"features file {path} is not a readable .npz ({error}); write it with "
                         "numpy.savez.") from None
     splits, dim = {}, None

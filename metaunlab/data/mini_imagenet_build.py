@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from metaunlab.data.decode import ImageFormat, decode_image
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.data.folders import REFERENCE_SPLITS
+from metaunlab.files import atomic_path
 
 _CSV_FILENAME = re.compile(r"^(n\d{8})(\d{8})\.jpg$")
 _IMAGENET_FILE = re.compile(r"^(n\d{8})_(\d+)\.jpe?g$", re.IGNORECASE)
@@ -136,9 +137,8 @@ def build_from_imagenet(
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so an interrupted build never leaves a half-written image that
         # a rerun would keep.
-        partial = target.with_name(target.name + ".partial")
-        Image.fromarray(pixels).save(partial, format="JPEG", quality=95)
-        os.replace(partial, target)
+        with atomic_path(target) as partial:
+            Image.fromarray(pixels).save(partial, format="JPEG", quality=95)
 
     with ThreadPoolExecutor(_THREADS) as pool:
         for _ in tqdm(pool.map(write, jobs), total=len(jobs), desc="miniImageNet",

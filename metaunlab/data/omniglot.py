@@ -17,6 +17,7 @@ import math
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def _read_zip(path: Path) -> Iterator[_Drawing]:
             characters[(alphabet, character)] = characters.get((alphabet, character), 0) + 1
             try:
                 data = archive.read(info)
-            except (zipfile.BadZipFile, OSError, EOFError) as error:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
                 raise DataError(
                     f"member {info.filename} of {path} cannot be read ({error}); the archive is "
                     "corrupt, download it again."

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def _load_images(root: Path, split: str) -> np.ndarray:
                     images = npz["images"]
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise DataError(f"{path} is not a readable numpy file ({error}); it is truncated or "
                         "corrupt, so download it again.") from error
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):

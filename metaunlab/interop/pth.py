@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,13 @@ import numpy as np
 from metaunlab.data.errors import DataError
 
 __all__ = ["PthError", "UnsafePickleError", "load_pth"]
+
+# Bounds on what an untrusted file may make the reader allocate. The largest reference
+# checkpoint (WRN-28-10 with its SIB head) holds about 150 MB of tensors; with these bounds a
+# hostile file cannot drive the import past 1 GB (storages, plus the copies of their views).
+MAX_STORAGE_BYTES = 256 * 2**20
+MAX_TOTAL_BYTES = 400 * 2**20
+_READ_CHUNK = 4 * 2**20
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -110,6 +119,9 @@ def _materialize(storage: _Storage, offset: int, size: tuple[int, ...],
         raise PthError(f"malformed tensor record: offset {offset}, size {size}, stride {stride}.")
     if 0 in size:
         return np.zeros(size, data.dtype.newbyteorder("="))
+    if math.prod(size) > data.shape[0]:
+        raise PthError(f"a tensor of size {size} has more elements than its storage of "
+                       f"{data.shape[0]}; such views are not saved by torch.save.")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if last >= data.shape[0]:
         raise PthError(f"a tensor of size {size} at offset {offset} (stride {stride}) reads "
@@ -175,12 +187,42 @@ def _check_numel(numel: Any, source: str) -> int:
     return numel
 
 
+class _Budget:
+    """The bytes a file's storages may take, in all and one by one."""
+
+    def __init__(self, source: str):
+        self.source, self.used = source, 0
+
+    def take(self, nbytes: int, key: str) -> None:
+        if nbytes > MAX_STORAGE_BYTES or self.used + nbytes > MAX_TOTAL_BYTES:
+            raise PthError(f"{self.source}: storage {key!r} declares {nbytes} bytes, beyond "
+                           f"the {MAX_STORAGE_BYTES // 2**20} MiB per storage and "
+                           f"{MAX_TOTAL_BYTES // 2**20} MiB in all a SIB checkpoint needs; the "
+                           "file is not one of the reference checkpoints.")
+        self.used += nbytes
+
+
+def _read_exactly(f, buffer: np.ndarray, source: str, key: str) -> None:
+    """Fill `buffer` from the file object `f` in chunks; the member must hold exactly that."""
+    view = memoryview(buffer.view(np.uint8))
+    filled = 0
+    while filled < len(view):
+        count = f.readinto(view[filled:filled + _READ_CHUNK])
+        if not count:
+            raise PthError(f"{source}: storage {key!r} is truncated ({filled} of {len(view)} "
+                           "bytes).")
+        filled += count
+    if f.read(1):
+        raise PthError(f"{source}: storage {key!r} holds more bytes than its elements need.")
+
+
 # --------------------------------------------------------------------------------------------
 # the zip format (torch >= 1.6)
 # --------------------------------------------------------------------------------------------
 
 
 def _load_zip(path: str) -> Any:
+    budget = _Budget(path)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
@@ -200,11 +242,14 @@ def _load_zip(path: str) -> Any:
                 if member not in names:
                     raise PthError(f"{path}: storage {key!r} is missing from the archive.")
                 dtype = storage_type.dtype.newbyteorder(order)
-                raw = archive.read(member)
-                if len(raw) < numel * dtype.itemsize:
-                    raise PthError(f"{path}: storage {key!r} holds {len(raw)} bytes, fewer "
-                                   f"than its {numel} elements need.")
-                data = np.frombuffer(raw, dtype=dtype, count=len(raw) // dtype.itemsize)
+                declared = archive.getinfo(member).file_size
+                if declared != numel * dtype.itemsize:
+                    raise PthError(f"{path}: storage {key!r} holds {declared} bytes where its "
+                                   f"{numel} elements need {numel * dtype.itemsize}.")
+                budget.take(declared, key)
+                data = np.empty(numel, dtype)
+                with archive.open(member) as f:
+                    _read_exactly(f, data, path, key)
                 cache[key] = _Storage(dtype, numel, data)
             return cache[key]
 
@@ -232,6 +277,7 @@ def _resolve_pending(obj: Any) -> Any:
 
 
 def _load_legacy(path: str) -> Any:
+    budget = _Budget(path)
     with open(path, "rb") as f:
         def header():
             return _RestrictedUnpickler(f, path, _no_storage(path)).load()
@@ -258,7 +304,9 @@ def _load_legacy(path: str) -> Any:
             numel = _check_numel(pid[4], path)
             view = pid[5] if len(pid) > 5 else None
             if root_key not in roots:
-                roots[root_key] = _Storage(storage_type.dtype.newbyteorder(order), numel)
+                dtype = storage_type.dtype.newbyteorder(order)
+                budget.take(numel * dtype.itemsize, root_key)
+                roots[root_key] = _Storage(dtype, numel)
             root = roots[root_key]
             if view is None:
                 return root
@@ -274,10 +322,13 @@ def _load_legacy(path: str) -> Any:
             if storage is None:
                 raise PthError(f"{path}: storage {key!r} is listed but never used.")
             (count,) = struct.unpack(order + "q", f.read(8))
-            raw = f.read(count * storage.dtype.itemsize)
-            if count != storage.numel or len(raw) != count * storage.dtype.itemsize:
+            if count != storage.numel:
                 raise PthError(f"{path}: storage {key!r} is truncated or has the wrong size.")
-            storage.data = np.frombuffer(raw, dtype=storage.dtype)
+            data = np.empty(count, storage.dtype)
+            view = memoryview(data.view(np.uint8))
+            if f.readinto(view) != len(view):
+                raise PthError(f"{path}: storage {key!r} is truncated or has the wrong size.")
+            storage.data = data
     return _resolve_pending(result)
 
 
@@ -314,6 +365,9 @@ def _no_storage(path: str) -> Callable[[tuple], _Storage]:
 def _torch_to_numpy(obj: Any, torch) -> Any:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
+        if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise PthError(f"a tensor of size {tuple(t.shape)} has more elements than its "
+                           "storage; such views are not saved by torch.save.")
         if t.dtype == torch.bfloat16:
             return t.view(torch.int16).numpy().view(_bfloat16()).copy()
         return t.numpy().copy()
@@ -348,6 +402,7 @@ def load_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise PthError(f"{path} does not exist (or is not a file); check the --checkpoint path.")
+    _check_sizes(path)  # before either reader allocates anything
     torch = _import_torch() if use_torch is not False else None
     if use_torch and torch is None:
         raise PthError("use_torch=True but torch is not installed; use use_torch=False.")
@@ -365,6 +420,29 @@ def load_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> Any:
         return _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
     except PthError:
         raise
-    except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, TypeError,
-            AttributeError, KeyError, IndexError, ValueError) as error:
-        raise PthError(f"{path} is not a readable PyTorch checkpoint: {error!r}") from None
+    except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RecursionError, OSError, TypeError, AttributeError, KeyError,
+            IndexError, ValueError) as error:
+        raise PthError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
+                       f"{str(error)[:200]}); re-download it.") from None
+
+
+def _check_sizes(path: str) -> None:
+    """Refuse a file whose tensors could not fit the bounds (MAX_TOTAL_BYTES): a legacy file
+    holds its storages, so its size bounds them; a zip declares each member's size."""
+    if not zipfile.is_zipfile(path):
+        if os.path.getsize(path) > MAX_TOTAL_BYTES + _READ_CHUNK:
+            raise PthError(f"{path} is {os.path.getsize(path)} bytes, more than a SIB "
+                           "checkpoint holds; it is not one of the reference checkpoints.")
+        return
+    budget = _Budget(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if "/data/" in info.filename:
+                    budget.take(info.file_size, info.filename.rsplit("/", 1)[-1])
+                elif info.file_size > MAX_STORAGE_BYTES:
+                    raise PthError(f"{path}: member {info.filename!r} declares "
+                                   f"{info.file_size} bytes; it is not a reference checkpoint.")
+    except (zipfile.BadZipFile, zlib.error, OSError) as error:
+        raise PthError(f"{path} is a corrupt zip archive ({error}); re-download it.") from None

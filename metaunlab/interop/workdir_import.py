@@ -23,6 +23,7 @@ package's feature order (see ``convert.py``).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy as np
 from metaunlab import metatrain
 from metaunlab.backbones import get_backbone
 from metaunlab.checkpoints import Checkpointer
+from metaunlab.config_checks import MAX_SIB_STEPS
 from metaunlab.data import augment
 from metaunlab.data.errors import DataError
 from metaunlab.errors import ConfigError
@@ -72,10 +74,13 @@ def _check_fits(arch: str, size: int, variables: Any) -> int:
 
 def _sib_schedule(meta: dict[str, Any]) -> tuple[int, float]:
     steps, lr = meta["nbStep"], meta["lr"]
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise DataError(f"the checkpoint's nbStep is {steps!r}, not a number of steps.")
-    if not isinstance(lr, int | float) or isinstance(lr, bool):
-        raise DataError(f"the checkpoint's lr is {lr!r}, not a step size.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= MAX_SIB_STEPS:
+        raise DataError(f"the checkpoint's nbStep is {steps!r}, not a number of synthetic "
+                        f"steps from 0 to {MAX_SIB_STEPS}; the file is not a SIB checkpoint.")
+    if (not isinstance(lr, int | float) or isinstance(lr, bool) or not math.isfinite(lr)
+            or not 0 < lr <= 10):
+        raise DataError(f"the checkpoint's lr is {lr!r}, not a step size in (0, 10]; the file "
+                        "is not a SIB checkpoint.")
     return steps, float(lr)
 
 

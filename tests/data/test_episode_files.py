@@ -105,3 +105,36 @@ def test_missing_image_is_named(tmp_path: Path) -> None:
         "not exist",
     ):
         resolve_episode_paths(records, tmp_path, source="eps.json")
+
+
+def test_links_out_of_the_image_root_deep_nesting_and_overlaps_are_refused_or_flagged(tmp_path):
+    import warnings
+
+    from metaunlab.data.episode_files import episodes_from_records
+
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.png").write_bytes(b"")
+    (tmp_path / "outside.png").write_bytes(b"")
+    (root / "a" / "link.png").symlink_to(tmp_path / "outside.png")
+    (root / "a" / "passwd.png").symlink_to("/etc/passwd")
+    (root / "a" / "inside.png").symlink_to(root / "a" / "x.png")  # a link within is fine
+    for name in ("link.png", "passwd.png"):
+        records = [{"Support": [[f"a/{name}"]], "Query": [["a/x.png"]]}]
+        with pytest.raises(DataError, match=rf"names 'a/{name}', a link to .* outside the "
+                                            r"image root"):
+            resolve_episode_paths(records, root)
+    resolve_episode_paths([{"Support": [["a/inside.png"]], "Query": [["a/x.png"]]}], root)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="nests its lists too deeply"):
+        load_episodes_json(deep)
+    with pytest.warns(UserWarning, match=r"1 episode\(s\) of f\.json \(the first: episode 1\) "
+                                         "use support images as queries too"):
+        episodes_from_records([{"Support": [["p"], ["q"]], "Query": [["r"], ["s"]]},
+                               {"Support": [["p"], ["q"]], "Query": [["q"], ["s"]]}],
+                              {"p": 0, "q": 1, "r": 2, "s": 3}, "f.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # disjoint episodes: no warning
+        episodes_from_records([{"Support": [["p"], ["q"]], "Query": [["r"], ["s"]]}],
+                              {"p": 0, "q": 1, "r": 2, "s": 3}, "f.json")

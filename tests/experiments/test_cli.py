@@ -90,3 +90,21 @@ def test_verbosity_is_left_to_the_flag_when_given():
     finally:
         flags.FLAGS.unparse_flags()
         logging.set_verbosity(saved)
+
+
+def test_an_unknown_config_field_is_one_sentence_with_the_closest_names():
+    proc = _run("-m", "experiments.omniglot", "--print_config", "--config.metatrain.lrr=0.1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --config.metatrain.lrr is not a config field (did you mean "
+        "--config.metatrain.lr?); --print_config lists every field.")
+    proc = _run("-m", "experiments.miniimagenet", "--print_config",
+                "--config=experiments/configs/miniimagenet.py:5shot", "--config.settingz=x")
+    assert proc.returncode == 2 and "did you mean --config.settings?" in proc.stderr
+
+
+def test_evaluate_refuses_an_output_folder_that_does_not_exist_before_any_work(tmp_path):
+    proc = _run("-m", "experiments.evaluate", f"--workdir={tmp_path}", "--episodes=e.json",
+                "--image_root=.", f"--output={tmp_path / 'missing' / 'out.json'}")
+    assert proc.returncode == 2
+    assert "error: --output=" in proc.stderr and "does not exist; create it" in proc.stderr

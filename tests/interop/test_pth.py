@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,3 +119,73 @@ def test_not_a_checkpoint(tmp_path):
         load_pth(plain, use_torch=False)
     with pytest.raises(PthError, match="does not exist"):
         load_pth(tmp_path / "missing.pth", use_torch=False)
+
+
+def _storage_pickle(numel, size, stride):
+    """data.pkl of one float tensor of `size`/`stride` over storage '0' declaring `numel`
+    elements (pickle opcodes by hand, as `_tensor_pickle`, with 4-byte integers)."""
+    def ints(values):
+        return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+
+    return (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n("
+            b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000"
+            b"X\x03\x00\x00\x00cpuJ" + struct.pack("<i", numel) + b"tQK\x00" + ints(size)
+            + ints(stride) + b"\x89ccollections\nOrderedDict\n)RtR.")
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_size_before_anything_is_read(tmp_path):
+    """640 MiB of zeros deflate to under 1 MiB: refused from the archive's directory, the
+    import's peak memory far below 1 GB (measured in a fresh process), with either reader."""
+    import zipfile
+
+    numel = 160 * 2**20  # 640 MiB: 40 chunks of 16 MiB
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", _storage_pickle(numel, (numel,), (1,)))
+        with archive.open("archive/data/0", "w", force_zip64=True) as f:
+            chunk = bytes(2**24)
+            for _ in range(numel * 4 // len(chunk)):
+                f.write(chunk)
+    assert bomb.stat().st_size < 2 * 2**20
+    # VmHWM, not ru_maxrss: the latter keeps the high-water mark of the forked parent
+    # (a test worker) across exec.
+    code = ("from metaunlab.interop.pth import PthError, load_pth\n"
+            "for use_torch in (False, None):\n"
+            "    try:\n"
+            f"        load_pth({str(bomb)!r}, use_torch=use_torch)\n"
+            "    except PthError as error:\n"
+            "        print('refused:', error)\n"
+            "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+            "print('peak_kb', peak.split()[1])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("declares 671088640 bytes, beyond the 256 MiB per storage") == 2
+    peak_kb = int(proc.stdout.split("peak_kb")[1])
+    assert peak_kb < 1024 * 1024, peak_kb
+
+
+def test_views_larger_than_their_storage_and_corrupt_streams_are_refused(tmp_path, zip_pth):
+    import zipfile
+
+    huge = tmp_path / "huge_view.pth"  # a zero-stride 100000 x 100000 view of one element
+    zip_pth(huge, _storage_pickle(1, (100000, 100000), (0, 0)), {"0": bytes(4)})
+    with pytest.raises(PthError, match="more elements than its storage"):
+        load_pth(huge, use_torch=False)
+    corrupt = tmp_path / "corrupt.pth"
+    with zipfile.ZipFile(corrupt, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", _storage_pickle(1000, (1000,), (1,)))
+        archive.writestr("archive/data/0", np.arange(1000, dtype="<f4").tobytes())
+    data = bytearray(corrupt.read_bytes())
+    start = data.index(b"archive/data/0") + len("archive/data/0") + 8  # inside the stream
+    data[start:start + 64] = bytes(64)
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(PthError, match="re-download it"):
+        load_pth(corrupt, use_torch=False)
+
+
+def test_a_torch_read_view_larger_than_its_storage_is_refused(torch, tmp_path):
+    huge = tmp_path / "huge_view.pth"
+    torch.save({"w": torch.zeros(1).expand(100000, 100000)}, huge)
+    with pytest.raises(PthError, match="more elements than its storage"):
+        load_pth(huge, use_torch=True)

@@ -186,3 +186,17 @@ def test_wrn28_10_sib_checkpoint_imports_evaluates_and_meta_training_continues(
     assert max(diffs) > 0 and max(diffs) < 1e-2, diffs
     results = json.loads((workdir / "results.json").read_text())
     assert results["settings"]["5way_1shot"]["episodes"] == 10
+
+
+@pytest.mark.parametrize("meta,message", [
+    ({"nbStep": 10**7, "lr": 1e-3}, r"nbStep is 10000000, not a number of synthetic steps "
+                                    r"from 0 to 100"),
+    ({"nbStep": 3, "lr": float("nan")}, r"lr is nan, not a step size in \(0, 10\]"),
+    ({"nbStep": -1, "lr": 1e-3}, "nbStep is -1"),
+])
+def test_imported_scalars_are_bounded(meta, message):
+    from metaunlab.data.errors import DataError
+    from metaunlab.interop.workdir_import import _sib_schedule
+
+    with pytest.raises(DataError, match=message):
+        _sib_schedule(meta)
