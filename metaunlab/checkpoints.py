@@ -10,9 +10,14 @@ file) is refused with one sentence naming it, never used to produce a wrong numb
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
 import hashlib
+import json
+import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -44,6 +49,24 @@ def tree_digest(tree: Any) -> str:
         digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
+
+
+class _DropErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _without_orbax_error_logs():
+    """orbax logs a failed write with its traceback before raising it; the raised error is
+    reported (as one sentence, or re-raised with its traceback), so the log is dropped."""
+    drop = _DropErrors()
+    logger = logging.getLogger("absl")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 _OS_MESSAGES = {"No space left on device": errno.ENOSPC, "Read-only file system": errno.EROFS,
@@ -93,13 +116,16 @@ class Checkpointer:
         """Save `tree` as `step`; a full disk or a read-only folder is one ConfigError (the
         checkpoints already there are kept)."""
         try:
-            self._manager.save(step, args=ocp.args.StandardSave(tree), force=True,
-                               custom_metadata={_DIGEST: tree_digest(tree)})
-            self._manager.wait_until_finished()
+            with _without_orbax_error_logs():
+                self._manager.save(step, args=ocp.args.StandardSave(tree), force=True,
+                                   custom_metadata={_DIGEST: tree_digest(tree)})
+                self._manager.wait_until_finished()
         except Exception as error:  # orbax wraps the OSError of tensorstore in other types
             os_error = error if isinstance(error, OSError) else _os_error_in(error)
             if os_error is None:
                 raise
+            for partial in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")):
+                shutil.rmtree(partial, ignore_errors=True)  # give the space back
             size = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(tree))
             raise write_error(os.path.join(self.directory, str(step)), os_error,
                               needed_bytes=size) from None
@@ -118,20 +144,30 @@ class Checkpointer:
                               "--workdir at a directory that holds one.")
         where = os.path.join(self.directory, str(step))
         try:
-            expected = (self._manager.metadata(step).custom_metadata or {}).get(_DIGEST)
+            expected = self._saved_digest(step)
             if like is None:
                 tree = self._manager.restore(step, args=ocp.args.StandardRestore())
             else:
                 abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
                 tree = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as error:  # orbax and tensorstore raise many types for a bad file
+            detail = str(error).split(" See full TensorStore details")[0][:200]
             raise CheckpointError(f"checkpoint {where} cannot be read ({type(error).__name__}: "
-                                  f"{str(error)[:200]}); {self._what_to_do(step)}") from None
+                                  f"{detail}); {self._what_to_do(step)}") from None
         # Checkpoints written before digests were recorded carry none: nothing to check.
         if expected is not None and tree_digest(tree) != expected:
             raise CheckpointError(f"checkpoint {where} is corrupt: its arrays differ from the "
                                   f"checksum saved with them; {self._what_to_do(step)}")
         return tree
+
+    def _saved_digest(self, step: int) -> str | None:
+        """The digest saved with `step`, from the step's own metadata file (read directly:
+        orbax's metadata() call warns about items it has not been asked to restore yet)."""
+        path = os.path.join(self.directory, str(step), "_CHECKPOINT_METADATA")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return (json.load(f).get("custom_metadata") or {}).get(_DIGEST)
 
     def _what_to_do(self, step: int) -> str:
         earlier = [s for s in self.all_steps() if s < step]

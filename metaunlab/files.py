@@ -25,7 +25,7 @@ from metaunlab.errors import ConfigError
 def write_error(path: str, error: OSError, needed_bytes: int | None = None) -> ConfigError:
     """A one-sentence ConfigError for an OSError met writing `path`."""
     if error.errno == errno.ENOSPC:
-        need = f" (about {needed_bytes / 2**20:.0f} MiB needed)" if needed_bytes else ""
+        need = f" (about {_size(needed_bytes)} needed)" if needed_bytes else ""
         return ConfigError(f"no space left on the device of {path}{need}; free some space or "
                            "point --workdir elsewhere, then rerun to resume.")
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -33,6 +33,10 @@ def write_error(path: str, error: OSError, needed_bytes: int | None = None) -> C
                            "write to.")
     return ConfigError(f"cannot write {path} ({error.strerror or error}); check the folder and "
                        "the disk, then rerun.")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.0f} MiB" if nbytes >= 2**20 else f"{max(1, nbytes // 1024)} KiB"
 
 
 @contextlib.contextmanager

@@ -277,8 +277,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             "n_query": config.test.n_query, "episodes": config.test.episodes,
             "methods": methods}
         writer.forget_after(f"test_{name}", -1)  # a rerun tests again: one record each
-        for method, entry in methods.items():
-            writer.write(f"test_{name}", mt.iterations, **{method: entry["accuracy"]})
+        writer.write(f"test_{name}", mt.iterations,
+                     **{method: entry["accuracy"] for method, entry in methods.items()})
         tqdm.write(f"test {name}: SIB {methods['sib']['accuracy']:.2f} +- "
                    f"{methods['sib']['ci95']:.2f}%, K=0 {methods['k0']['accuracy']:.2f} +- "
                    f"{methods['k0']['ci95']:.2f}%")

@@ -22,339 +22,26 @@ as ``ml_dtypes.bfloat16``); containers keep their types (dict, ``OrderedDict``, 
 from __future__ import annotations
 
 import collections
-import io
-import math
 import os
 import pickle
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from metaunlab.data.errors import DataError
-
-__all__ = ["PthError", "UnsafePickleError", "load_pth"]
-
-# Bounds on what an untrusted file may make the reader allocate. The largest reference
-# checkpoint (WRN-28-10 with its SIB head) holds about 150 MB of tensors; with these bounds a
-# hostile file cannot drive the import past 1 GB (storages, plus the copies of their views).
-MAX_STORAGE_BYTES = 256 * 2**20
-MAX_TOTAL_BYTES = 400 * 2**20
-_READ_CHUNK = 4 * 2**20
-
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
-
-
-class PthError(DataError):
-    """A file that is not a readable PyTorch checkpoint."""
-
-
-class UnsafePickleError(PthError):
-    """A checkpoint whose pickle asks for something beyond tensors and plain containers."""
-
-
-def _bfloat16() -> np.dtype:
-    import ml_dtypes  # a jax dependency
-
-    return np.dtype(ml_dtypes.bfloat16)
-
-
-_STORAGE_DTYPES: dict[str, Callable[[], np.dtype]] = {
-    "FloatStorage": lambda: np.dtype(np.float32),
-    "DoubleStorage": lambda: np.dtype(np.float64),
-    "HalfStorage": lambda: np.dtype(np.float16),
-    "BFloat16Storage": _bfloat16,
-    "LongStorage": lambda: np.dtype(np.int64),
-    "IntStorage": lambda: np.dtype(np.int32),
-    "ShortStorage": lambda: np.dtype(np.int16),
-    "CharStorage": lambda: np.dtype(np.int8),
-    "ByteStorage": lambda: np.dtype(np.uint8),
-    "BoolStorage": lambda: np.dtype(np.bool_),
-    "ComplexFloatStorage": lambda: np.dtype(np.complex64),
-    "ComplexDoubleStorage": lambda: np.dtype(np.complex128),
-    "UntypedStorage": lambda: np.dtype(np.uint8),
-}
-
-
-class _StorageType:
-    """Stand-in for a ``torch.<T>Storage`` class referenced by a pickle: just its dtype."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.dtype = _STORAGE_DTYPES[name]()
-
-
-class _Storage:
-    """A flat storage: a 1-D numpy array once the bytes are known (legacy files read later)."""
-
-    def __init__(self, dtype: np.dtype, numel: int, data: np.ndarray | None = None):
-        self.dtype, self.numel, self.data = dtype, numel, data
-
-
-class _PendingTensor:
-    """A tensor whose storage bytes come after the pickle (legacy format)."""
-
-    def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-
-def _as_int_tuple(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple | list) or not all(isinstance(v, int) for v in value):
-        raise PthError(f"malformed tensor record: {what} is {value!r}, not a tuple of ints.")
-    return tuple(int(v) for v in value)
-
-
-def _materialize(storage: _Storage, offset: int, size: tuple[int, ...],
-                 stride: tuple[int, ...]) -> np.ndarray:
-    """A copy of the strided view, after checking that it stays inside the storage."""
-    data = storage.data
-    if data is None:
-        raise PthError("a tensor refers to a storage whose bytes are missing from the file.")
-    if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(
-            s < 0 for s in stride):
-        raise PthError(f"malformed tensor record: offset {offset}, size {size}, stride {stride}.")
-    if 0 in size:
-        return np.zeros(size, data.dtype.newbyteorder("="))
-    if math.prod(size) > data.shape[0]:
-        raise PthError(f"a tensor of size {size} has more elements than its storage of "
-                       f"{data.shape[0]}; such views are not saved by torch.save.")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-    if last >= data.shape[0]:
-        raise PthError(f"a tensor of size {size} at offset {offset} (stride {stride}) reads "
-                       f"past its storage of {data.shape[0]} elements.")
-    item = data.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(data[offset:], shape=size,
-                                           strides=tuple(s * item for s in stride),
-                                           writeable=False)
-    return np.array(view, dtype=data.dtype.newbyteorder("="), copy=True)
-
-
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
-    del requires_grad, backward_hooks, metadata
-    if not isinstance(storage, _Storage) or not isinstance(storage_offset, int):
-        raise PthError("malformed tensor record: its storage is not a persistent storage.")
-    size, stride = _as_int_tuple(size, "size"), _as_int_tuple(stride, "stride")
-    if storage.data is None:
-        return _PendingTensor(storage, storage_offset, size, stride)
-    return _materialize(storage, storage_offset, size, stride)
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
-    del requires_grad, backward_hooks
-    if not isinstance(data, np.ndarray | _PendingTensor):
-        raise PthError("malformed parameter record: its data is not a tensor.")
-    return data
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals needed to rebuild tensors and plain containers."""
-
-    def __init__(self, file, source: str, load_storage: Callable[[tuple], _Storage]):
-        super().__init__(file)
-        self._source = source
-        self._load_storage = load_storage
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor_v2
-        if (module, name) == ("torch._utils", "_rebuild_parameter"):
-            return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        raise UnsafePickleError(
-            f"{self._source}: refusing to load: its pickle asks for {module}.{name}, which is "
-            "not needed to rebuild tensors (only tensors, storages and plain containers are "
-            "allowed); the file may be malicious, or holds more than weights.")
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
-            raise UnsafePickleError(f"{self._source}: refusing to load: unexpected persistent "
-                                    f"id {str(pid)[:80]!r} (only tensor storages are allowed).")
-        return self._load_storage(pid)
-
-
-def _check_numel(numel: Any, source: str) -> int:
-    if not isinstance(numel, int) or numel < 0:
-        raise PthError(f"{source}: malformed storage record (element count {numel!r}).")
-    return numel
-
-
-class _Budget:
-    """The bytes a file's storages may take, in all and one by one."""
-
-    def __init__(self, source: str):
-        self.source, self.used = source, 0
-
-    def take(self, nbytes: int, key: str) -> None:
-        if nbytes > MAX_STORAGE_BYTES or self.used + nbytes > MAX_TOTAL_BYTES:
-            raise PthError(f"{self.source}: storage {key!r} declares {nbytes} bytes, beyond "
-                           f"the {MAX_STORAGE_BYTES // 2**20} MiB per storage and "
-                           f"{MAX_TOTAL_BYTES // 2**20} MiB in all a SIB checkpoint needs; the "
-                           "file is not one of the reference checkpoints.")
-        self.used += nbytes
-
-
-def _read_exactly(f, buffer: np.ndarray, source: str, key: str) -> None:
-    """Fill `buffer` from the file object `f` in chunks; the member must hold exactly that."""
-    view = memoryview(buffer.view(np.uint8))
-    filled = 0
-    while filled < len(view):
-        count = f.readinto(view[filled:filled + _READ_CHUNK])
-        if not count:
-            raise PthError(f"{source}: storage {key!r} is truncated ({filled} of {len(view)} "
-                           "bytes).")
-        filled += count
-    if f.read(1):
-        raise PthError(f"{source}: storage {key!r} holds more bytes than its elements need.")
-
-
-# --------------------------------------------------------------------------------------------
-# the zip format (torch >= 1.6)
-# --------------------------------------------------------------------------------------------
-
-
-def _load_zip(path: str) -> Any:
-    budget = _Budget(path)
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise PthError(f"{path} is a zip file but not a PyTorch checkpoint (no single "
-                           "<name>/data.pkl in it).")
-        prefix = pickles[0][: -len("data.pkl")]
-        order = "<"
-        if f"{prefix}byteorder" in names:
-            order = ">" if archive.read(f"{prefix}byteorder").strip() == b"big" else "<"
-        cache: dict[str, _Storage] = {}
-
-        def load_storage(pid: tuple) -> _Storage:
-            storage_type, key, numel = pid[1], str(pid[2]), _check_numel(pid[4], path)
-            if key not in cache:
-                member = f"{prefix}data/{key}"
-                if member not in names:
-                    raise PthError(f"{path}: storage {key!r} is missing from the archive.")
-                dtype = storage_type.dtype.newbyteorder(order)
-                declared = archive.getinfo(member).file_size
-                if declared != numel * dtype.itemsize:
-                    raise PthError(f"{path}: storage {key!r} holds {declared} bytes where its "
-                                   f"{numel} elements need {numel * dtype.itemsize}.")
-                budget.take(declared, key)
-                data = np.empty(numel, dtype)
-                with archive.open(member) as f:
-                    _read_exactly(f, data, path, key)
-                cache[key] = _Storage(dtype, numel, data)
-            return cache[key]
-
-        with archive.open(pickles[0]) as f:
-            return _RestrictedUnpickler(io.BytesIO(f.read()), path, load_storage).load()
-
-
-# --------------------------------------------------------------------------------------------
-# the legacy format (torch < 1.6, or _use_new_zipfile_serialization=False)
-# --------------------------------------------------------------------------------------------
-
-
-def _resolve_pending(obj: Any) -> Any:
-    if isinstance(obj, _PendingTensor):
-        return _materialize(obj.storage, obj.offset, obj.size, obj.stride)
-    if isinstance(obj, collections.OrderedDict):
-        return collections.OrderedDict((k, _resolve_pending(v)) for k, v in obj.items())
-    if isinstance(obj, dict):
-        return {k: _resolve_pending(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_resolve_pending(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_resolve_pending(v) for v in obj)
-    return obj
-
-
-def _load_legacy(path: str) -> Any:
-    budget = _Budget(path)
-    with open(path, "rb") as f:
-        def header():
-            return _RestrictedUnpickler(f, path, _no_storage(path)).load()
-
-        try:
-            magic = header()
-        except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as error:
-            if isinstance(error, UnsafePickleError):
-                raise
-            raise PthError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a "
-                           "legacy torch.save stream).") from None
-        if magic != _LEGACY_MAGIC:
-            raise PthError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a "
-                           "legacy torch.save stream).")
-        if header() != _LEGACY_PROTOCOL:
-            raise PthError(f"{path}: unsupported legacy torch.save protocol.")
-        sys_info = header()
-        little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
-        order = "<" if little else ">"
-        roots: dict[str, _Storage] = {}
-
-        def load_storage(pid: tuple) -> _Storage:
-            storage_type, root_key = pid[1], str(pid[2])
-            numel = _check_numel(pid[4], path)
-            view = pid[5] if len(pid) > 5 else None
-            if root_key not in roots:
-                dtype = storage_type.dtype.newbyteorder(order)
-                budget.take(numel * dtype.itemsize, root_key)
-                roots[root_key] = _Storage(dtype, numel)
-            root = roots[root_key]
-            if view is None:
-                return root
-            _view_key, offset, size = view
-            return _ViewStorage(root, _check_numel(offset, path), _check_numel(size, path))
-
-        result = _RestrictedUnpickler(f, path, load_storage).load()
-        keys = header()
-        if not isinstance(keys, list):
-            raise PthError(f"{path}: malformed legacy checkpoint (no storage key list).")
-        for key in keys:
-            storage = roots.get(str(key))
-            if storage is None:
-                raise PthError(f"{path}: storage {key!r} is listed but never used.")
-            (count,) = struct.unpack(order + "q", f.read(8))
-            if count != storage.numel:
-                raise PthError(f"{path}: storage {key!r} is truncated or has the wrong size.")
-            data = np.empty(count, storage.dtype)
-            view = memoryview(data.view(np.uint8))
-            if f.readinto(view) != len(view):
-                raise PthError(f"{path}: storage {key!r} is truncated or has the wrong size.")
-            storage.data = data
-    return _resolve_pending(result)
-
-
-class _ViewStorage(_Storage):
-    """A legacy storage view: elements [offset, offset + numel) of a root storage."""
-
-    def __init__(self, root: _Storage, offset: int, numel: int):
-        super().__init__(root.dtype, numel)
-        self.root, self.offset = root, offset
-
-    @property
-    def data(self) -> np.ndarray | None:
-        if self.root.data is None:
-            return None
-        return self.root.data[self.offset:self.offset + self.numel]
-
-    @data.setter
-    def data(self, value) -> None:
-        del value
-
-
-def _no_storage(path: str) -> Callable[[tuple], _Storage]:
-    def refuse(pid: tuple) -> _Storage:
-        raise PthError(f"{path}: malformed legacy checkpoint (a storage in its header).")
-
-    return refuse
+from metaunlab.interop.pth_formats import (
+    MAX_STORAGE_BYTES,
+    MAX_TOTAL_BYTES,
+    READ_CHUNK,
+    Budget,
+    PthError,
+    UnsafePickleError,
+    bfloat16,
+    load_legacy,
+    load_zip,
+)
+
+__all__ = ["MAX_STORAGE_BYTES", "MAX_TOTAL_BYTES", "PthError", "UnsafePickleError", "load_pth"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,7 +56,7 @@ def _torch_to_numpy(obj: Any, torch) -> Any:
             raise PthError(f"a tensor of size {tuple(t.shape)} has more elements than its "
                            "storage; such views are not saved by torch.save.")
         if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).numpy().view(_bfloat16()).copy()
+            return t.view(torch.int16).numpy().view(bfloat16()).copy()
         return t.numpy().copy()
     if isinstance(obj, collections.OrderedDict):
         return collections.OrderedDict((k, _torch_to_numpy(v, torch)) for k, v in obj.items())
@@ -417,7 +104,7 @@ def load_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> Any:
             raise PthError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
         return _torch_to_numpy(obj, torch)
     try:
-        return _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+        return load_zip(path) if zipfile.is_zipfile(path) else load_legacy(path)
     except PthError:
         raise
     except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, zlib.error,
@@ -431,11 +118,11 @@ def _check_sizes(path: str) -> None:
     """Refuse a file whose tensors could not fit the bounds (MAX_TOTAL_BYTES): a legacy file
     holds its storages, so its size bounds them; a zip declares each member's size."""
     if not zipfile.is_zipfile(path):
-        if os.path.getsize(path) > MAX_TOTAL_BYTES + _READ_CHUNK:
+        if os.path.getsize(path) > MAX_TOTAL_BYTES + READ_CHUNK:
             raise PthError(f"{path} is {os.path.getsize(path)} bytes, more than a SIB "
                            "checkpoint holds; it is not one of the reference checkpoints.")
         return
-    budget = _Budget(path)
+    budget = Budget(path)
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
