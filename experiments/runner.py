@@ -47,6 +47,11 @@ def _stored_config_with_overrides(workdir: str, experiment_config):
     if config.data.name != experiment_config.data.name:
         raise ConfigError(f"--workdir={workdir} holds a {config.data.name} run; continue it "
                          f"with experiments.{config.data.name}, or use a new --workdir.")
+    return _with_overrides(config)
+
+
+def _with_overrides(config):
+    """`config` with the `--config.<field>=` flags given on the command line."""
     for name in flags.FLAGS:
         if name.startswith("config.") and flags.FLAGS[name].present:
             *parents, leaf = name.split(".")[1:]
@@ -57,11 +62,17 @@ def _stored_config_with_overrides(workdir: str, experiment_config):
     return config
 
 
-def main(config_name: str, *, data_dir_flag: bool = False) -> None:
+def main(config_name: str, *, data_dir_flag: bool = False,
+         protocols: tuple[str, ...] = ()) -> None:
     """Define `--config` (a Python config file, `file.py:variant` allowed, with
     `--config.<field>=` overrides; default `experiments/configs/<config_name>.py`) and
     `--workdir`, then run the whole pipeline. On a work dir that already has a config.json,
-    leaving out `--config` continues with the stored config."""
+    leaving out `--config` continues with the stored config.
+
+    With `protocols` (variants of the config file), leaving out `--config` runs each of
+    `--protocols` in its own work dir `<workdir>/<protocol>` (the overrides apply to all),
+    then writes `<workdir>/results.md` and `results.json` with every protocol's results.
+    """
     default_config = os.path.join(CONFIG_DIR, f"{config_name}.py")
     try:  # config_flags applies the --config.<field> overrides of sys.argv right here
         defined = [config_flags.DEFINE_config_file(
@@ -81,6 +92,10 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
     if data_dir_flag:
         defined.append(flags.DEFINE_string("data_dir", None, "Data folder; shortcut for "
                                            "--config.data.root."))
+    if protocols:
+        defined.append(flags.DEFINE_list(
+            "protocols", list(protocols), "Without --config: the evaluation protocols to run, "
+            f"each in <workdir>/<protocol> (of {', '.join(protocols)})."))
     defined.append(flags.DEFINE_bool(
         "distributed", os.environ.get("METAUNLAB_DISTRIBUTED", "") == "1",
         "Call jax.distributed.initialize() first (one process per host); default from "
@@ -102,6 +117,8 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
         cli.set_default_verbosity()
         FLAGS = flags.FLAGS
         with cli.user_errors():
+            if protocols and not FLAGS["config"].present:
+                return run_protocols(FLAGS, default_config, protocols, data_dir_flag)
             config = config_flag_value(FLAGS, data_dir_flag)
             if FLAGS.print_config:
                 print(config)
@@ -127,6 +144,11 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
                 print(f"preempted: {stop}", file=sys.stderr)
                 sys.exit(PREEMPTED_EXIT_STATUS)
 
+    app.run(run, flags_parser=flags_parser(default_config))
+
+
+def flags_parser(default_config: str):
+    """absl's flag parsing, with one sentence for a `--config.<field>` that names no field."""
     def parse_flags(argv):
         try:
             return flags.FLAGS(argv)
@@ -134,7 +156,7 @@ def main(config_name: str, *, data_dir_flag: bool = False) -> None:
             _fail_on_unknown_override(argv, default_config)
             raise
 
-    app.run(run, flags_parser=parse_flags)
+    return parse_flags
 
 
 def _fail_on_unknown_override(argv: list[str], default_config: str) -> None:
@@ -160,6 +182,70 @@ def _has_field(config, path: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def run_protocols(FLAGS, config_file: str, known: tuple[str, ...], data_dir_flag: bool) -> None:
+    """Each protocol of `--protocols` in `<workdir>/<protocol>`, then one summary of all."""
+    chosen = [p.strip() for p in FLAGS.protocols if p.strip()]
+    unknown = [p for p in chosen if p not in known]
+    if unknown or not chosen:
+        raise ConfigError(f"--protocols={','.join(FLAGS.protocols)}: choose among "
+                          f"{', '.join(known)}.")
+    configs = {}
+    for protocol in chosen:
+        config = config_for_workdir(config_file, protocol,
+                                    os.path.join(FLAGS.workdir or "", protocol))
+        if data_dir_flag and FLAGS.data_dir:
+            config.data.root = FLAGS.data_dir
+        configs[protocol] = config
+    if FLAGS.print_config:
+        for protocol, config in configs.items():
+            print(f"# protocol {protocol}\n{config}")
+        return
+    if not FLAGS.workdir:
+        raise ConfigError("--workdir is not set; name a directory for the run's checkpoints "
+                          "and results.")
+    from metaunlab.pipeline import train_and_evaluate, write_protocol_summary
+    from metaunlab.preemption import Preempted
+
+    results = {}
+    try:
+        for protocol, config in configs.items():
+            print(f"protocol {protocol}: {os.path.join(FLAGS.workdir, protocol)}")
+            results[protocol] = train_and_evaluate(config, os.path.join(FLAGS.workdir,
+                                                                        protocol))
+    except Preempted as stop:
+        print(f"preempted: {stop}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_STATUS)
+    print(write_protocol_summary(FLAGS.workdir, results))
+
+
+def register_config_overrides(config_file: str, variant: str) -> None:
+    """Define `--config` for a script that builds its configs itself (`config_for_workdir`),
+    so that `--config.<field>=` overrides parse; call before `app.run`."""
+    try:
+        config_flags.DEFINE_config_file("config", f"{config_file}:{variant}",
+                                        "Overrides only: --config.<field>=<value>.",
+                                        lock_config=True)
+    except (AttributeError, KeyError):
+        _fail_on_unknown_override(sys.argv, f"{config_file}:{variant}")
+        raise
+
+
+def config_for_workdir(config_file: str, variant: str, workdir: str):
+    """Variant `variant` of `config_file` for a run in `workdir`: the config stored there
+    when it holds a run, else the file's; then the `--config.<field>=` flags given now."""
+    config = _config_variant(config_file, variant)
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        return _stored_config_with_overrides(workdir, config)
+    return _with_overrides(config)
+
+
+def _config_variant(path: str, variant: str):
+    module_spec = importlib.util.spec_from_file_location("_config_variant", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(variant)
 
 
 def config_flag_value(FLAGS, data_dir_flag: bool):

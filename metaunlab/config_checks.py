@@ -60,6 +60,21 @@ def _integers(minimum: int) -> tuple[Check, str]:
         f"a list of integers >= {minimum}")
 
 
+def _count_list() -> tuple[Check, str]:
+    def check(v):
+        if not isinstance(v, str):
+            return False
+        parts = [p.strip() for p in v.split(",")] if v.strip() else []
+        return all(p.isdigit() and int(p) >= 1 for p in parts)
+
+    return check, "empty or positive integers separated by commas, e.g. '1,5,15'"
+
+
+def parse_counts(text: str) -> list[int]:
+    """"1,5,15" -> [1, 5, 15] (sorted, distinct); "" -> []."""
+    return sorted({int(p) for p in text.split(",") if p.strip()})
+
+
 COUNT, NON_NEGATIVE = _integer(1), _integer(0)
 RATE = _real(0.0, strict=True)
 MOMENTUM = _real(0.0, strict=False, maximum=1.0)
@@ -89,7 +104,11 @@ RULES: dict[str, tuple[Check, str]] = {
     "metatrain.feature_views": NON_NEGATIVE, "metatrain.checkpoint_every": NON_NEGATIVE,
     "metatrain.remat": _flag(), "metatrain.backbone_dtype": DTYPE,
     "metatrain.steps_per_call": NON_NEGATIVE,
+    "metatrain.query_counts": _count_list(), "metatrain.within_alphabet": _flag(),
+    "metatrain.query_scaled_step": _flag(), "metatrain.init_scale": RATE,
     "test.episodes": COUNT, "test.n_query": COUNT, "test.seed": NON_NEGATIVE,
+    "test.extra_query_counts": _count_list(), "test.within_alphabet": _flag(),
+    "data.alphabet_fold": _integer(-1),
 }
 
 

@@ -138,15 +138,18 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
 
 
 def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
-                 lr: float, desc: str = "meta-test") -> dict[str, dict[str, float]]:
+                 lr: float, desc: str = "meta-test",
+                 step_queries: int | None = None) -> dict[str, dict[str, float]]:
     """`{"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}` on the same episodes.
 
     "k0" is the same trained model with zero synthetic gradient steps: the initialization
     network's class-mean cosine classifier, which never looks at the unlabeled queries.
     The difference between the two is what transduction through synthetic gradients adds.
+    `step_queries`: as in `sib_method`.
     """
     results = {}
     for name, k in (("sib", steps), ("k0", 0)):
-        result = evaluate(sib_method(params, k, lr), feats, episodes, desc=f"{desc} {name}")
+        result = evaluate(sib_method(params, k, lr, step_queries=step_queries), feats,
+                          episodes, desc=f"{desc} {name}")
         results[name] = {"accuracy": result.accuracy, "ci95": result.ci95, "steps": k}
     return results

@@ -35,10 +35,11 @@ import optax
 
 from metaunlab import evaluation, optim, parallel, sib
 from metaunlab.backbones import cast_floats, compute_dtype
+from metaunlab.config_checks import RULES, parse_counts
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
-from metaunlab.methods.sib_head import sib_method
+from metaunlab.methods.sib_head import sib_method, step_queries_of
 from metaunlab.metrics import MetricWriter
 from metaunlab.train_loop import TrainLoop
 
@@ -69,7 +70,7 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
                     grad_coeff: float = 0.0, feature_fn: FeatureFn | None = None,
                     transform: ImageTransform | None = None, mesh: jax.sharding.Mesh | None = None,
                     remat: bool = False, backbone_dtype: Any = jnp.float32,
-                    steps_per_call: int = 1):
+                    steps_per_call: int = 1, step_queries: int | None = None):
     """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
 
     `source` is (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
@@ -80,8 +81,11 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
     K SIB steps in the backward pass; `backbone_dtype` is the compute dtype of the frozen
     backbone forward. With `steps_per_call` = S > 1 every array of `episodes` has a leading
     axis of S iterations (episodes then split along axis 1) and the call runs them in
-    order; metrics are their means. Pass a state placed by `parallel.replicate`: the step
-    returns it replicated, and an input placed otherwise costs one more compilation.
+    order; metrics are their means. `step_queries` Q: `inner_lr` is the synthetic step for Q
+    queries per class, rescaled to each batch's query count (`sib.query_scaled_lr`); None
+    steps by `inner_lr` always (the reference). Pass a state placed by
+    `parallel.replicate`: the step returns it replicated, and an input placed otherwise
+    costs one more compilation.
     """
     if (feature_fn is None) != (transform is None):
         raise ValueError("make_train_step needs both feature_fn and transform, or neither.")
@@ -107,9 +111,12 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
         fs = episode_features(backbone_variables, support_rng, source, episodes["support_idx"])
         fq = episode_features(backbone_variables, query_rng, source, episodes["query_idx"])
 
+        lr = inner_lr if step_queries is None else sib.query_scaled_lr(
+            inner_lr, sib.n_way_of(state["params"]), fq.shape[-2], step_queries)
+
         def loss_fn(params):
             return sib.loss(params, fs, episodes["support_labels"], fq,
-                            episodes["query_labels"], steps=steps, lr=inner_lr,
+                            episodes["query_labels"], steps=steps, lr=lr,
                             grad_coeff=grad_coeff, remat=remat)
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -145,6 +152,33 @@ def auto_steps_per_call(config_value: int, from_images: bool) -> int:
     return 1 if from_images else 10
 
 
+def training_query_counts(config: ml_collections.ConfigDict) -> list[int]:
+    """The queries per class meta-training draws from: `metatrain.query_counts` ("1,5,15"),
+    or `metatrain.n_query` alone when that is empty."""
+    text = str(config.get("query_counts", "") or "")
+    check, what = RULES["metatrain.query_counts"]
+    if not check(text):
+        raise ConfigError(f"--config.metatrain.query_counts={text!r} is not allowed; it must "
+                          f"be {what}.")
+    return parse_counts(text) or [int(config.n_query)]
+
+
+# Iterations that share one query count: a call of `steps_per_call` iterations that fits in a
+# block has one shape (each shape compiles once); one that straddles two blocks runs its
+# iterations one at a time. Fixed, so the draws do not depend on steps_per_call.
+QUERY_COUNT_BLOCK = 10
+
+
+def query_count_index(seed: int, step: int, choices: int) -> int:
+    """Which of `choices` query counts iteration `step` uses: one seeded draw per block of
+    QUERY_COUNT_BLOCK iterations, a pure function of (seed, step), so resuming draws the
+    same ones."""
+    if choices == 1:
+        return 0
+    block = step // QUERY_COUNT_BLOCK
+    return int(np.random.default_rng([seed, 0x5155, block]).integers(choices))
+
+
 def episodes_as_dict(episodes: Episodes) -> dict[str, np.ndarray]:
     return {"support_idx": episodes.support_idx, "support_labels": episodes.support_labels,
             "query_idx": episodes.query_idx, "query_labels": episodes.query_labels}
@@ -154,22 +188,31 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                train_labels: np.ndarray, feat_dim: int, val_feats: np.ndarray | None,
                val_episodes: Episodes | None, workdir: str, writer: MetricWriter,
                backbone_variables: Any = None, feature_fn: FeatureFn | None = None,
-               transform: ImageTransform | None = None, phase: str = "metatrain"
-               ) -> tuple[sib.Params, sib.Params]:
+               transform: ImageTransform | None = None, phase: str = "metatrain",
+               train_groups: np.ndarray | None = None) -> tuple[sib.Params, sib.Params]:
     """Meta-train SIB for `config.n_way`-way `config.n_shot`-shot episodes.
 
     Returns (last params, best-on-validation params; the last again without validation
     episodes). Checkpoints live in `<workdir>/last` and `<workdir>/best`; a rerun with the
     same workdir resumes. Raises `Preempted` after saving `last` when the process receives
     SIGTERM.
+
+    Query sets: `config.query_counts` ("1,5,15") draws the queries per class of each block of
+    iterations from that list (`query_count_index`), so phi's BatchNorm and the classifier
+    scale are trained on the query-set sizes they will meet; empty means `config.n_query`
+    always. `train_groups` (a group id per class label, e.g. its alphabet) makes every
+    episode draw its classes from one group (`EpisodeSampler`).
     """
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.metatrain.batch_size")
     backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
                                    "--config.metatrain.backbone_dtype")
-    shape = EpisodeShape(config.n_way, config.n_shot, config.n_query)
-    sampler = EpisodeSampler(train_labels, shape, seed=config.seed, split_name="train")
+    query_counts = training_query_counts(config)
+    samplers = {q: EpisodeSampler(train_labels, EpisodeShape(config.n_way, config.n_shot, q),
+                                  seed=config.seed, split_name="train", groups=train_groups)
+                for q in query_counts}
     optimizer = make_optimizer(config)
-    params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim)
+    params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim,
+                      scale=config.get("init_scale", 10.0))
     per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
     loop = TrainLoop(
         phase, workdir, config.iterations, writer, mesh,
@@ -182,7 +225,8 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
 
     step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
                        grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
-                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype)
+                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype,
+                       step_queries=step_queries_of(config))
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
     # would cross a log, validation or checkpoint step.
     train_step = make_train_step(optimizer, **step_kwargs)
@@ -192,10 +236,18 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     backbone_variables = parallel.replicate(backbone_variables, mesh)
     val_feats = None if val_feats is None else jnp.asarray(val_feats)
 
+    def query_count(step):
+        return query_counts[query_count_index(config.seed, step, len(query_counts))]
+
     def sample(step):
+        sampler = samplers[query_count(step)]
         return episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
 
     def advance(state, step, count):
+        if count > 1 and len({query_count(s) for s in range(step, step + count)}) > 1:
+            for s in range(step, step + count):  # a call mixing shapes: one at a time
+                state, metrics = advance(state, s, 1)
+            return state, metrics  # the last iteration's metrics
         if count == 1:
             batch = parallel.global_batch(sample(step), config.batch_size, mesh)
             return train_step(state, backbone_variables, source, batch)
@@ -208,7 +260,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
         # Every process validates the same episodes on its own first device, so all of
         # them agree on the best accuracy without communicating.
         head = sib_method(parallel.to_local(state["params"]), config.sib_steps,
-                          config.inner_lr)
+                          config.inner_lr, step_queries=step_queries_of(config))
         result = evaluation.evaluate(head, val_feats, val_episodes)
         return {"accuracy": result.accuracy, "ci95": result.ci95}
 

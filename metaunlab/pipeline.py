@@ -38,10 +38,17 @@ from metaunlab.data.features import FEATURES_FORMAT, load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock, write_error
-from metaunlab.metatrain import meta_train
+from metaunlab.metatrain import meta_train, training_query_counts
+from metaunlab.methods.sib_head import step_queries_of
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
 from metaunlab.pretrain import pretrain
+from metaunlab.protocols import (
+    episode_group_names,
+    episode_groups,
+    meta_test_query_counts,
+    protocol_name,
+)
 from metaunlab.results import sib_table
 from metaunlab.trained_model import setting_name
 from metaunlab.workdir import save_config, write_json_atomic
@@ -68,7 +75,8 @@ def load_splits(data: ml_collections.ConfigDict) -> Splits:
 
 def validation_episodes(config: ml_collections.ConfigDict, splits: Splits,
                         shape: EpisodeShape) -> Episodes:
-    """The reference's fixed JSON episodes when the dataset ships them, else seeded ones."""
+    """The reference's fixed JSON episodes when the dataset ships them, else seeded ones
+    (within one alphabet each with `test.within_alphabet`)."""
     if splits.val_paths is not None and config.data.root:
         path = os.path.join(config.data.root, f"val1000Episode_{shape.n_way}_way_"
                                               f"{shape.n_shot}_shot.json")
@@ -79,7 +87,8 @@ def validation_episodes(config: ml_collections.ConfigDict, splits: Splits,
                 raise DataError(f"{path} holds episodes of shapes {list(groups)}, not {shape}; "
                                 "regenerate it or remove it to use seeded episodes.")
             return next(iter(groups.values()))[1]
-    sampler = EpisodeSampler(splits.val, shape, seed=config.val_seed, split_name="val")
+    sampler = EpisodeSampler(splits.val, shape, seed=config.val_seed, split_name="val",
+                             groups=episode_groups(config, splits.val, "test"))
     return sampler.sample(0, config.val_episodes)
 
 
@@ -91,11 +100,16 @@ def check_shapes_before_training(config: ml_collections.ConfigDict, train, val, 
     if pretraining:
         check_episode_shape(val, EpisodeShape(pre.val_n_way, pre.val_n_shot, pre.val_n_query),
                             "val")
+    train_queries = max(training_query_counts(config.metatrain))
     for n_way, n_shot in parse_settings(config.settings):
-        check_episode_shape(train, EpisodeShape(n_way, n_shot, config.metatrain.n_query),
-                            "train")
-        check_episode_shape(val, EpisodeShape(n_way, n_shot, config.metatrain.n_query), "val")
-        check_episode_shape(test, EpisodeShape(n_way, n_shot, config.test.n_query), "test")
+        # Samplers check every shape, and with groups that some alphabet has n_way classes.
+        EpisodeSampler(train, EpisodeShape(n_way, n_shot, train_queries), 0, "train",
+                       groups=episode_groups(config, train, "metatrain"))
+        EpisodeSampler(val, EpisodeShape(n_way, n_shot, config.metatrain.n_query), 0, "val",
+                       groups=episode_groups(config, val, "test"))
+        for n_query in meta_test_query_counts(config):
+            EpisodeSampler(test, EpisodeShape(n_way, n_shot, n_query), 0, "test",
+                           groups=episode_groups(config, test, "test"))
 
 
 def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, variables,
@@ -157,6 +171,9 @@ class MetaTrainingInputs:
     val_episodes: Callable[[EpisodeShape], Episodes]
     test_feats: np.ndarray
     test_labels: Any  # labels array or ImageDataset (class names in errors)
+    train_groups: np.ndarray | None = None  # alphabet per class for within-alphabet episodes
+    test_groups: np.ndarray | None = None
+    episode_group_names: tuple[str, ...] = ()
     backbone_variables: Any = None
     feature_fn: Any = None
     transform: Any = None
@@ -201,6 +218,9 @@ def from_images(config: ml_collections.ConfigDict, workdir: str,
         embed(splits.val.images, "embed val"),
         lambda shape: validation_episodes(config, splits, shape),
         embed(splits.test.images, "embed test"), splits.test,
+        train_groups=episode_groups(config, splits.train, "metatrain"),
+        test_groups=episode_groups(config, splits.test, "test"),
+        episode_group_names=episode_group_names(config, splits.test),
         backbone_variables=variables, feature_fn=feature_fn, transform=train_transform)
 
 
@@ -251,7 +271,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         inputs = from_features(config, workdir)
     else:
         inputs = from_images(config, workdir, writer)
-    results = {"dataset": config.data.name, "backbone": config.backbone,
+    protocol = protocol_name(config)
+    results = {"dataset": config.data.name, "protocol": protocol, "backbone": config.backbone,
+               "test_classes": test_class_count(inputs.test_labels),
                "metatrain_source": inputs.mode, "eval_checkpoint": config.eval_checkpoint,
                "settings": {}}
     for n_way, n_shot in parse_settings(config.settings):
@@ -264,24 +286,32 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             val_episodes=inputs.val_episodes(EpisodeShape(n_way, n_shot, mt.n_query)),
             workdir=os.path.join(workdir, "metatrain", name), writer=writer,
             backbone_variables=inputs.backbone_variables, feature_fn=inputs.feature_fn,
-            transform=inputs.transform, phase=f"metatrain_{name}")
+            transform=inputs.transform, phase=f"metatrain_{name}",
+            train_groups=inputs.train_groups)
         params = last if config.eval_checkpoint == "last" else best
-        shape = EpisodeShape(n_way, n_shot, config.test.n_query)
-        test_eps = EpisodeSampler(inputs.test_labels, shape, seed=config.test.seed,
-                                  split_name="test").sample(0, config.test.episodes)
-        methods = evaluation.evaluate_sib(params, inputs.test_feats, test_eps,
-                                          steps=mt.sib_steps, lr=mt.inner_lr,
-                                          desc=f"test {name}")
-        results["settings"][name] = {
-            "dataset": config.data.name, "n_way": n_way, "n_shot": n_shot,
-            "n_query": config.test.n_query, "episodes": config.test.episodes,
-            "methods": methods}
-        writer.forget_after(f"test_{name}", -1)  # a rerun tests again: one record each
-        writer.write(f"test_{name}", mt.iterations,
-                     **{method: entry["accuracy"] for method, entry in methods.items()})
-        tqdm.write(f"test {name}: SIB {methods['sib']['accuracy']:.2f} +- "
-                   f"{methods['sib']['ci95']:.2f}%, K=0 {methods['k0']['accuracy']:.2f} +- "
-                   f"{methods['k0']['ci95']:.2f}%")
+        for n_query in meta_test_query_counts(config):
+            key = name if n_query == config.test.n_query else f"{name}_{n_query}query"
+            shape = EpisodeShape(n_way, n_shot, n_query)
+            sampler = EpisodeSampler(inputs.test_labels, shape, seed=config.test.seed,
+                                     split_name="test", groups=inputs.test_groups)
+            test_eps = sampler.sample(0, config.test.episodes)
+            methods = evaluation.evaluate_sib(params, inputs.test_feats, test_eps,
+                                              steps=mt.sib_steps, lr=mt.inner_lr,
+                                              step_queries=step_queries_of(mt),
+                                              desc=f"test {key}")
+            results["settings"][key] = {
+                "dataset": config.data.name, "protocol": protocol, "n_way": n_way,
+                "n_shot": n_shot, "n_query": n_query, "episodes": config.test.episodes,
+                "methods": methods}
+            if sampler.eligible_groups is not None:  # the alphabets episodes come from
+                results["settings"][key]["alphabets"] = [
+                    inputs.episode_group_names[g] for g in sampler.eligible_groups]
+            writer.forget_after(f"test_{key}", -1)  # a rerun tests again: one record each
+            writer.write(f"test_{key}", mt.iterations,
+                         **{method: entry["accuracy"] for method, entry in methods.items()})
+            tqdm.write(f"test {key}: SIB {methods['sib']['accuracy']:.2f} +- "
+                       f"{methods['sib']['ci95']:.2f}%, K=0 {methods['k0']['accuracy']:.2f} +- "
+                       f"{methods['k0']['ci95']:.2f}%")
     results["wall_seconds"] = time.time() - started
     results["devices"] = [str(d) for d in jax.devices()]
     results["processes"] = jax.process_count()
@@ -294,3 +324,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         print(table)
     return results
 
+
+
+def test_class_count(labels) -> int:
+    return labels.num_classes if isinstance(labels, ImageDataset) else len(np.unique(labels))
+
+
+def write_protocol_summary(workdir: str, results: dict[str, dict]) -> str:
+    """`<workdir>/results.json` ({"protocols": {name: that run's results}}) and results.md
+    with one table per protocol, for runs made in `<workdir>/<protocol>`; returns the text."""
+    sections = [f"## {name}\n\n{sib_table(run['settings'])}" for name, run in results.items()]
+    text = "\n\n".join(sections)
+    if is_primary():
+        write_json_atomic(os.path.join(workdir, "results.json"), {"protocols": results})
+        with open(os.path.join(workdir, "results.md"), "w") as f:
+            f.write(text + "\n")
+    return text

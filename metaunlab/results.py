@@ -2,8 +2,11 @@
 
 `results.json` of a run holds, per setting ("5way_1shot", ...),
 
-    {"n_way", "n_shot", "n_query", "episodes", "dataset",
+    {"n_way", "n_shot", "n_query", "episodes", "dataset", "protocol",
      "methods": {"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}}
+
+keyed "5way_1shot" at test.n_query queries per class and "5way_1shot_1query" at the other
+counts of test.extra_query_counts; within-alphabet entries add "alphabets".
 
 accuracies in percent with their 95% intervals (`evaluation.mean_and_ci95`).
 `experiments.compare` adds a "compare" section whose settings hold one entry per method.
@@ -29,8 +32,10 @@ def accuracy_cell(entry: Mapping | None) -> str:
 
 def setting_key(name: str) -> tuple:
     """"20way_1shot" -> (20, 1, ...): numeric order instead of results.json's sorted keys."""
-    match = re.match(r"^(\d+)way_(\d+)shot", name)
-    return (int(match[1]), int(match[2]), name) if match else (10**9, 0, name)
+    match = re.match(r"^(\d+)way_(\d+)shot(?:_(\d+)query)?", name)
+    if not match:
+        return (10**9, 0, 0, name)
+    return (int(match[1]), int(match[2]), int(match[3] or 10**6), name)
 
 
 def sib_table(settings: Mapping[str, Mapping]) -> str:
@@ -39,9 +44,11 @@ def sib_table(settings: Mapping[str, Mapping]) -> str:
     for name in sorted(settings, key=setting_key):
         entry = settings[name]
         sib, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
-        rows.append([name, str(entry["episodes"]), f"{accuracy_cell(sib)} (K={sib['steps']})",
-                     accuracy_cell(k0), f"{sib['accuracy'] - k0['accuracy']:+.2f}"])
-    return markdown_table(["setting", "episodes", "SIB", "K = 0", "gain"], rows)
+        rows.append([name, str(entry["n_query"]), str(entry["episodes"]),
+                     f"{accuracy_cell(sib)} (K={sib['steps']})", accuracy_cell(k0),
+                     f"{sib['accuracy'] - k0['accuracy']:+.2f}"])
+    return markdown_table(["setting", "queries per class", "episodes", "SIB", "K = 0", "gain"],
+                          rows)
 
 
 def methods_table(settings: Mapping[str, Mapping], setting_order: Sequence[str],

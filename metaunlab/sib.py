@@ -61,14 +61,18 @@ from metaunlab.numerics import (
 Params = dict[str, Any]
 
 __all__ = ["Params", "apply", "apply_direct", "apply_gram", "grad_matching_loss", "init",
-           "init_theta", "loss", "n_way_of", "synthetic_step"]
+           "init_theta", "loss", "n_way_of", "query_scaled_lr", "synthetic_step"]
 
 
-def init(rng: jax.Array, n_way: int, feat_dim: int) -> Params:
-    """Fresh SIB parameters for `n_way`-way episodes on `feat_dim`-dimensional features."""
+def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0) -> Params:
+    """Fresh SIB parameters for `n_way`-way episodes on `feat_dim`-dimensional features.
+
+    `scale` is the cosine classifier's initial (learned) inverse temperature; 10 is the
+    reference's.
+    """
     return {
         "init": {"w": jnp.ones((feat_dim,), jnp.float32)},
-        "classifier": {"scale": jnp.asarray(10.0, jnp.float32),
+        "classifier": {"scale": jnp.asarray(scale, jnp.float32),
                        "bias": jnp.asarray(0.0, jnp.float32)},
         "grad_net": phi.init(rng, n_way),
     }
@@ -84,6 +88,20 @@ def init_theta(init_params: Params, support_feats: jax.Array, support_labels: ja
     """Initialization network: `w` times the class means of the L2-normalised support
     features, (Ns, D) -> (N, D)."""
     return class_means(l2_normalize(support_feats), support_labels, n_way) * init_params["w"]
+
+
+def query_scaled_lr(lr: float, n_way: int, n_queries: int, step_queries: int) -> float:
+    """The step size that moves theta as far for `n_queries` queries as `lr` does for
+    `step_queries` queries per class.
+
+    The synthetic gradient of a class row is a sum over the queries (`synthetic_step`), so
+    with a fixed `lr` the step grows with the query set: a head meta-trained with 15
+    queries per class takes steps 15 times too small for one query per class. Scaling `lr`
+    by step_queries / (n_queries / n_way) makes the step a mean instead; at the training
+    query count it is `lr` itself, the reference's computation. Shapes are static, so this
+    is a Python float.
+    """
+    return float(lr) * step_queries * n_way / n_queries
 
 
 def _synthetic_cosine_gradient(params: Params, cos: jax.Array) -> jax.Array:

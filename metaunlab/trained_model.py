@@ -32,13 +32,15 @@ from metaunlab.data.errors import DataError
 from metaunlab.data.features import load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
-from metaunlab.methods.sib_head import sib_method
+from metaunlab.metatrain import training_query_counts
+from metaunlab.methods.sib_head import sib_method, step_queries_of
 from metaunlab.prediction import (
     Predictions,
     query_images,
     support_images,
     transductive_chunks,
 )
+from metaunlab.protocols import episode_groups
 from metaunlab.workdir import load_config, read_json
 
 
@@ -114,6 +116,15 @@ class TrainedModel:
         rows = _subset(len(dataset), max_rows, seed)
         return self.embed(dataset.images[rows], desc=f"embed {split}"), dataset.labels[rows]
 
+    def split_groups(self, split: str) -> np.ndarray | None:
+        """The alphabet id of each class of `split` when the run draws its test episodes
+        within one alphabet (`metaunlab.protocols`), else None."""
+        if self.features_file is not None or not self.config.test.get("within_alphabet"):
+            return None
+        if self._datasets is None:
+            self._datasets = load_dataset_splits(self.config.data)[0]
+        return episode_groups(self.config, self._datasets[split], "test")
+
     def _require_backbone(self) -> None:
         if self.backbone is None:
             raise ConfigError(f"--workdir={self.workdir} was trained on the features of "
@@ -166,12 +177,13 @@ class TrainedModel:
         support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
 
         def probabilities(steps, queries):
-            head = sib_method(params, steps, mt.inner_lr)
+            head = sib_method(params, steps, mt.inner_lr, step_queries=step_queries_of(mt))
             return np.asarray(head.predictor(n_way)(params, None, *support,
                                                     jnp.asarray(queries)[None])[0])
 
         sib_probs = np.zeros((len(query_feats), n_way), np.float32)
-        for rows in transductive_chunks(len(query_feats), n_way * mt.n_query, seed):
+        largest = max(training_query_counts(mt))  # the largest query set meta-training saw
+        for rows in transductive_chunks(len(query_feats), n_way * largest, seed):
             sib_probs[rows] = probabilities(mt.sib_steps, query_feats[rows])
         return sib_probs, probabilities(0, query_feats)
 
@@ -222,7 +234,8 @@ class TrainedModel:
             name = f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query"
             by_shape[name] = {"episodes": len(episodes)}
             for method, steps in (("sib", mt.sib_steps), ("k0", 0)):
-                head = sib_method(params, steps, mt.inner_lr)
+                head = sib_method(params, steps, mt.inner_lr,
+                                  step_queries=step_queries_of(mt))
                 result = evaluation.evaluate(head, feats, episodes)
                 per_method[method].append(result.accuracies)
                 by_shape[name][method] = {"accuracy": result.accuracy, "ci95": result.ci95}

@@ -69,6 +69,12 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
+        runs = sorted(name for name in (os.listdir(workdir) if os.path.isdir(workdir) else [])
+                      if os.path.exists(os.path.join(workdir, name, "config.json")))
+        if runs:  # the Omniglot demo writes one run per protocol
+            raise ConfigError(f"--workdir={workdir} holds the runs "
+                              f"{', '.join(os.path.join(workdir, r) for r in runs)}; pass one "
+                              "of them as --workdir.")
         raise ConfigError(f"{path} does not exist; --workdir must be a directory written "
                                 "by a metaunlab training run.")
     return ml_collections.ConfigDict(read_json(path))

@@ -266,3 +266,73 @@ def test_bfloat16_frozen_backbone_step_is_close_to_float32(conv4_images):
     assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=2e-2)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(s16["params"]))
     chex.assert_trees_all_close(s16["params"], s32["params"], rtol=2e-2, atol=2e-3)
+
+
+def test_query_counts_are_drawn_per_block_and_reproducibly():
+    draws = [metatrain.query_count_index(7, step, 3) for step in range(600)]
+    blocks = np.asarray(draws).reshape(-1, metatrain.QUERY_COUNT_BLOCK)
+    assert (blocks == blocks[:, :1]).all()  # one count per block: one shape per call
+    assert set(draws) == {0, 1, 2}
+    assert draws == [metatrain.query_count_index(7, step, 3) for step in range(600)]
+    assert metatrain.query_count_index(7, 5, 1) == 0
+    config = _metatrain_config(query_counts="15, 1,5")
+    assert metatrain.training_query_counts(config) == [1, 5, 15]
+    assert metatrain.training_query_counts(_metatrain_config()) == [3]
+    with pytest.raises(ValueError, match="query_counts='1,x'"):
+        metatrain.training_query_counts(_metatrain_config(query_counts="1,x"))
+
+
+def test_meta_training_on_several_query_counts(tmp_path, monkeypatch):
+    """query_counts="1,3": episodes of both sizes are trained on; the iterations do not depend
+    on steps_per_call (calls that straddle two counts run one iteration at a time), and an
+    interrupted run resumes to the same parameters."""
+    feats, labels = _toy_features()
+    seen = []
+    original = EpisodeSampler.sample
+
+    def spy(self, step, batch_size, **kwargs):
+        seen.append(self.shape.n_query)
+        return original(self, step, batch_size, **kwargs)
+
+    monkeypatch.setattr(EpisodeSampler, "sample", spy)
+
+    def run(name, iterations, per_call):
+        writer = MetricWriter(tmp_path / name)
+        last, _ = metatrain.meta_train(
+            _metatrain_config(query_counts="1,3", iterations=iterations, steps_per_call=per_call,
+                              checkpoint_every=0),
+            source=feats, train_labels=labels, feat_dim=16, val_feats=None, val_episodes=None,
+            workdir=str(tmp_path / name / "mt"), writer=writer)
+        writer.close()
+        return last
+
+    one = run("one", 40, 1)
+    assert set(seen) == {1, 3}
+    counts = [1, 3]
+    expected = [counts[metatrain.query_count_index(3, s, 2)] for s in range(40)]
+    assert seen == expected
+    chex.assert_trees_all_close(one, run("four", 40, 4), rtol=1e-4, atol=1e-6)
+    run("resumed", 20, 1)
+    chex.assert_trees_all_close(one, run("resumed", 40, 1), rtol=1e-6, atol=1e-8)
+
+
+def test_query_scaled_step_trains_with_the_rescaled_step_size():
+    """make_train_step(step_queries=Q) takes the loss of sib.loss at the step size of
+    sib.query_scaled_lr for the batch's query count."""
+    feats, labels = _toy_features()
+    optimizer = optim.sgd_nesterov(0.05)
+    mesh = parallel.data_mesh()
+    params = sib.init(jax.random.PRNGKey(0), 5, 16)
+    batch = _episode_batch(labels, 0)  # 3 queries per class
+    state = parallel.replicate(metatrain.init_state(
+        jax.tree_util.tree_map(jnp.copy, params), optimizer, 0), mesh)  # donated by the step
+    step = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3, step_queries=15)
+    _, metrics = step(state, None, parallel.replicate(feats, mesh),
+                      parallel.global_batch(batch, 4, mesh))
+    want, _ = sib.loss(params, feats[batch["support_idx"]], batch["support_labels"],
+                       feats[batch["query_idx"]], batch["query_labels"], steps=3,
+                       lr=sib.query_scaled_lr(1e-3, 5, 15, 15))
+    unscaled, _ = sib.loss(params, feats[batch["support_idx"]], batch["support_labels"],
+                           feats[batch["query_idx"]], batch["query_labels"], steps=3, lr=1e-3)
+    assert float(metrics["loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert abs(float(want) - float(unscaled)) > 1e-6

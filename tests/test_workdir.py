@@ -32,3 +32,14 @@ def test_what_is_trained_may_not_change_on_resume(tmp_path, field, value):
     node[leaf] = value
     with pytest.raises(ValueError, match=f"different config \\({field} changed\\)"):
         save_config(str(tmp_path), config)
+
+
+def test_a_workdir_of_protocol_runs_names_them(tmp_path):
+    from metaunlab.errors import ConfigError
+    from metaunlab.workdir import load_config
+
+    for protocol in ("character", "within_alphabet"):
+        (tmp_path / protocol).mkdir()
+        (tmp_path / protocol / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"holds the runs .*character, .*within_alphabet; pass"):
+        load_config(str(tmp_path))

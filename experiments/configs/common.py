@@ -84,6 +84,16 @@ def base_config() -> ml_collections.ConfigDict:
     # Speed only (the same iterations): meta-training iterations per dispatched call
     # (0 = automatic: 10 on features, 1 on images; metaunlab/metatrain.py).
     c.metatrain.steps_per_call = 0
+    # Queries per class of meta-training episodes: "" = n_query always; "1,5,15" = each
+    # block of steps_per_call iterations draws one of these (each compiles once).
+    c.metatrain.query_counts = ""
+    # False (the reference): every synthetic step has size inner_lr, so a step, a sum over
+    # the queries, grows with the query set. True: inner_lr is the step for n_query queries
+    # per class, rescaled to each episode's count (metaunlab.sib.query_scaled_lr), in
+    # meta-training and in every evaluation of the head.
+    c.metatrain.query_scaled_step = False
+    # The cosine classifier's initial inverse temperature (learned; the reference: 10).
+    c.metatrain.init_scale = 10.0
     # Filled in per setting by the pipeline.
     c.metatrain.n_way = 5
     c.metatrain.n_shot = 1
@@ -92,6 +102,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.test.episodes = 2000
     c.test.n_query = 15
     c.test.seed = 2
+    # More query counts to meta-test each setting at ("1,5"): results.json keys
+    # "<setting>_<q>query" beside "<setting>" (test.n_query), with the same test seed.
+    c.test.extra_query_counts = ""
     c.log_every = 100
     return c
 

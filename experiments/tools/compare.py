@@ -39,6 +39,8 @@ from metaunlab.data.errors import DataError
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock
 from metaunlab.methods import METHODS, Method, sib_method
+from metaunlab.methods.sib_head import step_queries_of
+from metaunlab.protocols import protocol_name
 from metaunlab.results import methods_table
 from metaunlab.trained_model import TrainedModel, setting_name
 from metaunlab.workdir import read_json, write_json_atomic
@@ -68,8 +70,9 @@ def method_order(names: Sequence[str] | None = None) -> list[Method]:
     return [METHODS[n] for n in names]
 
 
-def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS) -> list[Method]:
-    return [sib_method(params, k, lr) for k in steps]
+def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
+                step_queries: int | None = None) -> list[Method]:
+    return [sib_method(params, k, lr, step_queries=step_queries) for k in steps]
 
 
 def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequence[Method], *,
@@ -131,6 +134,7 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
 
         if episodes_file is None:
             feats, test_labels = model.split_features("test")
+            groups = model.split_groups("test")  # within-alphabet episodes, if the run's
             ways = _trained_ways(model.trained_settings())
             if not ways:
                 raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
@@ -138,10 +142,12 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             for n_way in ways:
                 for n_shot in shots:
                     shape = EpisodeShape(n_way, n_shot, n_query)
-                    sampler = EpisodeSampler(test_labels, shape, seed=seed, split_name="test")
+                    sampler = EpisodeSampler(test_labels, shape, seed=seed, split_name="test",
+                                             groups=groups)
                     episode_sets.append(EpisodeSet(setting_name(shape.n_way, shape.n_shot), shape,
                                                    sampler.sample(0, num_episodes)))
             source = {"kind": "random", "split": "test", "seed": int(seed),
+                      "protocol": protocol_name(config),
                       "episodes_per_setting": int(num_episodes), "n_query": int(n_query)}
         else:
             feats = model.embed_files(episode_file.paths)
@@ -161,7 +167,8 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             sib_head = model.head_for(shape.n_way, shape.n_shot)
             if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
                 params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
-                entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps)
+                entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps,
+                                             step_queries_of(config.metatrain))
             results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
                                       chunk=chunk, progress=progress)
             settings[episode_set.name] = {

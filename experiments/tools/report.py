@@ -28,6 +28,7 @@ from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.methods import sib_method
+from metaunlab.methods.sib_head import step_queries_of
 from metaunlab.metrics import read_metrics
 from metaunlab.pipeline import parse_settings
 from metaunlab.results import markdown_table, methods_table, sib_table
@@ -105,13 +106,14 @@ def accuracy_against_k(model, test_feats: np.ndarray, test_labels: np.ndarray,
     out = {}
     for n_way, n_shot in settings:
         shape = EpisodeShape(n_way, n_shot, n_query)
-        episodes = EpisodeSampler(test_labels, shape, seed=seed,
-                                  split_name="test").sample(0, num_episodes)
+        episodes = EpisodeSampler(test_labels, shape, seed=seed, split_name="test",
+                                  groups=model.split_groups("test")).sample(0, num_episodes)
         params = model.sib_params(n_way, n_shot, checkpoint)
         per_episode = {}
         for k in steps:
-            per_episode[int(k)] = evaluation.evaluate(sib_method(params, int(k), lr), test_feats,
-                                                      episodes).accuracies
+            head = sib_method(params, int(k), lr,
+                              step_queries=step_queries_of(model.config.metatrain))
+            per_episode[int(k)] = evaluation.evaluate(head, test_feats, episodes).accuracies
         stats = [evaluation.mean_and_ci95(per_episode[int(k)]) for k in steps]
         out[setting_name(n_way, n_shot)] = {
             "steps": [int(k) for k in steps], "accuracy": [m for m, _ in stats],

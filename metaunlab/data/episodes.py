@@ -126,6 +126,12 @@ class EpisodeSampler:
     Each episode draws n_way classes without replacement, then n_shot + n_query distinct
     images of each; support and query are then shuffled independently (as the reference
     does) so a model cannot rely on label order.
+
+    With `groups` (one group id per class label, indexed by label: e.g. the alphabet of each
+    Omniglot character) every episode first draws one group, uniformly among the groups that
+    have at least n_way classes, then its n_way classes from that group only: the
+    within-alphabet episodes of Lake et al.'s one-shot runs. Groups with fewer classes are
+    never drawn from at that way count; `eligible_groups` names the ones that are.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class EpisodeSampler:
         shape: EpisodeShape,
         seed: int,
         split_name: str = "train",
+        groups: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         check_episode_shape(labels, shape, split_name)
         labels, _ = _labels_and_names(labels)
@@ -143,6 +150,13 @@ class EpisodeSampler:
         self.seed = int(seed)
         classes = np.unique(labels)
         self._class_members = [np.flatnonzero(labels == c).astype(np.int32) for c in classes]
+        self._group_classes = None if groups is None else _classes_by_group(
+            classes, groups, shape.n_way, split_name)
+
+    @property
+    def eligible_groups(self) -> list[int] | None:
+        """The group ids episodes are drawn from (None without groups)."""
+        return None if self._group_classes is None else sorted(self._group_classes)
 
     @property
     def num_classes(self) -> int:
@@ -162,7 +176,12 @@ class EpisodeSampler:
             raise DataError(f"step and episode index must be non-negative, got {step}, {b}.")
         rng = np.random.default_rng([self.seed, int(step), int(b)])
         n_way, n_shot, n_query = self.shape.n_way, self.shape.n_shot, self.shape.n_query
-        chosen = rng.choice(self.num_classes, size=n_way, replace=False)
+        if self._group_classes is None:
+            chosen = rng.choice(self.num_classes, size=n_way, replace=False)
+        else:
+            group_ids = sorted(self._group_classes)
+            members = self._group_classes[group_ids[rng.integers(len(group_ids))]]
+            chosen = rng.choice(members, size=n_way, replace=False)
         picked = np.stack(
             [
                 rng.choice(self._class_members[c], size=n_shot + n_query, replace=False)
@@ -182,6 +201,28 @@ class EpisodeSampler:
             query_idx=query_idx[query_order][None].astype(np.int32),
             query_labels=query_labels[query_order][None],
         )
+
+
+def _classes_by_group(classes: np.ndarray, groups, n_way: int,
+                      split_name: str) -> dict[int, np.ndarray]:
+    """{group id: positions in `classes` of its classes}, for groups of >= n_way classes."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or not np.issubdtype(groups.dtype, np.integer):
+        raise DataError(f"episode groups must be a 1-D integer array (one group per class "
+                        f"label), got {groups.dtype} of shape {groups.shape}.")
+    if classes.size and (classes.min() < 0 or classes.max() >= len(groups)):
+        raise DataError(f"split {split_name!r} has class labels up to {int(classes.max())} "
+                        f"but only {len(groups)} group ids; give one group id per class label.")
+    by_group: dict[int, list[int]] = {}
+    for position, label in enumerate(classes):
+        by_group.setdefault(int(groups[label]), []).append(position)
+    eligible = {g: np.asarray(m) for g, m in by_group.items() if len(m) >= n_way}
+    if not eligible:
+        largest = max(len(m) for m in by_group.values())
+        raise DataError(f"no group of split {split_name!r} has {n_way} classes for "
+                        f"within-group episodes (the largest has {largest}); lower n_way to "
+                        f"at most {largest} or sample episodes across groups.")
+    return eligible
 
 
 def batch_episodes(episodes: Sequence[Episodes]) -> Episodes:

@@ -275,19 +275,63 @@ def omniglot_format(image_size: int | None = 28) -> ImageFormat:
     return ImageFormat(channels=1, image_size=image_size, resample="lanczos", invert=True)
 
 
+# Folds of the alphabet protocol on the two minimal archives (8 alphabets, 242 characters):
+# each alphabet is a test alphabet in exactly one fold, every test pair but one has 20+
+# characters in both alphabets for 20-way within-alphabet episodes (Tagalog has 17), and
+# the validation alphabet has 20+ characters too. Train keeps the other 5 alphabets
+# (149-168 characters, against 162 in the character split).
+MINIMAL_ALPHABET_FOLDS = (
+    # (test alphabets, validation alphabet)
+    (("Japanese_(katakana)", "Early_Aramaic"), ("Balinese",)),
+    (("Sanskrit", "Balinese"), ("Greek",)),
+    (("Greek", "Latin"), ("Balinese",)),
+    (("Korean", "Tagalog"), ("Early_Aramaic",)),  # 20-way episodes: Korean only
+)
+
+
+def alphabet_of(class_name: str) -> str:
+    """The alphabet of an Omniglot class name: "Korean/character07@rot90" -> "Korean"."""
+    return class_name.split("/", 1)[0]
+
+
+def alphabet_groups(ds: ImageDataset) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(group id per class label, group names) for within-alphabet episodes.
+
+    A group is an alphabet at one rotation ("Korean", "Korean@rot90", ...): rotating every
+    character of an alphabet by the same angle makes a new alphabet (Vinyals et al. 2016),
+    so an episode never mixes rotations, just as the test alphabets are never rotated.
+    """
+    keys = []
+    for name in ds.class_names:
+        rotation = _ROTATION_SUFFIX.search(name)
+        keys.append(alphabet_of(name) + (rotation[0] if rotation else ""))
+    names = tuple(sorted(set(keys)))
+    index = {name: i for i, name in enumerate(names)}
+    return np.asarray([index[k] for k in keys], np.int32), names
+
+
 def split_omniglot(
     ds: ImageDataset,
     *,
     by: str = "character",
     fractions: Sequence[float] = (0.67, 0.08, 0.25),
     seed: int = 0,
+    test_alphabets: Sequence[str] = (),
+    val_alphabets: Sequence[str] = (),
 ) -> dict[str, ImageDataset]:
     """Seeded, class-disjoint train/val/test split.
 
     ``by="character"`` shuffles characters (rotated copies of one character, see
     ``rotate_classes``, always stay together); ``by="alphabet"`` keeps whole alphabets
-    together, the harder "new alphabet" setting.
+    together, the harder "new alphabet" setting: the named ``test_alphabets`` and
+    ``val_alphabets`` when given (all other alphabets train; see MINIMAL_ALPHABET_FOLDS),
+    else a seeded assignment by ``fractions``.
     """
+    if test_alphabets or val_alphabets:
+        if by != "alphabet":
+            raise DataError("test and validation alphabets are named for split_by='alphabet'; "
+                            f"got split_by={by!r}.")
+        return _split_by_named_alphabets(ds, tuple(test_alphabets), tuple(val_alphabets))
     fractions = _check_fractions(fractions)
     if by == "character":
         group_of = [_ROTATION_SUFFIX.sub("", name) for name in ds.class_names]
@@ -316,6 +360,30 @@ def split_omniglot(
                 "archives, or split by='character'."
             )
         splits[split] = ds.select_classes(class_ids)
+    return splits
+
+
+def _split_by_named_alphabets(ds: ImageDataset, test: tuple[str, ...],
+                              val: tuple[str, ...]) -> dict[str, ImageDataset]:
+    present = sorted({alphabet_of(name) for name in ds.class_names})
+    unknown = [a for a in test + val if a not in present]
+    if unknown:
+        raise DataError(f"alphabet {unknown[0]!r} is not in the loaded archives; choose test and "
+                        f"validation alphabets among {', '.join(present)}.")
+    if not test or not val or set(test) & set(val):
+        raise DataError(f"the alphabet split needs at least one test and one validation "
+                        f"alphabet, none in both; got test={test}, val={val}.")
+    held_out = set(test) | set(val)
+    if held_out >= set(present):
+        raise DataError(f"test alphabets {test} and validation alphabets {val} leave no "
+                        "alphabet to train on; hold out fewer.")
+    split_of = {"test": set(test), "val": set(val)}
+    splits = {}
+    for split in SPLIT_NAMES:
+        ids = [i for i, name in enumerate(ds.class_names)
+               if (alphabet_of(name) in split_of[split] if split != "train"
+                   else alphabet_of(name) not in held_out)]
+        splits[split] = ds.select_classes(ids)
     return splits
 
 

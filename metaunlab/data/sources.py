@@ -39,6 +39,7 @@ from metaunlab.data.errors import DataError
 from metaunlab.data.folders import load_reference_layout
 from metaunlab.data.mini_imagenet import detect_format, load_mini_imagenet
 from metaunlab.data.omniglot import (
+    MINIMAL_ALPHABET_FOLDS,
     default_omniglot_dir,
     load_omniglot,
     omniglot_format,
@@ -47,6 +48,7 @@ from metaunlab.data.omniglot import (
 )
 from metaunlab.data.tiered_imagenet import load_tiered_imagenet
 from metaunlab.data.user_folders import find_split_file, load_user_folders
+from metaunlab.errors import ConfigError
 
 NAMES = ("omniglot", "miniimagenet", "tiered_imagenet", "cifar_fs", "fc100", "folders")
 _FORMATS = {
@@ -157,6 +159,29 @@ def _from_cifar100(data: ml_collections.ConfigDict, name: str, root: str, fmt: s
     return splits, SplitExtras(ImageFormat(channels=3, image_size=32))
 
 
+def alphabet_fold(data: ml_collections.ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(test, validation) alphabets for `data.split_by="alphabet"`: those of
+    `data.alphabet_fold` (MINIMAL_ALPHABET_FOLDS), or the comma-separated
+    `data.test_alphabets` and `data.val_alphabets`; both empty = a seeded split."""
+    fold = data.get("alphabet_fold", -1)
+    named = tuple(tuple(a.strip() for a in data.get(field, "").split(",") if a.strip())
+                  for field in ("test_alphabets", "val_alphabets"))
+    if fold == -1 and not any(named):
+        return (), ()
+    if data.split_by != "alphabet":
+        raise ConfigError("--config.data.alphabet_fold and data.test_alphabets hold out "
+                          "alphabets; set --config.data.split_by=alphabet too.")
+    if fold == -1:
+        return named
+    if any(named):
+        raise ConfigError(f"--config.data.alphabet_fold={fold} and data.test_alphabets / "
+                          "val_alphabets both name held-out alphabets; give one of them.")
+    if not 0 <= fold < len(MINIMAL_ALPHABET_FOLDS):
+        raise ConfigError(f"--config.data.alphabet_fold={fold} is not a fold; use 0 to "
+                          f"{len(MINIMAL_ALPHABET_FOLDS) - 1}, or -1 for a seeded split.")
+    return MINIMAL_ALPHABET_FOLDS[fold]
+
+
 def _omniglot(data: ml_collections.ConfigDict, root: str, fmt: str):
     if fmt == "tfds":
         from metaunlab.data.tfds.omniglot import load_omniglot_tfds
@@ -168,8 +193,10 @@ def _omniglot(data: ml_collections.ConfigDict, root: str, fmt: str):
                                   data_dir=root, image_size=data.image_size)
     else:
         full = load_omniglot(root, image_size=data.image_size)
+    test_alphabets, val_alphabets = alphabet_fold(data)
     splits = split_omniglot(full, by=data.split_by, fractions=tuple(data.fractions),
-                            seed=data.split_seed)
+                            seed=data.split_seed, test_alphabets=test_alphabets,
+                            val_alphabets=val_alphabets)
     # Rotating characters by 90 degree steps into new classes (Vinyals et al. 2016) gives
     # more base classes; test characters are kept as drawn.
     for split in data.rotate_splits:

@@ -87,3 +87,30 @@ def test_too_few_images_per_class_names_the_class(interleaved_labels) -> None:
     ds = ImageDataset(np.zeros((len(labels), 2, 2, 1), np.uint8), labels, names)
     with pytest.raises(DataError, match="class 'c12' in split 'val' has 2 images"):
         check_episode_shape(ds, SHAPE, "val")
+
+
+def test_within_group_episodes_draw_every_class_from_one_eligible_group(
+        interleaved_labels) -> None:
+    labels = interleaved_labels(num_classes=12, per_class=7)
+    # Groups of 5, 4 and 3 classes: at 4-way the 3-class group can never be drawn.
+    groups = np.array([0] * 5 + [1] * 4 + [2] * 3)
+    sampler = EpisodeSampler(labels, EpisodeShape(4, 1, 2), seed=0, groups=groups)
+    assert sampler.eligible_groups == [0, 1]
+    seen = set()
+    for step in range(60):
+        ep = sampler.episode(step, 0)
+        classes = {int(labels[i]) for i in np.concatenate([ep.support_idx[0], ep.query_idx[0]])}
+        assert len(classes) == 4
+        (group,) = {int(groups[c]) for c in classes}
+        seen.add(group)
+    assert seen == {0, 1}
+    again = EpisodeSampler(labels, EpisodeShape(4, 1, 2), seed=0, groups=groups)
+    np.testing.assert_array_equal(again.sample(3, 5).query_idx, sampler.sample(3, 5).query_idx)
+
+
+def test_within_group_episodes_need_a_group_of_n_way_classes(interleaved_labels) -> None:
+    labels = interleaved_labels(num_classes=12, per_class=7)
+    with pytest.raises(DataError, match="the largest has 6"):
+        EpisodeSampler(labels, EpisodeShape(7, 1, 2), seed=0, groups=np.repeat([0, 1], 6))
+    with pytest.raises(DataError, match="one group id per class label"):
+        EpisodeSampler(labels, EpisodeShape(2, 1, 2), seed=0, groups=np.zeros(5, int))

@@ -14,6 +14,8 @@ from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.errors import DataError
 from metaunlab.data.omniglot import (
     DEFAULT_OMNIGLOT_DIR,
+    MINIMAL_ALPHABET_FOLDS,
+    alphabet_groups,
     default_omniglot_dir,
     load_omniglot,
     rotate_classes,
@@ -262,3 +264,44 @@ def test_real_small_archives() -> None:
     assert np.bincount(ds.labels).tolist() == [20] * 242
     assert len({name.split("/")[0] for name in ds.class_names}) == 8
     assert ds.images.mean() < 128 and ds.images.max() == 255  # bright strokes on black
+
+    # The alphabet protocol's folds: every alphabet is held out for testing exactly once, no
+    # alphabet is in two splits of a fold, and 20-way validation fits one alphabet.
+    tested = [a for test, _ in MINIMAL_ALPHABET_FOLDS for a in test]
+    assert sorted(tested) == sorted({name.split("/")[0] for name in ds.class_names})
+    for test, val in MINIMAL_ALPHABET_FOLDS:
+        splits = split_omniglot(ds, by="alphabet", test_alphabets=test, val_alphabets=val)
+        alphabets = [{n.split("/")[0] for n in splits[s].class_names}
+                     for s in ("train", "val", "test")]
+        assert alphabets[2] == set(test) and alphabets[1] == set(val)
+        assert not (alphabets[0] & alphabets[1] or alphabets[0] & alphabets[2]
+                    or alphabets[1] & alphabets[2])
+        assert splits["val"].num_classes >= 20
+
+
+def test_named_alphabet_split_holds_out_exactly_those_alphabets(synthetic_omniglot) -> None:
+    ds = rotate_classes(synthetic_omniglot(alphabets=5, characters=3))
+    splits = split_omniglot(ds, by="alphabet", test_alphabets=("Alpha1", "Alpha3"),
+                            val_alphabets=("Alpha0",))
+    alphabets = {s: {n.split("/")[0] for n in d.class_names} for s, d in splits.items()}
+    assert alphabets == {"train": {"Alpha2", "Alpha4"}, "val": {"Alpha0"},
+                         "test": {"Alpha1", "Alpha3"}}
+    assert sum(d.num_classes for d in splits.values()) == ds.num_classes
+    with pytest.raises(DataError, match="'Alpha9' is not in the loaded archives"):
+        split_omniglot(ds, by="alphabet", test_alphabets=("Alpha9",), val_alphabets=("Alpha0",))
+    with pytest.raises(DataError, match="none in both"):
+        split_omniglot(ds, by="alphabet", test_alphabets=("Alpha0",), val_alphabets=("Alpha0",))
+    with pytest.raises(DataError, match="leave no alphabet to train on"):
+        split_omniglot(ds, by="alphabet", test_alphabets=("Alpha0", "Alpha1", "Alpha2"),
+                       val_alphabets=("Alpha3", "Alpha4"))
+    with pytest.raises(DataError, match="split_by='alphabet'"):
+        split_omniglot(ds, by="character", test_alphabets=("Alpha0",), val_alphabets=("Alpha1",))
+
+
+def test_alphabet_groups_keep_each_rotation_of_an_alphabet_apart(synthetic_omniglot) -> None:
+    ds = rotate_classes(synthetic_omniglot(alphabets=2, characters=3))
+    groups, names = alphabet_groups(ds)
+    assert len(names) == 8 and "Alpha1@rot90" in names
+    for label, name in enumerate(ds.class_names):
+        alphabet, _, rotation = name.partition("@")
+        assert names[groups[label]] == alphabet.split("/")[0] + ("@" + rotation if rotation else "")

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Each script, and flags its --help must list.
 SCRIPTS = {
-    "omniglot": ["--workdir", "--config", "--print_config", "--data_dir", "--distributed"],
+    "omniglot": ["--workdir", "--config", "--print_config", "--data_dir", "--distributed",
+                 "--protocols"],
+    "omniglot_folds": ["--workdir", "--folds", "--data_dir"],
     "miniimagenet": ["--workdir", "--config", "--data_dir"],
     "cifar_fs": ["--workdir", "--data_dir"], "fc100": ["--workdir"],
     "tiered_imagenet": ["--workdir"], "folders": ["--workdir"], "features": ["--data_dir"],

@@ -1,0 +1,108 @@
+"""The two Omniglot protocols end to end: `python -m experiments.omniglot` runs the character
+split and held-out alphabets with within-alphabet episodes, each in its own work dir, on a
+cut of the real archives with 5 characters of each of the 8 alphabets."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from experiments.configs.omniglot import get_config as omniglot_config
+from metaunlab.data.omniglot import MINIMAL_ALPHABET_FOLDS, alphabet_of
+from metaunlab.pipeline import load_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVES = ROOT.parent / "shared" / "data" / "omniglot"
+PER_ALPHABET = 5
+
+
+@pytest.fixture(scope="module")
+def five_per_alphabet(tmp_path_factory) -> Path:
+    """Both minimal archives cut to the first 5 characters of each alphabet (same layout)."""
+    sources = sorted(ARCHIVES.glob("images_background_small*.zip"))
+    if len(sources) != 2:
+        pytest.skip(f"the two minimal Omniglot archives are needed in {ARCHIVES}")
+    out = tmp_path_factory.mktemp("omniglot")
+    for source in sources:
+        with zipfile.ZipFile(source) as src, zipfile.ZipFile(out / source.name, "w") as dst:
+            pngs = [n for n in src.namelist() if n.endswith(".png")]
+            characters = {}
+            for name in pngs:
+                alphabet, character = name.split("/")[1:3]
+                characters.setdefault(alphabet, set()).add(character)
+            keep = {(a, c) for a, cs in characters.items() for c in sorted(cs)[:PER_ALPHABET]}
+            for name in pngs:
+                if tuple(name.split("/")[1:3]) in keep:
+                    dst.writestr(name, src.read(name))
+    return out
+
+
+TINY = ["--config.settings=5way_1shot", "--config.val_episodes=20",
+        "--config.pretrain.epochs=1", "--config.pretrain.warmup_steps=5",
+        "--config.pretrain.decay_epochs=()", "--config.pretrain.log_every=5",
+        "--config.metatrain.iterations=20", "--config.metatrain.batch_size=2",
+        "--config.metatrain.val_every=10", "--config.metatrain.log_every=10",
+        "--config.metatrain.query_counts=1,3", "--config.metatrain.within_alphabet=True",
+        "--config.test.episodes=30"]
+
+
+def test_within_alphabet_split_holds_out_whole_alphabets(five_per_alphabet):
+    config = omniglot_config("within_alphabet")
+    config.data.root = str(five_per_alphabet)
+    splits = load_splits(config.data)
+    alphabets = {name: {alphabet_of(c) for c in getattr(splits, name).class_names}
+                 for name in ("train", "val", "test")}
+    test, val = MINIMAL_ALPHABET_FOLDS[config.data.alphabet_fold]
+    assert alphabets["test"] == set(test) and alphabets["val"] == set(val)
+    assert not alphabets["train"] & (set(test) | set(val))
+    assert len(alphabets["train"]) == 5
+    assert splits.test.num_classes == 2 * PER_ALPHABET  # test characters are not rotated
+
+
+def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp_path):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.omniglot", f"--workdir={workdir}",
+         f"--data_dir={five_per_alphabet}", *TINY], cwd=ROOT, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((workdir / "results.json").read_text())["protocols"]
+    assert set(summary) == {"character", "within_alphabet"}
+    for protocol, extra in (("character", [1]), ("within_alphabet", [1, 5])):
+        run = json.loads((workdir / protocol / "results.json").read_text())
+        assert run == summary[protocol] and run["protocol"] == protocol
+        keys = {"5way_1shot": 15, **{f"5way_1shot_{q}query": q for q in extra}}
+        assert set(run["settings"]) == set(keys)
+        for key, n_query in keys.items():
+            entry = run["settings"][key]
+            assert (entry["protocol"], entry["n_way"], entry["n_shot"], entry["n_query"]) == (
+                protocol, 5, 1, n_query)
+            assert 20.0 < entry["methods"]["sib"]["accuracy"] <= 100.0
+        if protocol == "within_alphabet":
+            assert run["settings"]["5way_1shot"]["alphabets"] == sorted(
+                MINIMAL_ALPHABET_FOLDS[0][0])
+        stored = json.loads((workdir / protocol / "config.json").read_text())
+        assert stored["metatrain"]["query_counts"] == "1,3"  # overrides reach both protocols
+    table = (workdir / "results.md").read_text()
+    assert "## character" in table and "## within_alphabet" in table
+    assert "5way_1shot_5query" in proc.stdout
+
+
+def test_fold_summary_is_the_mean_over_folds_with_a_student_t_interval(tmp_path):
+    from metaunlab.folds import summarize_folds, write_fold_summary
+
+    def run(sib, k0):
+        return {"settings": {"20way_1shot_1query": {
+            "n_way": 20, "n_shot": 1, "n_query": 1, "alphabets": ["A"],
+            "methods": {"sib": {"accuracy": sib, "ci95": 0.5, "steps": 3},
+                        "k0": {"accuracy": k0, "ci95": 0.5, "steps": 0}}}}}
+
+    summary = summarize_folds({0: run(90.0, 85.0), 1: run(94.0, 87.0), 2: run(92.0, 86.0)})
+    sib = summary["settings"]["20way_1shot_1query"]["methods"]["sib"]
+    assert sib["accuracy"] == pytest.approx(92.0) and sib["folds"] == 3
+    assert sib["ci95"] == pytest.approx(4.303 * 2.0 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) = 4.303
+    table = write_fold_summary(str(tmp_path), summary)
+    assert "92.00 +- 4.97" in table and (tmp_path / "folds.json").is_file()
