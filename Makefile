@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/omniglot
 PYTEST_WORKERS ?= 2
 
-.PHONY: install install-torch demo test test-slow bench-quick lint clean \
+.PHONY: install install-torch demo folds test test-slow bench-quick lint clean \
 	tpu-create tpu-setup tpu-train tpu-logs tpu-delete
 
 $(PY):
@@ -20,9 +20,14 @@ install: $(PY)
 install-torch: install
 	$(PY) -m pip install torch==2.13.0
 
-# The offline default: pretrain Conv-4 on Omniglot, meta-train SIB, meta-test four settings.
+# The offline default: pretrain Conv-4 on Omniglot, meta-train SIB, meta-test it under the
+# character split and on held-out alphabets (W/character, W/within_alphabet).
 demo: install
 	$(PY) -m experiments.omniglot --workdir=$(WORKDIR)
+
+# Held-out alphabets, all four folds, and the mean over folds (W/fold<k>, W/folds.md).
+folds: install
+	$(PY) -m experiments.omniglot_folds --workdir=$(WORKDIR)_folds
 
 test: install
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)

@@ -47,8 +47,15 @@ FeatureFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The outer optimizer of `config` (a `metatrain` config group)."""
-    return optim.sgd_nesterov(config.lr, momentum=config.momentum,
+    """The outer optimizer of `config` (a `metatrain` config group): SGD with Nesterov
+    momentum at `lr`, divided by 10 at each iteration of `decay_steps` (none: the
+    reference's constant rate)."""
+    decay_steps = tuple(config.get("decay_steps", ()))
+    learning_rate = config.lr
+    if decay_steps:
+        learning_rate = optax.piecewise_constant_schedule(
+            config.lr, {int(step): 0.1 for step in decay_steps})
+    return optim.sgd_nesterov(learning_rate, momentum=config.momentum,
                               weight_decay=config.weight_decay)
 
 

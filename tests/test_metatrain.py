@@ -336,3 +336,20 @@ def test_query_scaled_step_trains_with_the_rescaled_step_size():
                            feats[batch["query_idx"]], batch["query_labels"], steps=3, lr=1e-3)
     assert float(metrics["loss"]) == pytest.approx(float(want), rel=1e-5)
     assert abs(float(want) - float(unscaled)) > 1e-6
+
+
+def test_decay_steps_divide_the_meta_learning_rate_by_ten():
+    """decay_steps=(2,): the third update is a tenth of what a constant rate would take."""
+    params = {"w": jnp.asarray(1.0)}
+    grads = {"w": jnp.asarray(1.0)}
+
+    def third_update(**overrides):
+        config = _metatrain_config(momentum=0.0, weight_decay=0.0, lr=0.5, **overrides)
+        optimizer = metatrain.make_optimizer(config)
+        state = optimizer.init(params)
+        for _ in range(3):
+            updates, state = optimizer.update(grads, state, params)
+        return float(updates["w"])
+
+    assert third_update() == pytest.approx(-0.5)
+    assert third_update(decay_steps=(2,)) == pytest.approx(-0.05)

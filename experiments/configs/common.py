@@ -61,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.metatrain.sib_steps = 3
     c.metatrain.inner_lr = 1e-3
     c.metatrain.lr = 1e-3
+    # Iterations after which lr is divided by 10 (the reference: none, a constant rate).
+    c.metatrain.decay_steps = ()
     c.metatrain.momentum = 0.9
     c.metatrain.weight_decay = 5e-4
     c.metatrain.grad_coeff = 0.0

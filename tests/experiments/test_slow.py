@@ -13,16 +13,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_default_omniglot_demo_shows_what_transduction_adds(tmp_path):
-    """The README's demo, unchanged: SIB (K=3) beats K=0 on held-out 5-way 1-shot tasks by
-    more than the two confidence intervals together."""
+    """The README's demo, unchanged: both protocols, and in every 1-shot setting (one query
+    per class included) SIB (K=3) beats K=0 by more than the two intervals together."""
     workdir = tmp_path / "omniglot"
     proc = subprocess.run([sys.executable, "-m", "experiments.omniglot", f"--workdir={workdir}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=3600,
                           env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((workdir / "results.json").read_text())
-    assert set(results["settings"]) == {"5way_1shot", "5way_5shot", "20way_1shot",
-                                        "20way_5shot"}
-    entry = results["settings"]["5way_1shot"]["methods"]
-    gain = entry["sib"]["accuracy"] - entry["k0"]["accuracy"]
-    assert gain > entry["sib"]["ci95"] + entry["k0"]["ci95"], entry
+    protocols = json.loads((workdir / "results.json").read_text())["protocols"]
+    assert set(protocols["character"]["settings"]) == {
+        f"{s}{q}" for s in ("5way_1shot", "5way_5shot", "20way_1shot", "20way_5shot")
+        for q in ("", "_1query")}
+    assert set(protocols["within_alphabet"]["settings"]) == {
+        f"{s}{q}" for s in ("5way_1shot", "20way_1shot") for q in ("", "_1query", "_5query")}
+    for run in protocols.values():
+        for name, entry in run["settings"].items():
+            sib, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
+            if entry["n_shot"] == 1:
+                assert sib["accuracy"] - k0["accuracy"] > sib["ci95"] + k0["ci95"], name
+    character = protocols["character"]["settings"]
+    assert character["20way_1shot"]["methods"]["sib"]["accuracy"] >= 95.0
