@@ -18,7 +18,7 @@ import numpy as np
 
 from metaunlab.config_checks import parse_counts
 from metaunlab.data.dataset import ImageDataset
-from metaunlab.data.omniglot import alphabet_groups
+from metaunlab.data.omniglot_splits import alphabet_groups
 from metaunlab.errors import ConfigError
 
 

@@ -110,9 +110,7 @@ class TrainedModel:
             feats, labels = data.features, data.labels
             rows = _subset(len(labels), max_rows, seed)
             return feats[rows], labels[rows]
-        if self._datasets is None:  # decoded once for every split asked for
-            self._datasets = load_dataset_splits(self.config.data)[0]
-        dataset = self._datasets[split]
+        dataset = self._dataset(split)
         rows = _subset(len(dataset), max_rows, seed)
         return self.embed(dataset.images[rows], desc=f"embed {split}"), dataset.labels[rows]
 
@@ -121,9 +119,12 @@ class TrainedModel:
         within one alphabet (`metaunlab.protocols`), else None."""
         if self.features_file is not None or not self.config.test.get("within_alphabet"):
             return None
-        if self._datasets is None:
+        return episode_groups(self.config, self._dataset(split), "test")
+
+    def _dataset(self, split: str):
+        if self._datasets is None:  # decoded once for every split asked for
             self._datasets = load_dataset_splits(self.config.data)[0]
-        return episode_groups(self.config, self._datasets[split], "test")
+        return self._datasets[split]
 
     def _require_backbone(self) -> None:
         if self.backbone is None:
