@@ -1,7 +1,7 @@
 """Held-out alphabets, every fold: `python -m experiments.omniglot_folds --workdir=W`.
 
 Runs the within-alphabet protocol of experiments/configs/omniglot.py once per fold of
-metaunlab.data.omniglot.MINIMAL_ALPHABET_FOLDS (each of the 8 alphabets is a test alphabet
+metaunlab.data.omniglot_splits.MINIMAL_ALPHABET_FOLDS (each of the 8 alphabets is a test alphabet
 in exactly one fold), each in W/fold<k> (rerun to resume), with any --config.<field>=
 overrides applied to all, then writes W/folds.md and W/folds.json: per setting, each fold's
 SIB and K = 0 accuracy and their mean over folds with a 95% Student-t interval over folds
@@ -30,7 +30,7 @@ def main(argv):
     with cli.user_errors():
         if not FLAGS.workdir:
             raise ConfigError("--workdir is not set; name a directory for the fold runs.")
-        from metaunlab.data.omniglot import MINIMAL_ALPHABET_FOLDS
+        from metaunlab.data.omniglot_splits import MINIMAL_ALPHABET_FOLDS
         from metaunlab.folds import summarize_folds, write_fold_summary
         from metaunlab.pipeline import train_and_evaluate
 

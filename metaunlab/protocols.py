@@ -24,7 +24,7 @@ from metaunlab.errors import ConfigError
 
 def episode_groups(config: ml_collections.ConfigDict, split, stage: str) -> np.ndarray | None:
     """Alphabet ids per class of `split` when `config.<stage>.within_alphabet` (Omniglot
-    images only; `metaunlab.data.omniglot.alphabet_groups`), else None."""
+    images only; `metaunlab.data.omniglot_splits.alphabet_groups`), else None."""
     if not config[stage].get("within_alphabet", False):
         return None
     if config.data.name != "omniglot" or not isinstance(split, ImageDataset):

@@ -12,7 +12,7 @@ Images are 28x28 with bright strokes on black.
                    val / test characters, so no character is both meta-trained and
                    meta-tested; episodes mix alphabets.
   within_alphabet  whole alphabets held out (`data.alphabet_fold`, of
-                   metaunlab.data.omniglot.MINIMAL_ALPHABET_FOLDS): fold 0 tests on
+                   metaunlab.data.omniglot_splits.MINIMAL_ALPHABET_FOLDS): fold 0 tests on
                    Japanese (katakana) and Early Aramaic, validates on Balinese and trains
                    on the other 5 alphabets; validation and test episodes draw all their
                    classes from one alphabet, as in Lake et al.'s one-shot runs.
