@@ -32,7 +32,6 @@ def main(argv):
             raise ConfigError("--workdir is not set; name a directory for the fold runs.")
         from metaunlab.data.omniglot_splits import MINIMAL_ALPHABET_FOLDS
         from metaunlab.folds import summarize_folds, write_fold_summary
-        from metaunlab.pipeline import train_and_evaluate
 
         try:
             folds = [int(f) for f in FLAGS.folds]
@@ -41,15 +40,15 @@ def main(argv):
         if not folds or any(not 0 <= f < len(MINIMAL_ALPHABET_FOLDS) for f in folds):
             raise ConfigError(f"--folds={','.join(FLAGS.folds)}: give fold numbers from 0 to "
                               f"{len(MINIMAL_ALPHABET_FOLDS) - 1}, separated by commas.")
-        results = {}
+        runs = {}
         for fold in folds:
             workdir = os.path.join(FLAGS.workdir, f"fold{fold}")
             config = runner.config_for_workdir(runner_config, "within_alphabet", workdir)
             config.data.alphabet_fold = fold
             if FLAGS.data_dir:
                 config.data.root = FLAGS.data_dir
-            print(f"fold {fold}: test alphabets {', '.join(MINIMAL_ALPHABET_FOLDS[fold][0])}")
-            results[fold] = train_and_evaluate(config, workdir)
+            runs[fold] = (config, workdir)
+        results = runner.run_each(runs, label="fold")
         print(write_fold_summary(FLAGS.workdir, summarize_folds(results)))
 
 

@@ -205,19 +205,28 @@ def run_protocols(FLAGS, config_file: str, known: tuple[str, ...], data_dir_flag
     if not FLAGS.workdir:
         raise ConfigError("--workdir is not set; name a directory for the run's checkpoints "
                           "and results.")
-    from metaunlab.pipeline import train_and_evaluate, write_protocol_summary
+    from metaunlab.pipeline import write_protocol_summary
+
+    results = run_each({protocol: (config, os.path.join(FLAGS.workdir, protocol))
+                        for protocol, config in configs.items()}, label="protocol")
+    print(write_protocol_summary(FLAGS.workdir, results))
+
+
+def run_each(runs: dict, *, label: str) -> dict:
+    """`train_and_evaluate` for each `name: (config, workdir)` in order; the results by name.
+    On SIGTERM the current run saves its state and the script exits with status 143."""
+    from metaunlab.pipeline import train_and_evaluate
     from metaunlab.preemption import Preempted
 
     results = {}
     try:
-        for protocol, config in configs.items():
-            print(f"protocol {protocol}: {os.path.join(FLAGS.workdir, protocol)}")
-            results[protocol] = train_and_evaluate(config, os.path.join(FLAGS.workdir,
-                                                                        protocol))
+        for name, (config, workdir) in runs.items():
+            print(f"{label} {name}: {workdir}")
+            results[name] = train_and_evaluate(config, workdir)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         sys.exit(PREEMPTED_EXIT_STATUS)
-    print(write_protocol_summary(FLAGS.workdir, results))
+    return results
 
 
 def register_config_overrides(config_file: str, variant: str) -> None:
