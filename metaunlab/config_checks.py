@@ -70,6 +70,19 @@ def _count_list() -> tuple[Check, str]:
     return check, "empty or positive integers separated by commas, e.g. '1,5,15'"
 
 
+def _query_distribution() -> tuple[Check, str]:
+    def check(v):
+        from metaunlab.data.errors import DataError
+        from metaunlab.data.query_sets import QueryDistribution
+        try:
+            QueryDistribution.parse(v)
+        except DataError:
+            return False
+        return isinstance(v, str)
+
+    return check, "'balanced' or 'dirichlet:ALPHA' with ALPHA > 0, e.g. 'dirichlet:2'"
+
+
 def parse_counts(text: str) -> list[int]:
     """"1,5,15" -> [1, 5, 15] (sorted, distinct); "" -> []."""
     return sorted({int(p) for p in text.split(",") if p.strip()})
@@ -106,7 +119,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "metatrain.steps_per_call": NON_NEGATIVE,
     "metatrain.query_counts": _count_list(), "metatrain.within_alphabet": _flag(),
     "metatrain.query_scaled_step": _flag(), "metatrain.init_scale": RATE,
-    "metatrain.decay_steps": _integers(1),
+    "metatrain.decay_steps": _integers(1), "metatrain.query_distribution": _query_distribution(),
     "test.episodes": COUNT, "test.n_query": COUNT, "test.seed": NON_NEGATIVE,
     "test.extra_query_counts": _count_list(), "test.within_alphabet": _flag(),
     "data.alphabet_fold": _integer(-1),

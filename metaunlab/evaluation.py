@@ -92,9 +92,15 @@ class Evaluation:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _correct_fraction(predictor, params, base_mean, feats, support_idx, support_labels,
-                      query_idx, query_labels):
-    probs = predictor(params, base_mean, feats[support_idx], support_labels, feats[query_idx])
-    return jnp.mean(jnp.argmax(probs, -1) == query_labels, axis=-1), jnp.all(jnp.isfinite(probs))
+                      query_idx, query_labels, query_mask=None):
+    probs = predictor(params, base_mean, feats[support_idx], support_labels, feats[query_idx],
+                      query_mask)
+    correct = jnp.argmax(probs, -1) == query_labels
+    if query_mask is None:
+        return jnp.mean(correct, axis=-1), jnp.all(jnp.isfinite(probs))
+    real = jnp.sum(query_mask, axis=-1)
+    fraction = jnp.sum(correct & query_mask, axis=-1) / jnp.maximum(real, 1)
+    return fraction, jnp.all(jnp.isfinite(probs))
 
 
 def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, *,
@@ -103,7 +109,9 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
     """Accuracy of `method` on every episode of `episodes` (indices into `feats` (N, D)).
 
     Episodes run `chunk` at a time as one batch; the last chunk is padded by repeating
-    episodes (then dropped), so one shape compiles per episode shape. `base_mean` (D,) is
+    episodes (then dropped), so one shape compiles per episode shape. Episodes with a
+    `query_mask` (padded query sets) are scored on their real queries only, and every
+    method gets the mask. `base_mean` (D,) is
     the base-class mean for the methods that use one. With `timed`, the first chunk runs
     once untimed (compilation) before the timed pass over all of them.
     """
@@ -112,6 +120,8 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
     predictor = method.predictor(episodes.n_way)
     arrays = (episodes.support_idx, episodes.support_labels, episodes.query_idx,
               episodes.query_labels)
+    if episodes.query_mask is not None:
+        arrays += (episodes.query_mask,)
     total = len(episodes)
     chunk = min(chunk, total)
     parts = [[a[np.arange(start, start + chunk) % total] for a in arrays]

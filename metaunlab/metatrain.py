@@ -207,7 +207,9 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     Query sets: `config.query_counts` ("1,5,15") draws the queries per class of each block of
     iterations from that list (`query_count_index`), so phi's BatchNorm and the classifier
     scale are trained on the query-set sizes they will meet; empty means `config.n_query`
-    always. `train_groups` (a group id per class label, e.g. its alphabet) makes every
+    always. `config.query_distribution` ("balanced", or "dirichlet:ALPHA" for class-imbalanced
+    query sets of the same sizes) splits them between the classes. `train_groups` (a group
+    id per class label, e.g. its alphabet) makes every
     episode draw its classes from one group (`EpisodeSampler`).
     """
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.metatrain.batch_size")
@@ -215,7 +217,9 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                                    "--config.metatrain.backbone_dtype")
     query_counts = training_query_counts(config)
     samplers = {q: EpisodeSampler(train_labels, EpisodeShape(config.n_way, config.n_shot, q),
-                                  seed=config.seed, split_name="train", groups=train_groups)
+                                  seed=config.seed, split_name="train", groups=train_groups,
+                                  query_distribution=config.get("query_distribution",
+                                                                "balanced"))
                 for q in query_counts}
     optimizer = make_optimizer(config)
     params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim,
@@ -283,7 +287,8 @@ def train_on_features(features: np.ndarray, labels: np.ndarray, *, n_way: int, n
                       batch_size: int = 8, lr: float = 1e-3, inner_lr: float = 1e-3,
                       seed: int = 0, val_features: np.ndarray | None = None,
                       val_labels: np.ndarray | None = None, val_episodes: int = 300,
-                      workdir: str | None = None) -> sib.Params:
+                      workdir: str | None = None,
+                      query_distribution: str = "balanced") -> sib.Params:
     """Meta-train a SIB head on features (N, D) with class labels (N,), from Python.
 
     The reference's outer optimizer (SGD, Nesterov momentum 0.9, coupled weight decay 5e-4)
@@ -291,14 +296,16 @@ def train_on_features(features: np.ndarray, labels: np.ndarray, *, n_way: int, n
     `n_query` queries per class; K = `steps` synthetic steps of size `inner_lr`. With
     validation features and labels, the head of the best validation accuracy on
     `val_episodes` seeded episodes is returned, else the last. Checkpoints go to `workdir`
-    (a rerun resumes there), or to a temporary folder.
+    (a rerun resumes there), or to a temporary folder. `query_distribution` splits each
+    training query set between its classes ("balanced" or "dirichlet:ALPHA"); validation
+    episodes are balanced.
     """
     config = ml_collections.ConfigDict({
         "seed": seed, "iterations": iterations, "batch_size": batch_size, "n_way": n_way,
         "n_shot": n_shot, "n_query": n_query, "sib_steps": steps, "inner_lr": inner_lr,
         "lr": lr, "momentum": 0.9, "weight_decay": 5e-4, "grad_coeff": 0.0,
         "val_every": max(1, iterations // 4), "log_every": max(1, iterations // 10),
-        "checkpoint_every": 0})
+        "checkpoint_every": 0, "query_distribution": query_distribution})
     features = np.asarray(features, np.float32)
     val = None
     if val_features is not None:

@@ -12,7 +12,9 @@ episode that also accept any number of leading episode axes:
 With leading axes the result is that of `jax.vmap` over them, computed as one program:
 phi's weight gradients become one product over the queries of all episodes. Each episode's
 BatchNorm sees only its own queries (the reference flattens a batch's queries into one
-BatchNorm batch, but only ever runs one episode per batch, where the two agree).
+BatchNorm batch, but only ever runs one episode per batch, where the two agree). Query sets
+of different sizes are padded to one shape and passed with `query_mask`: the BatchNorm
+statistics and the steps then use the real queries only.
 
 The K steps are computed in one of two exactly equivalent ways, with the same signature:
   `apply_direct`  theta (N, D) itself is updated, as the reference does;
@@ -90,7 +92,7 @@ def init_theta(init_params: Params, support_feats: jax.Array, support_labels: ja
     return class_means(l2_normalize(support_feats), support_labels, n_way) * init_params["w"]
 
 
-def query_scaled_lr(lr: float, n_way: int, n_queries: int, step_queries: int) -> float:
+def query_scaled_lr(lr: float, n_way: int, n_queries, step_queries: int):
     """The step size that moves theta as far for `n_queries` queries as `lr` does for
     `step_queries` queries per class.
 
@@ -104,16 +106,30 @@ def query_scaled_lr(lr: float, n_way: int, n_queries: int, step_queries: int) ->
     return float(lr) * step_queries * n_way / n_queries
 
 
-def _synthetic_cosine_gradient(params: Params, cos: jax.Array) -> jax.Array:
+def _synthetic_cosine_gradient(params: Params, cos: jax.Array,
+                               query_mask: jax.Array | None = None) -> jax.Array:
     """phi's estimate of d(loss)/d(cos), (Nq, N): scale * phi(z) with z = scale * (cos +
-    bias), the chain rule through the logits, along which both forms step."""
+    bias), the chain rule through the logits, along which both forms step. With
+    `query_mask`, phi's BatchNorm sees the real queries only and padded rows are 0, so
+    they add nothing to the step."""
     classifier = params["classifier"]
     logits = logits_of_cosines(classifier, cos)
-    return classifier["scale"] * phi.apply(params["grad_net"], logits)
+    gcos = classifier["scale"] * phi.apply(params["grad_net"], logits, query_mask)
+    if query_mask is None:
+        return gcos
+    return jnp.where(query_mask[..., None], gcos, 0.0)
+
+
+def _episode_lr(lr, trailing: int):
+    """A step size per episode (an array over the leading axes) broadcast against arrays
+    with `trailing` more axes; a Python float as it is."""
+    if isinstance(lr, (int, float)):
+        return lr
+    return jnp.asarray(lr).reshape(jnp.shape(lr) + (1,) * trailing)
 
 
 def synthetic_step(params: Params, theta: jax.Array, query_hat: jax.Array, *,
-                   lr: float) -> jax.Array:
+                   lr: float, query_mask: jax.Array | None = None) -> jax.Array:
     """One synthetic gradient step: theta - lr * (dz/dtheta)^T phi(z), z the query logits.
 
     `query_hat` are the L2-normalised query features. The vector-Jacobian product through
@@ -128,11 +144,11 @@ def synthetic_step(params: Params, theta: jax.Array, query_hat: jax.Array, *,
     clamped = jnp.maximum(norm, NORM_EPS)
     theta_hat = theta / clamped[..., None]
     cos = query_hat @ transpose(theta_hat)  # (Nq, N)
-    gcos = _synthetic_cosine_gradient(params, cos)
+    gcos = _synthetic_cosine_gradient(params, cos, query_mask)
     # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
     radial = jnp.where(norm > NORM_EPS, jnp.sum(gcos * cos, axis=-2), 0.0)
     grad_theta = (transpose(gcos) @ query_hat - radial[..., None] * theta_hat) / clamped[..., None]
-    return theta - lr * grad_theta
+    return theta - _episode_lr(lr, 2) * grad_theta
 
 
 def _one_episode_at_a_time(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
@@ -144,6 +160,10 @@ def _one_episode_at_a_time(fn: Callable[..., jax.Array]) -> Callable[..., jax.Ar
         lead = support_feats.shape[:-2]
         if not lead or math.prod(lead) != 1:
             return fn(params, support_feats, support_labels, query_feats, **kwargs)
+        if kwargs.get("query_mask") is not None:
+            kwargs["query_mask"] = kwargs["query_mask"].reshape(query_feats.shape[-2:-1])
+        if not isinstance(kwargs.get("lr", 0.0), (int, float)):
+            kwargs["lr"] = jnp.reshape(kwargs["lr"], ())
         out = fn(params, support_feats.reshape(support_feats.shape[-2:]),
                  support_labels.reshape(support_labels.shape[-1:]),
                  query_feats.reshape(query_feats.shape[-2:]), **kwargs)
@@ -155,7 +175,7 @@ def _one_episode_at_a_time(fn: Callable[..., jax.Array]) -> Callable[..., jax.Ar
 @_one_episode_at_a_time
 def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.Array,
                  query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-                 remat: bool = False) -> jax.Array:
+                 remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
     """Query logits (..., Nq, N) after K = `steps` synthetic steps on theta itself.
 
     `steps` is a Python int (it fixes the unroll); `lr` is the synthetic step size eta
@@ -164,7 +184,7 @@ def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.A
     nothing stopped). With `remat` each step is recomputed in the backward pass
     (`jax.checkpoint`), so only theta between steps is kept.
     """
-    step = functools.partial(synthetic_step, lr=lr)
+    step = functools.partial(synthetic_step, lr=lr, query_mask=query_mask)
     if remat:
         step = jax.checkpoint(step)
     theta = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
@@ -177,7 +197,7 @@ def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.A
 @_one_episode_at_a_time
 def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Array,
                query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-               remat: bool = False) -> jax.Array:
+               remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
     """`apply_direct`, computed in the span of the query features.
 
     Every synthetic step moves row c of theta along (J^T g)_c = (sum_q gcos[q,c] fqn[q]
@@ -203,9 +223,11 @@ def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Arr
         clamped = jnp.maximum(norm, NORM_EPS)
         return proj / clamped[..., None, :], clamped, norm
 
+    lr = _episode_lr(lr, 1)  # against the (..., N) rows
+
     def one_step(params, a, b):
         cos, clamped, norm = cosine(a, b)
-        gcos = _synthetic_cosine_gradient(params, cos)
+        gcos = _synthetic_cosine_gradient(params, cos, query_mask)
         # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
         radial = jnp.where(norm > NORM_EPS,
                            lr * jnp.sum(gcos * cos, axis=-2) / (clamped * clamped), 0.0)
@@ -226,7 +248,7 @@ def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Arr
 
 def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
           query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-          remat: bool = False) -> jax.Array:
+          remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
     """Query logits (..., Nq, N) after K = `steps` synthetic gradient steps.
 
     Args:
@@ -236,8 +258,12 @@ def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
       query_feats: (..., Nq, D) unlabeled query features; phi's BatchNorm normalises with
         their statistics, episode by episode.
       steps: K, a Python int (it fixes the unroll). 0 is the initialization network alone.
-      lr: the synthetic step size eta (1e-3 in the published configs).
+      lr: the synthetic step size eta (1e-3 in the published configs); a float, or an array
+        over the leading (episode) axes for one step size per episode.
       remat: recompute each step in the backward pass instead of keeping its intermediates.
+      query_mask: (..., Nq) bool or None: the real queries of padded query sets. phi's
+        BatchNorm uses their statistics only and padded queries add nothing to the steps,
+        so real queries get the logits of the unpadded episode; padded rows are finite.
 
     Returns:
       Logits (..., Nq, N), the leading axes those of the inputs. The Gram form
@@ -246,7 +272,7 @@ def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
     episodes = math.prod(support_feats.shape[:-2])
     form = apply_gram if steps > 0 and episodes >= 2 else apply_direct
     return form(params, support_feats, support_labels, query_feats, steps=steps, lr=lr,
-                remat=remat)
+                remat=remat, query_mask=query_mask)
 
 
 def grad_matching_loss(params: Params, logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from metaunlab.data.episodes import Episodes, EpisodeShape, batch_episodes
+from metaunlab.data.episodes import Episodes, EpisodeShape, batch_episodes, pad_episodes
 from metaunlab.data.errors import DataError
 from metaunlab.files import atomic_path
 
@@ -61,13 +61,15 @@ def fixed_episodes_to_json(
     for batch in batches:
         for b in range(batch.batch_size):
             n_way = int(max(batch.support_labels[b].max(), batch.query_labels[b].max())) + 1
+            real = batch.mask_or_ones[b]  # padded query slots are not queries
             records.append(
                 {
                     "Support": _paths_per_class(
                         batch.support_idx[b], batch.support_labels[b], n_way, image_paths
                     ),
                     "Query": _paths_per_class(
-                        batch.query_idx[b], batch.query_labels[b], n_way, image_paths
+                        batch.query_idx[b][real], batch.query_labels[b][real], n_way,
+                        image_paths
                     ),
                 }
             )
@@ -138,14 +140,18 @@ def _record_problem(record: object) -> str | None:
         if not isinstance(per_class, list) or not per_class:
             return f'has a "{key}" that is not a non-empty list of per-class path lists'
         for way, paths in enumerate(per_class):
+            # An imbalanced query set may leave a class without queries; a support may not.
             if (
                 not isinstance(paths, list)
-                or not paths
+                or (key == "Support" and not paths)
                 or not all(isinstance(p, str) for p in paths)
             ):
-                return f'has a "{key}" entry for class {way} that is not a non-empty list of paths'
+                what = "a non-empty list" if key == "Support" else "a list"
+                return f'has a "{key}" entry for class {way} that is not {what} of paths'
     if len(support) != len(query):
         return f'has {len(support)} classes in "Support" but {len(query)} in "Query"'
+    if not any(query):
+        return 'has no query image in "Query"'
     return None
 
 
@@ -208,8 +214,11 @@ def episodes_from_records(
 
     ``records`` are JSON records or ``resolve_episode_paths`` output; ``index_of`` maps each
     path to its row in the array of images or features. Returns, per shape, the positions
-    of its episodes in ``records`` and their batched ``Episodes``. A class's shot and query
-    counts must be the same for every class of an episode.
+    of its episodes in ``records`` and their batched ``Episodes``. Every class of an
+    episode has the same number of support images; query counts may differ between
+    classes (an imbalanced query set, 0 included). An episode of Q queries belongs to the
+    shape with n_query = ceil(Q / n_way); the episodes of a shape whose totals differ are
+    padded to n_way * n_query query slots with a ``query_mask``.
     """
     groups: dict[EpisodeShape, tuple[list[int], list[Episodes]]] = {}
     overlapping = []
@@ -219,13 +228,21 @@ def episodes_from_records(
         )
         if {p for paths in support for p in paths} & {p for paths in query for p in paths}:
             overlapping.append(position)
-        shots, queries = {len(p) for p in support}, {len(p) for p in query}
-        if len(shots) != 1 or len(queries) != 1:
+        shots = {len(p) for p in support}
+        if len(shots) != 1:
             raise DataError(
                 f"episode {position} in {source} has classes with different numbers of "
-                "support or query images; give every class the same counts."
+                "support images; give every class the same number of shots."
             )
-        shape = EpisodeShape(len(support), shots.pop(), queries.pop())
+        counts = [len(p) for p in query]
+        if len(support) != len(query) or sum(counts) == 0:
+            raise DataError(
+                f"episode {position} in {source} has {len(support)} support classes, "
+                f"{len(query)} query classes and {sum(counts)} queries; give one query list "
+                "per support class and at least one query."
+            )
+        n_way = len(support)
+        shape = EpisodeShape(n_way, shots.pop(), -(-sum(counts) // n_way))
 
         def rows(per_class: list[list[str]], position: int = position) -> np.ndarray:
             try:
@@ -236,13 +253,15 @@ def episodes_from_records(
                     "image of the split; check that the file matches the image folder."
                 ) from None
 
-        way = np.arange(shape.n_way, dtype=np.int32)
+        way = np.arange(n_way, dtype=np.int32)
         episode = Episodes(
             support_idx=rows(support)[None],
             support_labels=np.repeat(way, shape.n_shot)[None],
             query_idx=rows(query)[None],
-            query_labels=np.repeat(way, shape.n_query)[None],
+            query_labels=np.repeat(way, counts)[None],
         )
+        if sum(counts) < shape.query_size:
+            episode = pad_episodes(episode, shape.query_size)
         positions, batch = groups.setdefault(shape, ([], []))
         positions.append(position)
         batch.append(episode)

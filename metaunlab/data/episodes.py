@@ -18,6 +18,7 @@ import numpy as np
 
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.errors import DataError
+from metaunlab.data.query_sets import QueryDistribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +51,32 @@ class Episodes:
 
     ``*_idx`` index the sampler's dataset; ``*_labels`` are episode-local, 0..n_way-1, with
     label i meaning the i-th class drawn for that episode.
+
+    ``query_mask`` (B, Nq) bool marks the real queries of episodes whose query sets have
+    different sizes: they are padded to one number of slots, so a batch of them is one
+    static shape and compiles once. A padded slot repeats a real query's index with label
+    0 and must be ignored by whatever reads it (every method takes the mask). None: every
+    slot is a real query.
     """
 
     support_idx: np.ndarray  # (B, n_way * n_shot)
     support_labels: np.ndarray  # (B, n_way * n_shot)
-    query_idx: np.ndarray  # (B, n_way * n_query)
-    query_labels: np.ndarray  # (B, n_way * n_query)
+    query_idx: np.ndarray  # (B, Nq), Nq = n_way * n_query query slots
+    query_labels: np.ndarray  # (B, Nq)
+    query_mask: np.ndarray | None = None  # (B, Nq) bool, or None: no padding
+
+    @property
+    def mask_or_ones(self) -> np.ndarray:
+        """``query_mask``, or all True when there is none."""
+        if self.query_mask is None:
+            return np.ones(self.query_idx.shape, bool)
+        return self.query_mask
+
+    def query_counts(self) -> np.ndarray:
+        """(B, n_way) real queries of each class of each episode."""
+        n_way = self.n_way
+        one_hot = self.query_labels[..., None] == np.arange(n_way)
+        return np.sum(one_hot & self.mask_or_ones[..., None], axis=1)
 
     @property
     def batch_size(self) -> int:
@@ -123,9 +144,18 @@ def _class_counts(labels: np.ndarray, names: tuple[str, ...] | None) -> dict:
 class EpisodeSampler:
     """Deterministic, stateless episode sampler over a label array.
 
-    Each episode draws n_way classes without replacement, then n_shot + n_query distinct
-    images of each; support and query are then shuffled independently (as the reference
-    does) so a model cannot rely on label order.
+    Each episode draws n_way classes without replacement, then n_shot + (its query count)
+    distinct images of each; support and query are then shuffled independently (as the
+    reference does) so a model cannot rely on label order.
+
+    Query sets hold n_way * n_query queries, split between the classes by
+    `query_distribution` ("balanced": n_query each; "dirichlet:ALPHA": Dirichlet class
+    proportions, `metaunlab.data.query_sets`). With `query_totals=(lo, hi)` each episode's
+    total is drawn uniformly in [lo, hi] (hi <= n_way * n_query) and the query arrays are
+    padded to n_way * n_query slots with a `query_mask` (when an episode has fewer).
+    Episode (seed, step, b) has the same classes and support set under every query
+    distribution and total: those query sets are drawn from the class's other images by a
+    second stream, so a comparison of distributions is paired episode by episode.
 
     With `groups` (one group id per class label, indexed by label: e.g. the alphabet of each
     Omniglot character) every episode first draws one group, uniformly among the groups that
@@ -141,6 +171,8 @@ class EpisodeSampler:
         seed: int,
         split_name: str = "train",
         groups: Sequence[int] | np.ndarray | None = None,
+        query_distribution: str | QueryDistribution = "balanced",
+        query_totals: tuple[int, int] | None = None,
     ) -> None:
         check_episode_shape(labels, shape, split_name)
         labels, _ = _labels_and_names(labels)
@@ -148,6 +180,8 @@ class EpisodeSampler:
             raise DataError(f"episode seed must be a non-negative integer, got {seed!r}.")
         self.shape = shape
         self.seed = int(seed)
+        self.query_distribution = QueryDistribution.parse(query_distribution)
+        self.query_totals = _check_query_totals(query_totals, shape)
         classes = np.unique(labels)
         self._class_members = [np.flatnonzero(labels == c).astype(np.int32) for c in classes]
         self._group_classes = None if groups is None else _classes_by_group(
@@ -175,32 +209,95 @@ class EpisodeSampler:
         if step < 0 or b < 0:
             raise DataError(f"step and episode index must be non-negative, got {step}, {b}.")
         rng = np.random.default_rng([self.seed, int(step), int(b)])
-        n_way, n_shot, n_query = self.shape.n_way, self.shape.n_shot, self.shape.n_query
+        n_way, n_shot = self.shape.n_way, self.shape.n_shot
+        slots = self.shape.query_size
         if self._group_classes is None:
             chosen = rng.choice(self.num_classes, size=n_way, replace=False)
         else:
             group_ids = sorted(self._group_classes)
             members = self._group_classes[group_ids[rng.integers(len(group_ids))]]
             chosen = rng.choice(members, size=n_way, replace=False)
-        picked = np.stack(
-            [
-                rng.choice(self._class_members[c], size=n_shot + n_query, replace=False)
-                for c in chosen
-            ]
-        )  # (n_way, n_shot + n_query); row i is episode class i
+        picked = np.stack([
+            rng.choice(self._class_members[c], size=n_shot + self.shape.n_query, replace=False)
+            for c in chosen])  # (n_way, n_shot + n_query); row i is episode class i
         way = np.arange(n_way, dtype=np.int32)
         support_idx = picked[:, :n_shot].reshape(-1)
-        support_labels = np.repeat(way, n_shot)
-        query_idx = picked[:, n_shot:].reshape(-1)
-        query_labels = np.repeat(way, n_query)
         support_order = rng.permutation(len(support_idx))
+        support = dict(support_idx=support_idx[support_order][None].astype(np.int32),
+                       support_labels=np.repeat(way, n_shot)[support_order][None])
+        if self.query_distribution.is_balanced and self.query_totals is None:
+            query_idx = picked[:, n_shot:].reshape(-1)
+            query_labels = np.repeat(way, self.shape.n_query)
+            query_order = rng.permutation(len(query_idx))
+            return Episodes(**support, query_idx=query_idx[query_order][None].astype(np.int32),
+                            query_labels=query_labels[query_order][None])
+        # Other query sets come from a stream of their own, after the same classes and
+        # support images: every distribution is evaluated on the same support sets.
+        rng = np.random.default_rng([self.seed, int(step), int(b), _QUERY_STREAM])
+        total = slots if self.query_totals is None else int(
+            rng.integers(self.query_totals[0], self.query_totals[1] + 1))
+        remaining = [np.setdiff1d(self._class_members[c], row[:n_shot]) for c, row in
+                     zip(chosen, picked, strict=True)]
+        counts = self.query_distribution.counts(rng, n_way, total,
+                                                np.array([len(r) for r in remaining]))
+        query_idx = np.concatenate([rng.choice(r, size=k, replace=False)
+                                    for r, k in zip(remaining, counts, strict=True)])
+        query_labels = np.repeat(way, counts).astype(np.int32)
         query_order = rng.permutation(len(query_idx))
-        return Episodes(
-            support_idx=support_idx[support_order][None].astype(np.int32),
-            support_labels=support_labels[support_order][None],
-            query_idx=query_idx[query_order][None].astype(np.int32),
-            query_labels=query_labels[query_order][None],
-        )
+        query_idx, query_labels = query_idx[query_order], query_labels[query_order]
+        mask = None
+        if total < slots:
+            query_idx, query_labels, mask = _pad_queries(query_idx, query_labels, slots)
+            mask = mask[None]
+        return Episodes(**support, query_idx=query_idx[None].astype(np.int32),
+                        query_labels=query_labels[None], query_mask=mask)
+
+
+_QUERY_STREAM = 0x5155  # seeds the draws of imbalanced or variable-size query sets
+
+
+def _check_query_totals(query_totals, shape: EpisodeShape) -> tuple[int, int] | None:
+    if query_totals is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in query_totals)
+    except (TypeError, ValueError):
+        raise DataError(f"query_totals must be a pair (lo, hi) of integers, got "
+                        f"{query_totals!r}.") from None
+    if not 1 <= lo <= hi <= shape.query_size:
+        raise DataError(f"query_totals=({lo}, {hi}) must satisfy 1 <= lo <= hi <= n_way * "
+                        f"n_query = {shape.query_size} (the number of query slots).")
+    return lo, hi
+
+
+def _pad_queries(query_idx: np.ndarray, query_labels: np.ndarray,
+                 slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One episode's queries padded to `slots`: index of its first query, label 0, mask
+    False (see `Episodes`)."""
+    real = len(query_idx)
+    if real > slots:
+        raise DataError(f"an episode has {real} queries but only {slots} query slots.")
+    pad = slots - real
+    return (np.concatenate([query_idx, np.full(pad, query_idx[0], query_idx.dtype)]),
+            np.concatenate([query_labels, np.zeros(pad, query_labels.dtype)]),
+            np.arange(slots) < real)
+
+
+def pad_episodes(episodes: Episodes, slots: int) -> Episodes:
+    """`episodes` with their query arrays padded to `slots` (>= their Nq) and a mask."""
+    have = episodes.query_idx.shape[1]
+    if slots < have:
+        raise DataError(f"cannot pad {have} query slots down to {slots}.")
+    pad = slots - have
+    mask = np.concatenate([episodes.mask_or_ones, np.zeros((len(episodes), pad), bool)], 1)
+    first = episodes.query_idx[:, :1]
+    return Episodes(
+        support_idx=episodes.support_idx, support_labels=episodes.support_labels,
+        query_idx=np.concatenate([episodes.query_idx, np.repeat(first, pad, 1)], 1),
+        query_labels=np.concatenate([episodes.query_labels,
+                                     np.zeros((len(episodes), pad), episodes.query_labels.dtype)],
+                                    1),
+        query_mask=mask)
 
 
 def _classes_by_group(classes: np.ndarray, groups, n_way: int,
@@ -226,14 +323,18 @@ def _classes_by_group(classes: np.ndarray, groups, n_way: int,
 
 
 def batch_episodes(episodes: Sequence[Episodes]) -> Episodes:
-    """Concatenate episode batches of one shape along the batch axis."""
+    """Concatenate episode batches of one shape along the batch axis (a mask where any
+    batch has one)."""
     if not episodes:
         raise DataError("batch_episodes needs at least one Episodes batch.")
-    fields = [f.name for f in dataclasses.fields(Episodes)]
+    fields = ["support_idx", "support_labels", "query_idx", "query_labels"]
     shapes = {tuple(getattr(e, f).shape[1:] for f in fields) for e in episodes}
     if len(shapes) > 1:
         raise DataError(
             "batch_episodes got episodes of different way/shot/query sizes; batch only "
-            "episodes of one EpisodeShape."
+            "episodes of one EpisodeShape (or pad their queries to one size: pad_episodes)."
         )
-    return Episodes(**{f: np.concatenate([getattr(e, f) for e in episodes]) for f in fields})
+    arrays = {f: np.concatenate([getattr(e, f) for e in episodes]) for f in fields}
+    if any(e.query_mask is not None for e in episodes):
+        arrays["query_mask"] = np.concatenate([e.mask_or_ones for e in episodes])
+    return Episodes(**arrays)

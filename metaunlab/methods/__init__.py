@@ -1,8 +1,8 @@
 """Few-shot classifiers on frozen features, behind one interface (see `base.Method`).
 
 Inductive: `protonet_cosine`, `simpleshot`, `logreg`. Transductive: `transductive_ft`,
-`bd_cspn`, `laplacianshot`, `tim_gd`, `pt_map`. A trained SIB head becomes a Method with
-`sib_method(params, steps, lr)`.
+`bd_cspn`, `laplacianshot`, `tim_gd`, `alpha_tim`, `pt_map`. A trained SIB head becomes a
+Method with `sib_method(params, steps, lr)`.
 """
 
 from metaunlab.methods import (  # noqa: F401  (importing registers each method)

@@ -6,7 +6,15 @@ Every method is a pure JAX function of one episode on frozen features:
        n_way) -> query probabilities (Nq, n_way)
 
 `n_way` is static (a Python int: it fixes array shapes); everything else is traced, so a
-method is jit-able and vmap-able over a leading episode axis (`Method.batched`). Methods
+method is jit-able and vmap-able over a leading episode axis (`Method.batched`).
+
+Transductive methods also take `query_mask=(Nq,) bool` or None: the real queries of an
+episode whose query set was padded to a common size (`metaunlab.data.episodes.Episodes`).
+Padded queries must not change the prediction of any real query (every statistic over the
+queries, every neighbour, marginal and BatchNorm uses the real ones only); their own rows
+are finite and meaningless. None means every query is real and runs the unmasked
+computation itself. Inductive methods predict each query alone, so they never need one and
+`Method` does not pass it to them. Methods
 that centre features with the *base-class* mean (SimpleShot, LaplacianShot) also accept
 `base_mean=(D,)` or None; a trained method (SIB) carries its parameters in `params` and
 takes them as `params=`. `Method.__call__` passes each only to the methods that take it.
@@ -23,10 +31,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from metaunlab.numerics import l2_normalize
 
-__all__ = ["METHODS", "Method", "centre_and_normalize", "get_method", "register"]
+__all__ = ["METHODS", "Method", "centre_and_normalize", "get_method", "masked_mean",
+           "register"]
 
 ProbsFn = Callable[..., jax.Array]
 
@@ -53,25 +63,25 @@ class Method:
 
     def __call__(self, support_feats: jax.Array, support_labels: jax.Array,
                  query_feats: jax.Array, n_way: int, *,
-                 base_mean: jax.Array | None = None, params: Any = None) -> jax.Array:
+                 base_mean: jax.Array | None = None, params: Any = None,
+                 query_mask: jax.Array | None = None) -> jax.Array:
         """Query probabilities; `params` defaults to the method's own."""
-        kwargs = {}
-        if self.uses_base_mean:
-            kwargs["base_mean"] = base_mean
-        if self.params is not None:
-            kwargs["params"] = self.params if params is None else params
+        kwargs = _keywords(self.uses_base_mean, base_mean, self.params is not None,
+                           self.params if params is None else params,
+                           self.is_transductive, query_mask)
         return self.fn(support_feats, support_labels, query_feats, n_way, **kwargs)
 
     def batched(self, n_way: int, base_mean: jax.Array | None = None) -> ProbsFn:
-        """Jitted `(B, Ns, D), (B, Ns), (B, Nq, D) -> (B, Nq, n_way)`; one trace per shape."""
+        """Jitted `(B, Ns, D), (B, Ns), (B, Nq, D)[, query_mask (B, Nq)] -> (B, Nq, n_way)`;
+        one trace per shape (and per mask or none)."""
         return functools.partial(self.predictor(n_way), self.params, base_mean)
 
     def predictor(self, n_way: int) -> ProbsFn:
-        """`(params, base_mean, fs (B, Ns, D), ys (B, Ns), fq (B, Nq, D)) -> (B, Nq, n_way)`,
-        jitted, with the parameters and base mean traced: one compilation serves every
-        trained head and data set of the same shapes."""
+        """`(params, base_mean, fs (B, Ns, D), ys (B, Ns), fq (B, Nq, D), query_mask=None)
+        -> (B, Nq, n_way)`, jitted, with the parameters, base mean and mask traced: one
+        compilation serves every trained head, data set and padding of the same shapes."""
         return _predictor(self.fn, n_way, self.uses_base_mean, self.params is not None,
-                          self.episode_axes)
+                          self.episode_axes, self.is_transductive)
 
     def with_options(self, name: str | None = None, **options) -> Method:
         """The same method with other hyper-parameters (keyword arguments of fn)."""
@@ -79,16 +89,33 @@ class Method:
                                    fn=functools.partial(self.fn, **options))
 
 
+def _keywords(uses_base_mean: bool, base_mean, uses_params: bool, params,
+              takes_mask: bool, query_mask) -> dict[str, Any]:
+    """The keyword arguments a method function takes, of those given."""
+    kwargs = {}
+    if uses_base_mean:
+        kwargs["base_mean"] = base_mean
+    if uses_params:
+        kwargs["params"] = params
+    if takes_mask and query_mask is not None:
+        kwargs["query_mask"] = query_mask
+    return kwargs
+
+
 @functools.cache
 def _predictor(fn: ProbsFn, n_way: int, uses_base_mean: bool, uses_params: bool,
-               episode_axes: bool) -> ProbsFn:
-    def one_batch(params, base_mean, support_feats, support_labels, query_feats):
-        kwargs = {}
-        if uses_base_mean:
-            kwargs["base_mean"] = base_mean
-        if uses_params:
-            kwargs["params"] = params
-        per_episode = functools.partial(fn, n_way=n_way, **kwargs)
+               episode_axes: bool, takes_mask: bool) -> ProbsFn:
+    def one_batch(params, base_mean, support_feats, support_labels, query_feats,
+                  query_mask=None):
+        shared = _keywords(uses_base_mean, base_mean, uses_params, params, False, None)
+        per_episode = functools.partial(fn, n_way=n_way, **shared)
+        masked = takes_mask and query_mask is not None
+        if masked and episode_axes:
+            return per_episode(support_feats, support_labels, query_feats,
+                               query_mask=query_mask)
+        if masked:
+            return jax.vmap(lambda fs, ys, fq, m: per_episode(fs, ys, fq, query_mask=m))(
+                support_feats, support_labels, query_feats, query_mask)
         if not episode_axes:
             per_episode = jax.vmap(per_episode)
         return per_episode(support_feats, support_labels, query_feats)
@@ -111,6 +138,14 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+def masked_mean(x: jax.Array, mask: jax.Array | None, axis: int = 0) -> jax.Array:
+    """Mean of x over `axis`, over the rows where `mask` is True (all rows for None)."""
+    if mask is None:
+        return x.mean(axis=axis)
+    weights = jnp.expand_dims(mask.astype(x.dtype), tuple(range(1, x.ndim - axis)))
+    return jnp.sum(weights * x, axis=axis) / jnp.maximum(jnp.sum(weights, axis=axis), 1.0)
 
 
 def centre_and_normalize(support_feats: jax.Array, query_feats: jax.Array,

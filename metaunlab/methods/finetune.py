@@ -18,6 +18,15 @@ is frozen and only the classifier moves):
 * Adam with lr 1e-3 for 100 full-batch steps (the paper: lr 5e-5, 25 epochs on the full
   network; with only the classifier trainable that would barely move it).
 These defaults were fixed before any benchmark run, not tuned on test episodes.
+
+easyfsl's `TransductiveFinetuning` (sicara/easy-few-shot-learning @ 8023ff4) is another
+model: logits -||x - p|| to prototypes initialised at the class means of raw features, no
+bias, temperature 1, Adam lr 5e-5 for 25 steps, at which it barely moves (it scores like a
+prototype classifier). With each of those choices put into ours it agrees on all 2000
+episodes of a 5-way 1/5-shot, balanced and Dirichlet(2) check on Omniglot Conv-4 features
+(probabilities to 1e-6). Measured there: the trainable bias costs 1-shot accuracy (dropping
+it: +0.56 balanced, +0.28 Dirichlet), and ours ends slightly below its own starting
+classifier at 1 shot (97.27 against protonet_cosine's 97.33).
 """
 
 from __future__ import annotations
@@ -26,14 +35,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metaunlab.methods.base import Method, register
+from metaunlab.methods.base import Method, masked_mean, register
 from metaunlab.numerics import class_means, entropy, l2_normalize
 
 
 def transductive_finetune(support_feats: jax.Array, support_labels: jax.Array,
                           query_feats: jax.Array, n_way: int, *, scale: float = 10.0,
                           lr: float = 1e-3, steps: int = 100,
-                          entropy_weight: float = 1.0) -> jax.Array:
+                          entropy_weight: float = 1.0,
+                          query_mask: jax.Array | None = None) -> jax.Array:
     xs, xq = l2_normalize(support_feats), l2_normalize(query_feats)
     targets = jax.nn.one_hot(support_labels, n_way, dtype=xs.dtype)
 
@@ -43,7 +53,7 @@ def transductive_finetune(support_feats: jax.Array, support_labels: jax.Array,
 
     def loss(params):
         ce = -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits(params, xs)), -1))
-        ent = jnp.mean(entropy(jax.nn.softmax(logits(params, xq))))
+        ent = masked_mean(entropy(jax.nn.softmax(logits(params, xq))), query_mask)
         return ce + entropy_weight * ent
 
     optimizer = optax.adam(lr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from metaunlab import sib
 from metaunlab.methods.base import Method
@@ -26,14 +27,18 @@ PAPER = ("Hu et al., Empirical Bayes Transductive Meta-Learning with Synthetic G
 def _probabilities(steps: int, lr: float, step_queries: int | None):
     """The method function for (steps, lr, step_queries); cached, so that every head of the
     same K and step size shares one compiled predictor (`Method.predictor`)."""
-    def fn(support_feats, support_labels, query_feats, n_way, *, params):
+    def fn(support_feats, support_labels, query_feats, n_way, *, params, query_mask=None):
         if n_way != sib.n_way_of(params):
             raise ValueError(f"this SIB head was meta-trained for {sib.n_way_of(params)}-way "
                              f"episodes, not {n_way}-way")
-        step = lr if step_queries is None else sib.query_scaled_lr(
-            lr, n_way, query_feats.shape[-2], step_queries)
+        if steps == 0:  # the initialization network never reads the queries
+            query_mask = None
+        queries = (query_feats.shape[-2] if query_mask is None
+                   else jnp.sum(query_mask, axis=-1).astype(query_feats.dtype))
+        step = lr if step_queries is None else sib.query_scaled_lr(lr, n_way, queries,
+                                                                   step_queries)
         logits = sib.apply(params, support_feats, support_labels, query_feats, steps=steps,
-                           lr=step)
+                           lr=step, query_mask=query_mask)
         return jax.nn.softmax(logits, axis=-1)
 
     return fn

@@ -138,3 +138,36 @@ def test_links_out_of_the_image_root_deep_nesting_and_overlaps_are_refused_or_fl
         warnings.simplefilter("error")  # disjoint episodes: no warning
         episodes_from_records([{"Support": [["p"], ["q"]], "Query": [["r"], ["s"]]}],
                               {"p": 0, "q": 1, "r": 2, "s": 3}, "f.json")
+
+
+def test_imbalanced_and_variable_query_sets_round_trip(tmp_path: Path) -> None:
+    """Dirichlet episodes (a class may have no query) and padded ones written to a file and
+    read back: same queries per class, padded to one shape with a mask where totals differ."""
+    import numpy as np
+
+    from metaunlab.data.episode_files import read_episode_file
+
+    labels = np.repeat(np.arange(8), 12)
+    image_paths = [f"c{label}/{i:03d}.png" for i, label in enumerate(labels)]
+    root = tmp_path / "test"
+    for rel in image_paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    fixed = EpisodeSampler(labels, EpisodeShape(4, 1, 3), seed=0,
+                           query_distribution="dirichlet:1").sample(0, 6)
+    varied = EpisodeSampler(labels, EpisodeShape(4, 1, 3), seed=1, query_totals=(5, 12),
+                            query_distribution="dirichlet:2").sample(0, 6)
+    records = fixed_episodes_to_json([fixed, varied], image_paths)
+    assert any(len(q) == 0 for r in records for q in r["Query"])  # an absent class
+    save_episodes_json(tmp_path / "e.json", records)
+    read = read_episode_file(tmp_path / "e.json", root)
+    by_position = {}
+    for shape, (positions, episodes) in read.groups.items():
+        assert shape.n_way == 4 and shape.n_shot == 1
+        assert episodes.query_idx.shape[1] == 4 * shape.n_query
+        for row, position in enumerate(positions):
+            by_position[position] = episodes.query_counts()[row]
+    expected = np.concatenate([fixed.query_counts(), varied.query_counts()])
+    for position, counts in by_position.items():
+        np.testing.assert_array_equal(counts, expected[position])
+    assert len(by_position) == 12

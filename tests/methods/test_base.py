@@ -13,7 +13,7 @@ from metaunlab.methods import METHODS, get_method
 INDUCTIVE = ("protonet_cosine", "simpleshot", "logreg")
 
 
-TRANSDUCTIVE = ("transductive_ft", "bd_cspn", "laplacianshot", "tim_gd", "pt_map")
+TRANSDUCTIVE = ("transductive_ft", "bd_cspn", "laplacianshot", "tim_gd", "alpha_tim", "pt_map")
 
 
 def test_registry_lists_every_method_once_with_its_kind():
