@@ -1,7 +1,8 @@
 """Compare few-shot methods on the same frozen features of a trained work dir.
 
     python -m experiments.compare --workdir=W [--episodes=FILE.json --image_root=DIR] \
-        [--num_episodes=500] [--methods=simpleshot,pt_map,...] [--shots=1,5]
+        [--num_episodes=500] [--methods=simpleshot,pt_map,...] [--shots=1,5] \
+        [--query_distribution=balanced,dirichlet:2]
 
 Runs the inductive and transductive baselines of `metaunlab.methods` and W's SIB heads
 (K = 0, 1, 3, 5) on identical episodes (default: seeded random test-split episodes, 1 and
@@ -21,10 +22,17 @@ flags.DEFINE_integer("num_episodes", 500, "Random test episodes per setting.")
 flags.DEFINE_integer("seed", None, "Episode seed (default: the run's test.seed).")
 flags.DEFINE_integer("n_query", 15, "Queries per class of the random episodes.")
 flags.DEFINE_list("shots", ["1", "5"], "Shots of the random episodes.")
+flags.DEFINE_list("ways", None, "Ways of the random episodes (default: every trained one).")
+flags.register_validator("ways", lambda v: v is None or all(w.isdigit() and int(w) > 1 for w in v),
+                         message="--ways must be integers > 1 separated by commas, e.g. 5,20.")
 flags.DEFINE_list("methods", None, "Baselines to run (default: all).")
 flags.DEFINE_list("sib_steps", ["0", "1", "3", "5"], "SIB steps K to evaluate.")
 flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which SIB checkpoint to use.")
 flags.DEFINE_integer("chunk", 100, "Episodes per vmapped batch.")
+flags.DEFINE_list("query_distribution", ["balanced"],
+                  "How query sets split between classes, comma-separated: balanced, "
+                  "dirichlet:ALPHA (Veilleux et al.'s imbalanced sets; alpha 2 is standard). "
+                  "Each gives its own columns, on the same support sets.")
 FLAGS = flags.FLAGS
 
 
@@ -39,7 +47,8 @@ def main(argv):
             num_episodes=FLAGS.num_episodes, seed=FLAGS.seed, n_query=FLAGS.n_query,
             shots=[int(s) for s in FLAGS.shots], methods=FLAGS.methods,
             sib_steps=[int(k) for k in FLAGS.sib_steps], checkpoint=FLAGS.checkpoint,
-            chunk=FLAGS.chunk)
+            chunk=FLAGS.chunk, query_distributions=FLAGS.query_distribution,
+            ways=None if FLAGS.ways is None else [int(w) for w in FLAGS.ways])
     with open(f"{FLAGS.workdir}/compare.md") as f:
         print(f.read())
     print(f"wrote {FLAGS.workdir}/compare.md, compare.png and results.json['compare'] "

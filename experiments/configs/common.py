@@ -89,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Queries per class of meta-training episodes: "" = n_query always; "1,5,15" = each
     # block of steps_per_call iterations draws one of these (each compiles once).
     c.metatrain.query_counts = ""
+    # How each meta-training query set splits between its classes: "balanced" (the
+    # reference) or "dirichlet:ALPHA" (class proportions ~ Dirichlet(ALPHA), the realistic
+    # imbalanced sets of Veilleux et al.; metaunlab/data/query_sets.py).
+    c.metatrain.query_distribution = "balanced"
     # False (the reference): every synthetic step has size inner_lr, so a step, a sum over
     # the queries, grows with the query set. True: inner_lr is the step for n_query queries
     # per class, rescaled to each episode's count (metaunlab.sib.query_scaled_lr), in

@@ -8,9 +8,17 @@ evaluates, on identical episodes, the inductive and transductive baselines of
 section in `results.json`.
 
 Episodes: by default `num_episodes` seeded random test-split episodes for each trained
-n_way, with 1 and 5 shots and 15 queries per class. The seed is the run's `test.seed`, so
-the first episodes are the ones `results.json` was computed on. Alternatively a fixed
-episode file in the reference JSON format (`episodes_file` + `image_root`).
+n_way (or those of `ways`), with 1 and 5 shots and 15 queries per class. The seed is the
+run's `test.seed`, so the first episodes are the ones `results.json` was computed on.
+Alternatively a fixed episode file in the reference JSON format (`episodes_file` +
+`image_root`).
+
+Query distributions (`query_distributions`, e.g. ("balanced", "dirichlet:2")): each
+setting is evaluated once per distribution, on the same classes and support sets (the
+sampler draws imbalanced query sets from a stream of their own), with n_way * n_query
+queries in every episode. Balanced settings keep their names ("5way_1shot"); the others
+carry the distribution ("5way_1shot_dirichlet2"). Every entry and every method result
+records its "query_distribution".
 
 Timing: each method runs on chunks of `chunk` episodes as one jitted batch
 (`metaunlab.evaluation.evaluate`, one compilation per episode shape, triggered by a warm-up
@@ -36,6 +44,7 @@ from metaunlab import evaluation
 from metaunlab.data.episode_files import read_episode_file
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
+from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock
 from metaunlab.methods import METHODS, Method, sib_method
@@ -47,18 +56,44 @@ from metaunlab.workdir import read_json, write_json_atomic
 
 # Table order: inductive first, then transductive, each roughly by publication.
 DEFAULT_METHODS = ("protonet_cosine", "simpleshot", "logreg", "transductive_ft", "bd_cspn",
-                   "laplacianshot", "tim_gd", "pt_map")
+                   "laplacianshot", "tim_gd", "alpha_tim", "pt_map")
 SIB_STEPS = (0, 1, 3, 5)
 MAX_BASE_IMAGES = 20_000  # images averaged for the base-class mean (a seeded subset above)
 
 
 @dataclasses.dataclass
 class EpisodeSet:
-    """The episodes of one setting, as indices into a feature array."""
+    """The episodes of one setting, as indices into a feature array; `query_distribution`
+    names how their query sets split between classes ("file" for an episode file's)."""
 
     name: str
     shape: EpisodeShape
     episodes: Episodes
+    query_distribution: str = "balanced"
+
+
+def distribution_setting_name(n_way: int, n_shot: int, distribution: QueryDistribution) -> str:
+    """"5way_1shot" for balanced query sets, "5way_1shot_dirichlet2" otherwise."""
+    name = setting_name(n_way, n_shot)
+    if distribution.is_balanced:
+        return name
+    return f"{name}_{distribution.name.replace(':', '')}"
+
+
+def parse_query_distributions(specs: Sequence[str]) -> list[QueryDistribution]:
+    """Distinct query distributions from "balanced" / "dirichlet:ALPHA" specs, in order."""
+    if not specs:
+        raise ConfigError("--query_distribution needs at least one of balanced, "
+                          "dirichlet:ALPHA.")
+    out: list[QueryDistribution] = []
+    for spec in specs:
+        try:
+            distribution = QueryDistribution.parse(spec)
+        except DataError as e:
+            raise ConfigError(f"--query_distribution: {e}") from None
+        if distribution not in out:
+            out.append(distribution)
+    return out
 
 
 def method_order(names: Sequence[str] | None = None) -> list[Method]:
@@ -87,6 +122,7 @@ def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequenc
         result = evaluation.evaluate(method, feats, episode_set.episodes, base_mean=base_mean,
                                      chunk=chunk, timed=True)
         results[method.name] = {"accuracy": result.accuracy, "ci95": result.ci95,
+                                "query_distribution": episode_set.query_distribution,
                                 "ms_per_episode": result.ms_per_episode,
                                 "warm_up_s": result.warm_up_s,
                                 "transductive": method.is_transductive, "paper": method.paper}
@@ -106,10 +142,16 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                 num_episodes: int = 500, seed: int | None = None, n_query: int = 15,
                 shots: Sequence[int] = (1, 5), methods: Sequence[str] | None = None,
                 sib_steps: Sequence[int] = SIB_STEPS, checkpoint: str = "last",
-                chunk: int = 100, write: bool = True, progress: bool = True) -> dict:
+                chunk: int = 100, query_distributions: Sequence[str] = ("balanced",),
+                ways: Sequence[int] | None = None, write: bool = True,
+                progress: bool = True) -> dict:
     """Evaluate every method on the same episodes; write compare.md/.png and results.json."""
     if (episodes_file is None) != (image_root is None):
         raise ConfigError("--episodes and --image_root go together; give both or neither.")
+    distributions = parse_query_distributions(query_distributions)
+    if episodes_file is not None and distributions != [QueryDistribution()]:
+        raise ConfigError("--query_distribution applies to random episodes; an episode file "
+                          "fixes its own query sets (leave the flag out with --episodes).")
     if num_episodes < 1:
         raise ConfigError(f"--num_episodes must be positive, got {num_episodes}.")
     with contextlib.ExitStack() as stack:
@@ -135,25 +177,36 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
         if episodes_file is None:
             feats, test_labels = model.split_features("test")
             groups = model.split_groups("test")  # within-alphabet episodes, if the run's
-            ways = _trained_ways(model.trained_settings())
-            if not ways:
+            trained = _trained_ways(model.trained_settings())
+            if not trained:
                 raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
+            if ways is not None:
+                untrained = sorted(set(ways) - set(trained))
+                if untrained:
+                    raise ConfigError(f"--ways={','.join(map(str, ways))}: {workdir} has SIB "
+                                      f"heads for {', '.join(map(str, trained))}-way episodes "
+                                      f"only, not {', '.join(map(str, untrained))}.")
+            ways = trained if ways is None else sorted(set(ways))
             episode_sets = []
             for n_way in ways:
                 for n_shot in shots:
                     shape = EpisodeShape(n_way, n_shot, n_query)
-                    sampler = EpisodeSampler(test_labels, shape, seed=seed, split_name="test",
-                                             groups=groups)
-                    episode_sets.append(EpisodeSet(setting_name(shape.n_way, shape.n_shot), shape,
-                                                   sampler.sample(0, num_episodes)))
+                    for distribution in distributions:
+                        sampler = EpisodeSampler(test_labels, shape, seed=seed,
+                                                 split_name="test", groups=groups,
+                                                 query_distribution=distribution)
+                        episode_sets.append(EpisodeSet(
+                            distribution_setting_name(n_way, n_shot, distribution), shape,
+                            sampler.sample(0, num_episodes), distribution.name))
             source = {"kind": "random", "split": "test", "seed": int(seed),
                       "protocol": protocol_name(config),
-                      "episodes_per_setting": int(num_episodes), "n_query": int(n_query)}
+                      "episodes_per_setting": int(num_episodes), "n_query": int(n_query),
+                      "query_distributions": [d.name for d in distributions]}
         else:
             feats = model.embed_files(episode_file.paths)
             episode_sets = [
                 EpisodeSet(f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query",
-                           shape, eps)
+                           shape, eps, "file")
                 for shape, (_, eps) in sorted(episode_file.groups.items(),
                                               key=lambda kv: _shape_key(kv[0]))]
             source = {"kind": "file", "episodes_file": os.path.abspath(episodes_file),
@@ -173,6 +226,7 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                                       chunk=chunk, progress=progress)
             settings[episode_set.name] = {
                 "n_way": shape.n_way, "n_shot": shape.n_shot, "n_query": shape.n_query,
+                "query_distribution": episode_set.query_distribution,
                 "episodes": len(episode_set.episodes), "sib_head": sib_head,
                 # results.json sorts keys; this keeps the table order (inductive first).
                 "method_order": list(results), "methods": results}
@@ -237,9 +291,10 @@ def _time_cell(entry: dict | None) -> str:
 def format_markdown(results: dict) -> str:
     source = results["source"]
     if source["kind"] == "random":
+        shares = ", ".join(source.get("query_distributions", ["balanced"]))
         episodes = (f"{source['episodes_per_setting']} seeded random episodes per setting from "
                     f"the test split (seed {source['seed']}, {source['n_query']} queries per "
-                    "class)")
+                    f"class on average; query sets: {shares}, on the same support sets)")
     else:
         episodes = (f"the {source['episodes']} episodes of {source['episodes_file']} "
                     f"(images under {source['image_root']})")
@@ -269,8 +324,11 @@ def format_markdown(results: dict) -> str:
     for setting in names:
         entry = results["settings"][setting]
         head = entry["sib_head"] or "none (no SIB head for this n_way)"
+        shares = entry.get("query_distribution", "balanced")
+        per_class = ("queries per class" if shares in ("balanced", "file") else
+                     f"queries per class on average, {shares} class proportions")
         lines.append(f"* {setting}: {entry['n_way']}-way {entry['n_shot']}-shot, "
-                     f"{entry['n_query']} queries per class, {entry['episodes']} episodes, "
+                     f"{entry['n_query']} {per_class}, {entry['episodes']} episodes, "
                      f"SIB head {head}")
     lines += ["", "## Methods", ""]
     for method in method_names(results):

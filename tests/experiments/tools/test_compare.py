@@ -157,3 +157,50 @@ def test_compare_cli_reports_bad_flags_in_one_sentence(tiny):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
     assert "--image_root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compare_balanced_and_dirichlet_columns(tiny):
+    workdir, _ = tiny
+    out = run_compare(str(workdir), num_episodes=4, n_query=3, shots=(1,),
+                      methods=["protonet_cosine", "pt_map"], sib_steps=(3,), chunk=4,
+                      query_distributions=("balanced", "dirichlet:2", "Dirichlet:2"),
+                      write=False, progress=False)
+    assert out["setting_order"] == ["5way_1shot", "5way_1shot_dirichlet2"]
+    assert out["source"]["query_distributions"] == ["balanced", "dirichlet:2"]
+    for name, shares in (("5way_1shot", "balanced"), ("5way_1shot_dirichlet2", "dirichlet:2")):
+        setting = out["settings"][name]
+        assert setting["query_distribution"] == shares and setting["n_query"] == 3
+        assert list(setting["methods"]) == ["protonet_cosine", "pt_map", "sib_k3"]
+        for entry in setting["methods"].values():
+            assert entry["query_distribution"] == shares and 0 <= entry["accuracy"] <= 100
+    with pytest.raises(Exception, match="dirichlet:ALPHA"):
+        run_compare(str(workdir), query_distributions=("zipf",), write=False, progress=False)
+    with pytest.raises(Exception, match=r"--ways=5,20: .* not 20"):  # only a 5-way head
+        run_compare(str(workdir), ways=(5, 20), write=False, progress=False)
+
+
+def test_compare_on_an_imbalanced_episode_file(tiny, tmp_path):
+    """An episode file with unequal (and zero) query counts per class runs every method,
+    SIB included, on its padded, masked episodes."""
+    workdir, config = tiny
+    test = load_splits(config.data).test
+    paths = [f"img{i}.png" for i in range(len(test.labels))]
+    image_root = tmp_path / "images"
+    image_root.mkdir()
+    from PIL import Image
+    for i, image in enumerate(test.images):
+        Image.fromarray(image[..., 0]).save(image_root / paths[i])
+    episodes = EpisodeSampler(test, EpisodeShape(5, 1, 3), seed=5, query_totals=(6, 15),
+                              query_distribution="dirichlet:1").sample(0, 5)
+    episode_file = tmp_path / "episodes.json"
+    episode_file.write_text(json.dumps(fixed_episodes_to_json(episodes, paths)))
+    out = run_compare(str(workdir), episodes_file=str(episode_file), image_root=str(image_root),
+                      methods=["protonet_cosine", "tim_gd"], sib_steps=(3,), write=False,
+                      progress=False)
+    assert out["source"]["episodes"] == 5
+    assert sum(s["episodes"] for s in out["settings"].values()) == 5
+    for setting in out["settings"].values():
+        assert set(setting["methods"]) == {"protonet_cosine", "tim_gd", "sib_k3"}
+    model = TrainedModel.load(str(workdir))
+    result = model.evaluate_episode_file(str(episode_file), str(image_root))
+    assert result["episodes"] == 5 and 0 <= result["methods"]["sib"]["accuracy"] <= 100
