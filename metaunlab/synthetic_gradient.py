@@ -191,10 +191,6 @@ def _apply_all(params: Params, logits: jax.Array) -> jax.Array:
 _apply_all.defvjp(_forward, _backward)
 
 
-def _forward_masked(params: Params, logits: jax.Array, weights: jax.Array):
-    return _forward(params, logits, weights)
-
-
 def _backward_masked(residuals, d_phi: jax.Array):
     grads, d_logits = _backward(residuals, d_phi)
     return grads, d_logits, jnp.zeros_like(residuals[2])  # the mask is data, not a parameter
@@ -205,7 +201,7 @@ def _apply_masked(params: Params, logits: jax.Array, weights: jax.Array) -> jax.
     return _forward(params, logits, weights)[0]
 
 
-_apply_masked.defvjp(_forward_masked, _backward_masked)
+_apply_masked.defvjp(_forward, _backward_masked)
 
 
 def apply(params: Params, logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:

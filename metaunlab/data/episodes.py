@@ -244,13 +244,9 @@ class EpisodeSampler:
                                     for r, k in zip(remaining, counts, strict=True)])
         query_labels = np.repeat(way, counts).astype(np.int32)
         query_order = rng.permutation(len(query_idx))
-        query_idx, query_labels = query_idx[query_order], query_labels[query_order]
-        mask = None
-        if total < slots:
-            query_idx, query_labels, mask = _pad_queries(query_idx, query_labels, slots)
-            mask = mask[None]
-        return Episodes(**support, query_idx=query_idx[None].astype(np.int32),
-                        query_labels=query_labels[None], query_mask=mask)
+        episode = Episodes(**support, query_idx=query_idx[query_order][None].astype(np.int32),
+                           query_labels=query_labels[query_order][None])
+        return pad_episodes(episode, slots) if total < slots else episode
 
 
 _QUERY_STREAM = 0x5155  # seeds the draws of imbalanced or variable-size query sets
@@ -270,21 +266,9 @@ def _check_query_totals(query_totals, shape: EpisodeShape) -> tuple[int, int] | 
     return lo, hi
 
 
-def _pad_queries(query_idx: np.ndarray, query_labels: np.ndarray,
-                 slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One episode's queries padded to `slots`: index of its first query, label 0, mask
-    False (see `Episodes`)."""
-    real = len(query_idx)
-    if real > slots:
-        raise DataError(f"an episode has {real} queries but only {slots} query slots.")
-    pad = slots - real
-    return (np.concatenate([query_idx, np.full(pad, query_idx[0], query_idx.dtype)]),
-            np.concatenate([query_labels, np.zeros(pad, query_labels.dtype)]),
-            np.arange(slots) < real)
-
-
 def pad_episodes(episodes: Episodes, slots: int) -> Episodes:
-    """`episodes` with their query arrays padded to `slots` (>= their Nq) and a mask."""
+    """`episodes` with their query arrays padded to `slots` (>= their Nq) and a mask; a
+    padded slot repeats the episode's first query index with label 0 (see `Episodes`)."""
     have = episodes.query_idx.shape[1]
     if slots < have:
         raise DataError(f"cannot pad {have} query slots down to {slots}.")

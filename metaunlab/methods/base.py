@@ -102,23 +102,24 @@ def _keywords(uses_base_mean: bool, base_mean, uses_params: bool, params,
     return kwargs
 
 
+def _with_mask(fn: ProbsFn, support_feats, support_labels, query_feats, query_mask):
+    return fn(support_feats, support_labels, query_feats, query_mask=query_mask)
+
+
 @functools.cache
 def _predictor(fn: ProbsFn, n_way: int, uses_base_mean: bool, uses_params: bool,
                episode_axes: bool, takes_mask: bool) -> ProbsFn:
     def one_batch(params, base_mean, support_feats, support_labels, query_feats,
                   query_mask=None):
-        shared = _keywords(uses_base_mean, base_mean, uses_params, params, False, None)
-        per_episode = functools.partial(fn, n_way=n_way, **shared)
-        masked = takes_mask and query_mask is not None
-        if masked and episode_axes:
-            return per_episode(support_feats, support_labels, query_feats,
-                               query_mask=query_mask)
-        if masked:
-            return jax.vmap(lambda fs, ys, fq, m: per_episode(fs, ys, fq, query_mask=m))(
-                support_feats, support_labels, query_feats, query_mask)
-        if not episode_axes:
-            per_episode = jax.vmap(per_episode)
-        return per_episode(support_feats, support_labels, query_feats)
+        kwargs = _keywords(uses_base_mean, base_mean, uses_params, params, takes_mask,
+                           query_mask)
+        mask = kwargs.pop("query_mask", None)  # mapped over episodes with the features
+        per_episode = functools.partial(fn, n_way=n_way, **kwargs)
+        args = (support_feats, support_labels, query_feats)
+        if mask is not None:
+            per_episode = functools.partial(_with_mask, per_episode)
+            args += (mask,)
+        return (per_episode if episode_axes else jax.vmap(per_episode))(*args)
 
     return jax.jit(one_batch)
 

@@ -31,8 +31,6 @@ def _probabilities(steps: int, lr: float, step_queries: int | None):
         if n_way != sib.n_way_of(params):
             raise ValueError(f"this SIB head was meta-trained for {sib.n_way_of(params)}-way "
                              f"episodes, not {n_way}-way")
-        if steps == 0:  # the initialization network never reads the queries
-            query_mask = None
         queries = (query_feats.shape[-2] if query_mask is None
                    else jnp.sum(query_mask, axis=-1).astype(query_feats.dtype))
         step = lr if step_queries is None else sib.query_scaled_lr(lr, n_way, queries,
