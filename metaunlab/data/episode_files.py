@@ -234,13 +234,7 @@ def episodes_from_records(
                 f"episode {position} in {source} has classes with different numbers of "
                 "support images; give every class the same number of shots."
             )
-        counts = [len(p) for p in query]
-        if len(support) != len(query) or sum(counts) == 0:
-            raise DataError(
-                f"episode {position} in {source} has {len(support)} support classes, "
-                f"{len(query)} query classes and {sum(counts)} queries; give one query list "
-                "per support class and at least one query."
-            )
+        counts = [len(p) for p in query]  # per class; load_episodes_json checked the lists
         n_way = len(support)
         shape = EpisodeShape(n_way, shots.pop(), -(-sum(counts) // n_way))
 

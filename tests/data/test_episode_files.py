@@ -171,3 +171,12 @@ def test_imbalanced_and_variable_query_sets_round_trip(tmp_path: Path) -> None:
     for position, counts in by_position.items():
         np.testing.assert_array_equal(counts, expected[position])
     assert len(by_position) == 12
+
+
+def test_a_record_without_any_query_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "episodes.json"
+    path.write_text('[{"Support": [["a.png"], ["b.png"]], "Query": [[], []]}]')
+    with pytest.raises(DataError, match=r'episode 0 in .* has no query image in "Query"'):
+        load_episodes_json(path)
+    path.write_text('[{"Support": [["a.png"], ["b.png"]], "Query": [[], ["c.png"]]}]')
+    assert load_episodes_json(path)[0]["Query"][0] == []  # an absent class is allowed
