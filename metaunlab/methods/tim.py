@@ -112,19 +112,26 @@ def tim_gd(support_feats: jax.Array, support_labels: jax.Array, query_feats: jax
            steps: int = 1000, query_mask: jax.Array | None = None) -> jax.Array:
     xs, xq = l2_normalize(support_feats), l2_normalize(query_feats)
     targets = jax.nn.one_hot(support_labels, n_way, dtype=xs.dtype)
-    weights = dict(temperature=temperature, ce_weight=ce_weight,
-                   marginal_weight=marginal_weight, conditional_weight=conditional_weight)
+    grad = functools.partial(tim_grad, xs=xs, targets=targets, xq=xq, query_mask=query_mask,
+                             temperature=temperature, ce_weight=ce_weight,
+                             marginal_weight=marginal_weight,
+                             conditional_weight=conditional_weight)
+    w = _fit_by_adam(grad, class_means(xs, support_labels, n_way), lr, steps)
+    return jax.nn.softmax(_logits(w, xq, temperature), axis=-1)
+
+
+def _fit_by_adam(grad, w0: jax.Array, lr: float, steps: int) -> jax.Array:
+    """`steps` Adam steps of size `lr` on the classifier weights from `w0`; `grad(w)` is
+    the objective's gradient (TIM's closed form, or autodiff's)."""
     optimizer = optax.adam(lr)
-    w0 = class_means(xs, support_labels, n_way)
 
     def step(carry, _):
         w, opt_state = carry
-        grad = tim_grad(w, xs, targets, xq, query_mask=query_mask, **weights)
-        updates, opt_state = optimizer.update(grad, opt_state, w)
+        updates, opt_state = optimizer.update(grad(w), opt_state, w)
         return (optax.apply_updates(w, updates), opt_state), None
 
     (w, _), _ = jax.lax.scan(step, (w0, optimizer.init(w0)), None, length=steps)
-    return jax.nn.softmax(_logits(w, xq, temperature), axis=-1)
+    return w
 
 
 METHOD = register(Method(
@@ -172,15 +179,7 @@ def alpha_tim(support_feats: jax.Array, support_labels: jax.Array, query_feats: 
                              temperature=temperature, ce_weight=ce_weight,
                              marginal_weight=marginal_weight,
                              conditional_weight=conditional_weight, query_mask=query_mask)
-    optimizer = optax.adam(lr)
-    w0 = class_means(xs, support_labels, n_way)
-
-    def step(carry, _):
-        w, opt_state = carry
-        updates, opt_state = optimizer.update(jax.grad(loss)(w), opt_state, w)
-        return (optax.apply_updates(w, updates), opt_state), None
-
-    (w, _), _ = jax.lax.scan(step, (w0, optimizer.init(w0)), None, length=steps)
+    w = _fit_by_adam(jax.grad(loss), class_means(xs, support_labels, n_way), lr, steps)
     return jax.nn.softmax(_logits(w, xq, temperature), axis=-1)
 
 
