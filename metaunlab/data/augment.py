@@ -17,7 +17,9 @@ The training pipelines mirror the torchvision transforms used by the SIB referen
 * CIFAR-FS (32x32): ``RandomCrop(32, padding=4) -> ColorJitter(0.4, 0.4, 0.4) ->
   RandomHorizontalFlip -> ToTensor -> Normalize``; eval: ``ToTensor -> Normalize``.
 * Omniglot (28x28x1): ``ToTensor`` only (mean 0, std 1); a padded random crop can be switched
-  on with ``dataclasses.replace(OMNIGLOT, crop_padding=...)``.
+  on with ``dataclasses.replace(OMNIGLOT, crop_padding=...)``, and small affine distortions
+  of the handwriting (torchvision ``RandomAffine``) with the ``affine_*`` fields
+  (``OMNIGLOT_AFFINE``).
 
 Differences from the reference, which works on PIL images: the colour-jitter arithmetic is
 done in float32 with no intermediate rounding to ``uint8`` (PIL rounds after every step and
@@ -68,14 +70,17 @@ __all__ = [
     "adjust_brightness",
     "adjust_contrast",
     "adjust_saturation",
+    "affine_warp",
     "apply_color_jitter",
     "center_crop",
     "color_jitter",
     "normalize",
     "preset",
+    "random_affine",
     "random_crop",
     "random_flip",
     "rgb_to_grayscale",
+    "sample_affine_params",
     "sample_jitter_params",
     "to_float",
 ]
@@ -124,6 +129,73 @@ def random_flip(rng: Array, images: Array) -> Array:
     flip = jax.random.bernoulli(rng, 0.5, (flat.shape[0],))
     out = jnp.where(flip[:, None, None, None], flat[:, :, ::-1, :], flat)
     return unflatten(out, lead)
+
+
+@functools.partial(jax.jit, static_argnames=("num", "degrees", "translate", "scale", "shear"))
+def sample_affine_params(rng: Array, num: int, degrees: float, translate: float,
+                         scale: tuple[float, float], shear: float) -> dict[str, Array]:
+    """Parameters of ``num`` random affine distortions, as torchvision ``RandomAffine``
+    draws them: angles (radians) uniform on ``+-degrees``, shifts (fractions of the image
+    side, ``(num, 2)`` as (rows, columns)) uniform on ``+-translate``, zooms uniform on
+    ``scale`` and horizontal shear angles (radians) uniform on ``+-shear``."""
+    k_angle, k_shift, k_zoom, k_shear = jax.random.split(rng, 4)
+    return {
+        "angle": jnp.deg2rad(jax.random.uniform(k_angle, (num,), minval=-degrees,
+                                                maxval=degrees)),
+        "shift": jax.random.uniform(k_shift, (num, 2), minval=-translate, maxval=translate),
+        "zoom": jax.random.uniform(k_zoom, (num,), minval=scale[0], maxval=scale[1]),
+        "shear": jnp.deg2rad(jax.random.uniform(k_shear, (num,), minval=-shear, maxval=shear)),
+    }
+
+
+@jax.jit
+def affine_warp(images: Array, params: dict[str, Array]) -> Array:
+    """Warp each float image by its affine map about the image centre, bilinear, filled with
+    0 (the background of bright-on-black images); ``params`` as from
+    ``sample_affine_params``, with leading axes matching the images'.
+
+    In (row, column) coordinates about the centre ``c`` the map is ``p -> A p + t`` with
+    ``A = zoom * rotation(angle) @ shear`` (``shear`` moves columns in proportion to rows)
+    and ``t = shift * (H, W)``: output pixel ``p`` reads the input at ``A^-1 (p - c - t) +
+    c``, through ``jax.scipy.ndimage.map_coordinates(order=1)``.
+    """
+    flat, lead = flatten(images)
+    n, height, width, channels = flat.shape
+    params = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(lead):]), params)
+    centre = jnp.array([(height - 1) / 2, (width - 1) / 2], jnp.float32)
+    rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                              jnp.arange(width, dtype=jnp.float32), indexing="ij")
+    grid = jnp.stack([rows.ravel(), cols.ravel()])  # (2, H * W)
+    side = jnp.array([height, width], jnp.float32)
+
+    def warp_one(image, p):
+        cos, sin = jnp.cos(p["angle"]), jnp.sin(p["angle"])
+        rotation = jnp.array([[cos, -sin], [sin, cos]])
+        shear = jnp.array([[1.0, 0.0], [jnp.tan(p["shear"]), 1.0]])
+        forward = p["zoom"] * rotation @ shear
+        offset = centre + p["shift"] * side
+        source = jnp.linalg.inv(forward) @ (grid - offset[:, None]) + centre[:, None]
+
+        def sample(plane):
+            return jax.scipy.ndimage.map_coordinates(plane, [source[0], source[1]], order=1,
+                                                     mode="constant", cval=0.0)
+
+        return jax.vmap(sample, in_axes=-1, out_axes=-1)(image).reshape(height, width, channels)
+
+    return unflatten(jax.vmap(warp_one)(flat.astype(jnp.float32), params), lead)
+
+
+@functools.partial(jax.jit, static_argnames=("degrees", "translate", "scale", "shear"))
+def random_affine(rng: Array, images: Array, degrees: float = 0.0, translate: float = 0.0,
+                  scale: tuple[float, float] = (1.0, 1.0), shear: float = 0.0) -> Array:
+    """torchvision ``RandomAffine(degrees, (translate, translate), scale, shear)`` on float
+    images: every image draws its own distortion (``sample_affine_params``), applied by
+    ``affine_warp`` (bilinear, filled with 0)."""
+    check_images(images)
+    lead = images.shape[:-3]
+    params = sample_affine_params(rng, math.prod(lead), degrees, translate, scale, shear)
+    params = jax.tree_util.tree_map(lambda a: a.reshape(lead + a.shape[1:]), params)
+    return affine_warp(images, params)
 
 
 @functools.partial(jax.jit, static_argnames=("num", "brightness", "contrast", "saturation"))
@@ -218,8 +290,10 @@ class ImageTransform:
     """A (hashable) train/eval preprocessing pipeline from ``uint8`` to normalised float32.
 
     Train: ``random_crop`` (if ``crop_size`` is set or ``crop_padding > 0``; ``crop_size=None``
-    then means "input size") -> ``to_float`` -> ``color_jitter(jitter, jitter, jitter)`` (if
-    ``jitter > 0``) -> ``random_flip`` (if ``flip``) -> ``normalize(mean, std)``.
+    then means "input size") -> ``to_float`` -> ``random_affine(affine_degrees,
+    affine_translate, affine_scale, affine_shear)`` (if any of them distorts) ->
+    ``color_jitter(jitter, jitter, jitter)`` (if ``jitter > 0``) -> ``random_flip`` (if
+    ``flip``) -> ``normalize(mean, std)``.
     Eval: ``center_crop`` (if ``center_crop`` is set) -> ``to_float`` -> ``normalize``.
 
     ``mean``/``std`` are on the ``[0, 1]`` scale, with 1 or C entries.
@@ -232,6 +306,10 @@ class ImageTransform:
     jitter: float = 0.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    affine_degrees: float = 0.0
+    affine_translate: float = 0.0
+    affine_scale: tuple[float, float] = (1.0, 1.0)
+    affine_shear: float = 0.0
 
     def __post_init__(self) -> None:
         # Coerce to tuples of floats so the instance stays hashable.
@@ -247,6 +325,17 @@ class ImageTransform:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
         if self.jitter < 0:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
+        scale = tuple(float(z) for z in self.affine_scale)
+        object.__setattr__(self, "affine_scale", scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"affine_scale must be (low, high) with 0 < low <= high, got {scale}")
+        if min(self.affine_degrees, self.affine_translate, self.affine_shear) < 0:
+            raise ValueError("affine_degrees, affine_translate and affine_shear must be >= 0")
+
+    @property
+    def _affine(self) -> bool:
+        return (self.affine_degrees > 0 or self.affine_translate > 0 or self.affine_shear > 0
+                or self.affine_scale != (1.0, 1.0))
 
     @property
     def _random_crop(self) -> bool:
@@ -256,8 +345,8 @@ class ImageTransform:
     def train_equals_eval(self) -> bool:
         """Whether ``train`` draws nothing at random and so computes exactly ``eval``: then a
         frozen backbone maps each training image to one feature vector, computable once."""
-        return (not self._random_crop and self.jitter == 0 and not self.flip
-                and self.center_crop is None)
+        return (not self._random_crop and not self._affine and self.jitter == 0
+                and not self.flip and self.center_crop is None)
 
     def output_size(self, input_size: int) -> int:
         """Spatial size of ``train`` and ``eval`` outputs for square ``input_size`` inputs.
@@ -283,6 +372,10 @@ class ImageTransform:
             size = self.crop_size if self.crop_size is not None else (x.shape[-3], x.shape[-2])
             x = random_crop(k_crop, x, size, self.crop_padding)
         x = as_unit_float(x)
+        if self._affine:
+            # A key of its own, so that adding a distortion leaves the other draws unchanged.
+            x = random_affine(jax.random.fold_in(rng, 3), x, self.affine_degrees,
+                              self.affine_translate, self.affine_scale, self.affine_shear)
         if self.jitter > 0:
             x = color_jitter(k_jitter, x, self.jitter, self.jitter, self.jitter)
         if self.flip:
@@ -332,11 +425,18 @@ OMNIGLOT = ImageTransform(
 # pretrain the backbone: with only a few hundred characters it overfits without them.
 OMNIGLOT_SHIFT = dataclasses.replace(OMNIGLOT, crop_padding=2)
 
+# Omniglot with small affine distortions of the handwriting (rotation, shift, zoom, shear),
+# to pretrain the backbone on few alphabets. The strengths are chosen on validation
+# episodes: see experiments/configs/omniglot.py.
+OMNIGLOT_AFFINE = dataclasses.replace(OMNIGLOT, affine_degrees=10.0, affine_translate=0.07,
+                                      affine_scale=(0.9, 1.1), affine_shear=10.0)
+
 PRESETS: dict[str, ImageTransform] = {
     "miniimagenet": MINIIMAGENET,
     "cifar_fs": CIFAR_FS,
     "omniglot": OMNIGLOT,
     "omniglot_shift": OMNIGLOT_SHIFT,
+    "omniglot_affine": OMNIGLOT_AFFINE,
 }
 
 

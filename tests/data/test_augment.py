@@ -389,3 +389,77 @@ def test_single_adjust_functions_match_numpy():
         factors[:, op] = f
         expected = np.stack([_np_jitter_one(x[k], factors[k], [op]) for k in range(2)])
         np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# affine distortions
+# ------------------------------------------------------------------------------------------
+
+
+def _affine_params(angle=0.0, shift=(0.0, 0.0), zoom=1.0, shear=0.0, num=1):
+    return {"angle": jnp.full((num,), angle, jnp.float32),
+            "shift": jnp.tile(jnp.asarray([shift], jnp.float32), (num, 1)),
+            "zoom": jnp.full((num,), zoom, jnp.float32),
+            "shear": jnp.full((num,), shear, jnp.float32)}
+
+
+def test_affine_warp_identity_quarter_turn_and_integer_shift():
+    x = aug.to_float(jnp.asarray(_uint8_images((1, 12, 12, 2), seed=3)))
+    np.testing.assert_allclose(aug.affine_warp(x, _affine_params()), x, atol=1e-6)
+    # The centre of an even-sized image is a pixel corner, so a quarter turn maps pixels
+    # onto pixels: a positive angle turns the image as np.rot90 does (counter-clockwise).
+    turned = aug.affine_warp(x, _affine_params(angle=np.pi / 2))
+    np.testing.assert_allclose(turned, np.rot90(np.asarray(x), 1, axes=(1, 2)), atol=1e-5)
+    # A shift of 2/12 of the side moves the image 2 rows down, filling with 0.
+    shifted = np.asarray(aug.affine_warp(x, _affine_params(shift=(2 / 12, 0.0))))
+    np.testing.assert_allclose(shifted[:, 2:], np.asarray(x)[:, :-2], atol=1e-5)
+    np.testing.assert_array_equal(shifted[:, :2], 0.0)
+
+
+def test_affine_warp_matches_scipy_for_a_general_map():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = np.asarray(aug.to_float(jnp.asarray(_uint8_images((1, 14, 14, 1), seed=4))))
+    angle, shift, zoom, shear = 0.3, (0.05, -0.1), 1.2, -0.2
+    out = np.asarray(aug.affine_warp(jnp.asarray(x), _affine_params(angle, shift, zoom, shear)))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    forward = zoom * rotation @ np.array([[1.0, 0.0], [np.tan(shear), 1.0]])
+    inverse = np.linalg.inv(forward)
+    centre = np.array([6.5, 6.5])
+    offset = centre - inverse @ (centre + np.array(shift) * 14)
+    # jax's "constant" mode blends with the fill value across the border: scipy's
+    # "grid-constant".
+    expected = ndimage.affine_transform(x[0, :, :, 0], inverse, offset=offset, order=1,
+                                        mode="grid-constant", cval=0.0)
+    np.testing.assert_allclose(out[0, :, :, 0], expected, atol=1e-5)
+
+
+def test_affine_params_cover_their_ranges_independently_per_image():
+    p = aug.sample_affine_params(jax.random.key(0), 4000, degrees=10.0, translate=0.1,
+                                 scale=(0.8, 1.2), shear=5.0)
+    for key, bound in (("angle", np.deg2rad(10.0)), ("shear", np.deg2rad(5.0))):
+        values = np.asarray(p[key])
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.95 * bound
+        assert abs(values.mean()) < 0.05 * bound
+    assert np.abs(np.asarray(p["shift"])).max() <= 0.1
+    zoom = np.asarray(p["zoom"])
+    assert zoom.min() >= 0.8 and zoom.max() <= 1.2 and zoom.std() > 0.1
+    assert np.corrcoef(np.asarray(p["angle"]), zoom)[0, 1] < 0.1
+
+
+def test_affine_preset_distorts_train_images_only_and_keeps_other_draws():
+    x = jnp.asarray(_uint8_images((6, 28, 28, 1), seed=5))
+    rng = jax.random.key(1)
+    distorted = aug.OMNIGLOT_AFFINE.train(rng, x)
+    chex.assert_shape(distorted, (6, 28, 28, 1))
+    assert not aug.OMNIGLOT_AFFINE.train_equals_eval and aug.OMNIGLOT.train_equals_eval
+    assert np.all(np.abs(np.asarray(distorted) - np.asarray(x) / 255.0).max(axis=(1, 2, 3)) > 0.1)
+    np.testing.assert_allclose(aug.OMNIGLOT_AFFINE.eval(x), x / 255.0, rtol=1e-6)
+    # The crop draws the same offsets with and without a distortion after it.
+    shift_only = dataclasses.replace(aug.OMNIGLOT, crop_padding=2)
+    both = dataclasses.replace(shift_only, affine_degrees=1e-3)
+    np.testing.assert_allclose(both.train(rng, x), shift_only.train(rng, x), atol=1e-3)
+    assert aug.preset("omniglot_affine") is aug.OMNIGLOT_AFFINE
+    with pytest.raises(ValueError, match="affine_scale"):
+        aug.ImageTransform(affine_scale=(1.2, 0.8))
+    with pytest.raises(ValueError, match="affine_degrees"):
+        aug.ImageTransform(affine_degrees=-1.0)
