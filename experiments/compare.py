@@ -2,12 +2,13 @@
 
     python -m experiments.compare --workdir=W [--episodes=FILE.json --image_root=DIR] \
         [--num_episodes=500] [--methods=simpleshot,pt_map,...] [--shots=1,5] \
-        [--query_distribution=balanced,dirichlet:2]
+        [--query_distribution=balanced,dirichlet:2] [--split=val]
 
 Runs the inductive and transductive baselines of `metaunlab.methods` and W's SIB heads
 (K = 0, 1, 3, 5) on identical episodes (default: seeded random test-split episodes, 1 and
 5 shots for each n_way SIB was trained for, 15 queries per class). Writes W/compare.md,
-W/compare.png and a "compare" section in W/results.json.
+W/compare.png and a "compare" section in W/results.json (with --split=val: compare_val.md,
+compare_val.png and "compare_val").
 """
 
 
@@ -33,13 +34,16 @@ flags.DEFINE_list("query_distribution", ["balanced"],
                   "How query sets split between classes, comma-separated: balanced, "
                   "dirichlet:ALPHA (Veilleux et al.'s imbalanced sets; alpha 2 is standard). "
                   "Each gives its own columns, on the same support sets.")
+flags.DEFINE_enum("split", "test", ["val", "test"],
+                  "Split of the random episodes: val to choose without looking at the test "
+                  "classes.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     cli.set_default_verbosity()
-    from experiments.tools.compare import run_compare
+    from experiments.tools.compare import output_name, run_compare
 
     with cli.user_errors():
         results = run_compare(
@@ -48,10 +52,12 @@ def main(argv):
             shots=[int(s) for s in FLAGS.shots], methods=FLAGS.methods,
             sib_steps=[int(k) for k in FLAGS.sib_steps], checkpoint=FLAGS.checkpoint,
             chunk=FLAGS.chunk, query_distributions=FLAGS.query_distribution,
-            ways=None if FLAGS.ways is None else [int(w) for w in FLAGS.ways])
-    with open(f"{FLAGS.workdir}/compare.md") as f:
+            ways=None if FLAGS.ways is None else [int(w) for w in FLAGS.ways],
+            split=FLAGS.split)
+    name = output_name(results)
+    with open(f"{FLAGS.workdir}/{name}.md") as f:
         print(f.read())
-    print(f"wrote {FLAGS.workdir}/compare.md, compare.png and results.json['compare'] "
+    print(f"wrote {FLAGS.workdir}/{name}.md, {name}.png and results.json['{name}'] "
           f"in {results['wall_seconds']:.0f} s")
 
 

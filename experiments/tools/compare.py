@@ -5,7 +5,8 @@ the work dir's backbone and
 evaluates, on identical episodes, the inductive and transductive baselines of
 `metaunlab.methods` and the work dir's trained SIB heads with K in {0, 1, 3, 5}. It writes
 `compare.md` (a table), `compare.png` (accuracy bars with 95% intervals) and a `compare`
-section in `results.json`.
+section in `results.json`; on validation episodes (`split="val"`) `compare_val.md`,
+`compare_val.png` and `compare_val`.
 
 Episodes: by default `num_episodes` seeded random test-split episodes for each trained
 n_way (or those of `ways`), with 1 and 5 shots and 15 queries per class. The seed is the
@@ -143,9 +144,15 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                 shots: Sequence[int] = (1, 5), methods: Sequence[str] | None = None,
                 sib_steps: Sequence[int] = SIB_STEPS, checkpoint: str = "last",
                 chunk: int = 100, query_distributions: Sequence[str] = ("balanced",),
-                ways: Sequence[int] | None = None, write: bool = True,
+                ways: Sequence[int] | None = None, split: str = "test", write: bool = True,
                 progress: bool = True) -> dict:
-    """Evaluate every method on the same episodes; write compare.md/.png and results.json."""
+    """Evaluate every method on the same episodes; write compare.md/.png and results.json.
+
+    Random episodes come from the run's `split`: "test", or "val" to choose a method, a
+    setting or a training recipe without looking at the test classes.
+    """
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split={split!r}; use val or test.")
     if (episodes_file is None) != (image_root is None):
         raise ConfigError("--episodes and --image_root go together; give both or neither.")
     distributions = parse_query_distributions(query_distributions)
@@ -175,8 +182,8 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             base_mean, base_images = None, 0  # an episode file needs no training data
 
         if episodes_file is None:
-            feats, test_labels = model.split_features("test")
-            groups = model.split_groups("test")  # within-alphabet episodes, if the run's
+            feats, test_labels = model.split_features(split)
+            groups = model.split_groups(split)  # within-alphabet episodes, if the run's
             trained = _trained_ways(model.trained_settings())
             if not trained:
                 raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
@@ -193,12 +200,12 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                     shape = EpisodeShape(n_way, n_shot, n_query)
                     for distribution in distributions:
                         sampler = EpisodeSampler(test_labels, shape, seed=seed,
-                                                 split_name="test", groups=groups,
+                                                 split_name=split, groups=groups,
                                                  query_distribution=distribution)
                         episode_sets.append(EpisodeSet(
                             distribution_setting_name(n_way, n_shot, distribution), shape,
                             sampler.sample(0, num_episodes), distribution.name))
-            source = {"kind": "random", "split": "test", "seed": int(seed),
+            source = {"kind": "random", "split": split, "seed": int(seed),
                       "protocol": protocol_name(config),
                       "episodes_per_setting": int(num_episodes), "n_query": int(n_query),
                       "query_distributions": [d.name for d in distributions]}
@@ -253,13 +260,20 @@ def _shape_key(shape: EpisodeShape) -> tuple[int, int, int]:
 
 # ---- outputs ---------------------------------------------------------------------------------
 
+def output_name(results: dict) -> str:
+    """"compare", or "compare_val" for validation episodes, which never replace the test
+    comparison: the stem of the .md and .png files and the key in results.json."""
+    return "compare_val" if results["source"].get("split") == "val" else "compare"
+
+
 def write_outputs(workdir: str, results: dict) -> None:
-    with open(os.path.join(workdir, "compare.md"), "w") as f:
+    name = output_name(results)
+    with open(os.path.join(workdir, f"{name}.md"), "w") as f:
         f.write(format_markdown(results))
-    plot_comparison(results, os.path.join(workdir, "compare.png"))
+    plot_comparison(results, os.path.join(workdir, f"{name}.png"))
     path = os.path.join(workdir, "results.json")
     existing = read_json(path) if os.path.exists(path) else {}
-    existing["compare"] = results
+    existing[name] = results
     write_json_atomic(path, existing)
 
 
@@ -293,7 +307,8 @@ def format_markdown(results: dict) -> str:
     if source["kind"] == "random":
         shares = ", ".join(source.get("query_distributions", ["balanced"]))
         episodes = (f"{source['episodes_per_setting']} seeded random episodes per setting from "
-                    f"the test split (seed {source['seed']}, {source['n_query']} queries per "
+                    f"the {source.get('split', 'test')} split (seed {source['seed']}, "
+                    f"{source['n_query']} queries per "
                     f"class on average; query sets: {shares}, on the same support sets)")
     else:
         episodes = (f"the {source['episodes']} episodes of {source['episodes_file']} "
@@ -335,7 +350,7 @@ def format_markdown(results: dict) -> str:
         info = _lookup(results, method)
         lines.append(f"* `{method}` ({'transductive' if info['transductive'] else 'inductive'}"
                      f"): {info['paper']}")
-    lines += ["", "![accuracy per method and setting](compare.png)", ""]
+    lines += ["", f"![accuracy per method and setting]({output_name(results)}.png)", ""]
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from experiments.tools.report import write_report
 from metaunlab import evaluation
 from metaunlab.data.episode_files import fixed_episodes_to_json
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
-from metaunlab.methods import sib_method
+from metaunlab.methods import get_method, sib_method
 from metaunlab.pipeline import load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
 
@@ -204,3 +204,27 @@ def test_compare_on_an_imbalanced_episode_file(tiny, tmp_path):
     model = TrainedModel.load(str(workdir))
     result = model.evaluate_episode_file(str(episode_file), str(image_root))
     assert result["episodes"] == 5 and 0 <= result["methods"]["sib"]["accuracy"] <= 100
+
+
+def test_compare_on_validation_episodes_keeps_the_test_comparison(tiny, compare_section):
+    """--split=val draws its episodes from the validation classes, which the pipeline's own
+    validation episodes also use, and writes compare_val.* beside the test comparison."""
+    workdir, config = tiny
+    val = load_splits(config.data).val
+    out = run_compare(str(workdir), split="val", num_episodes=5, n_query=2, shots=(1,), seed=7,
+                      methods=["protonet_cosine"], sib_steps=(0,), chunk=5, progress=False)
+    assert out["source"]["split"] == "val"
+    episodes = EpisodeSampler(val, EpisodeShape(5, 1, 2), seed=7,
+                              split_name="val").sample(0, 5)
+    model = TrainedModel.load(str(workdir))
+    feats, _ = model.split_features("val")
+    expected = evaluation.evaluate(get_method("protonet_cosine"), feats, episodes)
+    entry = out["settings"]["5way_1shot"]["methods"]["protonet_cosine"]
+    assert entry["accuracy"] == pytest.approx(expected.accuracy, abs=1e-4)
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["compare_val"]["source"]["split"] == "val"
+    assert on_disk["compare"]["source"]["split"] == "test"  # not replaced
+    assert "the val split" in (workdir / "compare_val.md").read_text()
+    assert (workdir / "compare_val.png").exists()
+    with pytest.raises(Exception, match="--split='train'"):
+        run_compare(str(workdir), split="train", write=False, progress=False)
