@@ -384,3 +384,20 @@ def test_non_finite_features_stop_the_run_naming_the_image():
                                              r"\(embed test\)"):
         evaluation.embed(broken_backbone, None, np.zeros((8, 4, 4, 1), np.uint8),
                          lambda x: x.astype(np.float32), desc="embed test")
+
+
+def test_mirrored_training_characters_are_new_classes(few_characters):
+    config = _omniglot_tiny(few_characters)
+    plain = load_splits(config.data)
+    config.data.mirror_splits = ("train",)
+    mirrored = load_splits(config.data)
+    assert mirrored.train.num_classes == 2 * plain.train.num_classes  # rotations of both
+    assert sum(name.endswith("@mirror@rot90") for name in mirrored.train.class_names) == (
+        plain.train.num_classes // 4)
+    assert mirrored.val.class_names == plain.val.class_names  # val and test untouched
+    assert mirrored.test.class_names == plain.test.class_names
+    config.data.mirror_splits = ("training",)
+    from metaunlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.mirror_splits names 'training'.*train, val"):
+        load_splits(config.data)

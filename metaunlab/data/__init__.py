@@ -25,6 +25,7 @@ from metaunlab.data.mini_imagenet import load_mini_imagenet, load_pickle_cache
 from metaunlab.data.omniglot import (
     DEFAULT_OMNIGLOT_DIR,
     load_omniglot,
+    mirror_classes,
     rotate_classes,
     split_omniglot,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "load_tiered_imagenet",
     "load_tiered_split",
     "load_user_folders",
+    "mirror_classes",
     "read_episode_file",
     "resolve_episode_paths",
     "rotate_classes",

@@ -31,6 +31,7 @@ from metaunlab.data.omniglot_splits import (  # noqa: F401  (the splits, importa
     SPLIT_NAMES,
     alphabet_groups,
     alphabet_of,
+    mirror_classes,
     rotate_classes,
     split_omniglot,
 )

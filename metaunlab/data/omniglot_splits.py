@@ -1,9 +1,10 @@
 """Omniglot's class splits: by character, by alphabet (seeded or named), the folds of held-out
 alphabets of the minimal archives, alphabet groups for within-alphabet episodes, and
-rotated copies of characters as new classes.
+mirrored and rotated copies of characters as new classes.
 
-A class is named ``"<Alphabet>/characterNN"`` (``metaunlab.data.omniglot``), and
-``"<Alphabet>/characterNN@rot<angle>"`` once rotated.
+A class is named ``"<Alphabet>/characterNN"`` (``metaunlab.data.omniglot``),
+``"<Alphabet>/characterNN@mirror"`` once mirrored and ``"...@rot<angle>"`` once rotated
+(``"Korean/character07@mirror@rot90"``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from metaunlab.data.errors import DataError
 
 SPLIT_NAMES = ("train", "val", "test")
 ROTATION_ANGLES = (0, 90, 180, 270)
-_ROTATION_SUFFIX = re.compile(r"@rot\d+$")
+# What mirroring and rotating add to a character's name: a copy's variant.
+_VARIANT_SUFFIX = re.compile(r"(@mirror)?(@rot\d+)?$")
 
 # Folds of the alphabet protocol on the two minimal archives (8 alphabets, 242 characters):
 # each alphabet is a test alphabet in exactly one fold, every test pair but one has 20+
@@ -49,8 +51,7 @@ def alphabet_groups(ds: ImageDataset) -> tuple[np.ndarray, tuple[str, ...]]:
     """
     keys = []
     for name in ds.class_names:
-        rotation = _ROTATION_SUFFIX.search(name)
-        keys.append(alphabet_of(name) + (rotation[0] if rotation else ""))
+        keys.append(alphabet_of(name) + _VARIANT_SUFFIX.search(name)[0])
     names = tuple(sorted(set(keys)))
     index = {name: i for i, name in enumerate(names)}
     return np.asarray([index[k] for k in keys], np.int32), names
@@ -80,7 +81,7 @@ def split_omniglot(
         return _split_by_named_alphabets(ds, tuple(test_alphabets), tuple(val_alphabets))
     fractions = _check_fractions(fractions)
     if by == "character":
-        group_of = [_ROTATION_SUFFIX.sub("", name) for name in ds.class_names]
+        group_of = [_VARIANT_SUFFIX.sub("", name) for name in ds.class_names]
     elif by == "alphabet":
         group_of = [name.split("/", 1)[0] for name in ds.class_names]
     else:
@@ -179,6 +180,20 @@ def _assign_greedily(
         assignment[best].append(group)
         filled[best] += size
     return assignment
+
+
+def mirror_classes(ds: ImageDataset) -> ImageDataset:
+    """Each class and its left-right mirror image, a class of its own named ``c@mirror``.
+
+    A mirrored character is a plausible character of a mirrored alphabet, as a rotated
+    one is of a rotated alphabet; with rotations (``rotate_classes`` after this) every
+    character gives the 8 images of its symmetries. Labels: class ``c`` keeps ``2c``, its
+    mirror is ``2c + 1``.
+    """
+    images = np.concatenate([ds.images, ds.images[:, :, ::-1]])
+    labels = np.concatenate([ds.labels * 2, ds.labels * 2 + 1]).astype(np.int32)
+    names = tuple(variant for name in ds.class_names for variant in (name, f"{name}@mirror"))
+    return ImageDataset(images=np.ascontiguousarray(images), labels=labels, class_names=names)
 
 
 def rotate_classes(ds: ImageDataset, angles: Sequence[int] = ROTATION_ANGLES) -> ImageDataset:

@@ -42,6 +42,7 @@ from metaunlab.data.omniglot import (
     MINIMAL_ALPHABET_FOLDS,
     default_omniglot_dir,
     load_omniglot,
+    mirror_classes,
     omniglot_format,
     rotate_classes,
     split_omniglot,
@@ -197,10 +198,14 @@ def _omniglot(data: ml_collections.ConfigDict, root: str, fmt: str):
     splits = split_omniglot(full, by=data.split_by, fractions=tuple(data.fractions),
                             seed=data.split_seed, test_alphabets=test_alphabets,
                             val_alphabets=val_alphabets)
-    # Rotating characters by 90 degree steps into new classes (Vinyals et al. 2016) gives
-    # more base classes; test characters are kept as drawn.
-    for split in data.rotate_splits:
-        splits[split] = rotate_classes(splits[split])
+    # Mirroring characters and rotating them by 90 degree steps into new classes (Vinyals
+    # et al. 2016) gives more base classes; test characters are kept as drawn.
+    for field, expand in (("mirror_splits", mirror_classes), ("rotate_splits", rotate_classes)):
+        for split in data.get(field, ()):
+            if split not in splits:
+                raise ConfigError(f"--config.data.{field} names {split!r}, not a split; use "
+                                  f"some of {', '.join(splits)}.")
+            splits[split] = expand(splits[split])
     return splits, SplitExtras(omniglot_format(data.image_size))
 
 

@@ -18,6 +18,7 @@ from metaunlab.data.omniglot import (
     alphabet_groups,
     default_omniglot_dir,
     load_omniglot,
+    mirror_classes,
     rotate_classes,
     split_omniglot,
 )
@@ -305,3 +306,28 @@ def test_alphabet_groups_keep_each_rotation_of_an_alphabet_apart(synthetic_omnig
     for label, name in enumerate(ds.class_names):
         alphabet, _, rotation = name.partition("@")
         assert names[groups[label]] == alphabet.split("/")[0] + ("@" + rotation if rotation else "")
+
+
+def test_mirror_classes_then_rotations_give_eight_classes_per_character(
+        synthetic_omniglot) -> None:
+    ds = synthetic_omniglot(alphabets=2, characters=3, per_class=2)
+    mirrored = mirror_classes(ds)
+    assert mirrored.num_classes == 12 and len(mirrored) == 24
+    assert mirrored.class_names[:2] == ("Alpha0/character01", "Alpha0/character01@mirror")
+    by_name = dict(zip(mirrored.class_names, mirrored.class_indices(), strict=True))
+    original = ds.images[ds.class_indices()[ds.class_names.index("Alpha1/character02")]]
+    np.testing.assert_array_equal(mirrored.images[by_name["Alpha1/character02@mirror"]],
+                                  original[:, :, ::-1])
+    np.testing.assert_array_equal(mirrored.images[by_name["Alpha1/character02"]], original)
+    both = rotate_classes(mirrored)
+    assert both.num_classes == 8 * ds.num_classes
+    assert "Alpha0/character03@mirror@rot270" in both.class_names
+    # A mirrored alphabet at each rotation is its own group of within-alphabet episodes, and
+    # a character's variants stay on one side of a character split.
+    groups, names = alphabet_groups(both)
+    assert len(names) == 16 and "Alpha1@mirror@rot90" in names
+    label = both.class_names.index("Alpha1/character02@mirror@rot90")
+    assert names[groups[label]] == "Alpha1@mirror@rot90"
+    splits = split_omniglot(both, fractions=(0.5, 0.25, 0.25), seed=1)
+    for split in splits.values():
+        assert split.num_classes == 8 * len({n.split("@")[0] for n in split.class_names})
