@@ -8,13 +8,21 @@ Runs the inductive and transductive baselines of `metaunlab.methods` and W's SIB
 (K = 0, 1, 3, 5) on identical episodes (default: seeded random test-split episodes, 1 and
 5 shots for each n_way SIB was trained for, 15 queries per class). Writes W/compare.md,
 W/compare.png and a "compare" section in W/results.json (with --split=val: compare_val.md,
-compare_val.png and "compare_val").
+compare_val.png and "compare_val"; likewise compare_train with --split=train).
 """
 
 
 from absl import app, flags
 
 from experiments import cli
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_string("episodes", None, "Fixed episode file (reference JSON format).")
@@ -28,16 +36,23 @@ flags.register_validator("ways", lambda v: v is None or all(w.isdigit() and int(
                          message="--ways must be integers > 1 separated by commas, e.g. 5,20.")
 flags.DEFINE_list("methods", None, "Baselines to run (default: all).")
 flags.DEFINE_list("sib_steps", ["0", "1", "3", "5"], "SIB steps K to evaluate.")
+flags.DEFINE_list("sib_step_scales", ["1"],
+                  "SIB also at these multiples of its trained step size, e.g. 0.25,0.5,1 "
+                  "(names sib_k3_lr0.5x; 1 is sib_k3).")
+flags.register_validator("sib_step_scales", lambda v: bool(v) and all(_positive(x) for x in v),
+                         message="--sib_step_scales must be positive numbers separated by "
+                                 "commas, e.g. 0.5,1.")
 flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which SIB checkpoint to use.")
 flags.DEFINE_integer("chunk", 100, "Episodes per vmapped batch.")
 flags.DEFINE_list("query_distribution", ["balanced"],
                   "How query sets split between classes, comma-separated: balanced, "
                   "dirichlet:ALPHA (Veilleux et al.'s imbalanced sets; alpha 2 is standard). "
                   "Each gives its own columns, on the same support sets.")
-flags.DEFINE_enum("split", "test", ["val", "test"],
+flags.DEFINE_enum("split", "test", ["train", "val", "test"],
                   "Split of the random episodes: val to choose without looking at the test "
-                  "classes.")
+                  "classes; train, the classes SIB was meta-trained on.")
 FLAGS = flags.FLAGS
+
 
 
 def main(argv):
@@ -51,6 +66,7 @@ def main(argv):
             num_episodes=FLAGS.num_episodes, seed=FLAGS.seed, n_query=FLAGS.n_query,
             shots=[int(s) for s in FLAGS.shots], methods=FLAGS.methods,
             sib_steps=[int(k) for k in FLAGS.sib_steps], checkpoint=FLAGS.checkpoint,
+            sib_step_scales=[float(x) for x in FLAGS.sib_step_scales],
             chunk=FLAGS.chunk, query_distributions=FLAGS.query_distribution,
             ways=None if FLAGS.ways is None else [int(w) for w in FLAGS.ways],
             split=FLAGS.split)

@@ -6,7 +6,8 @@ evaluates, on identical episodes, the inductive and transductive baselines of
 `metaunlab.methods` and the work dir's trained SIB heads with K in {0, 1, 3, 5}. It writes
 `compare.md` (a table), `compare.png` (accuracy bars with 95% intervals) and a `compare`
 section in `results.json`; on validation episodes (`split="val"`) `compare_val.md`,
-`compare_val.png` and `compare_val`.
+`compare_val.png` and `compare_val`, and on the meta-training classes (`split="train"`)
+`compare_train.*`.
 
 Episodes: by default `num_episodes` seeded random test-split episodes for each trained
 n_way (or those of `ways`), with 1 and 5 shots and 15 queries per class. The seed is the
@@ -59,6 +60,7 @@ from metaunlab.workdir import read_json, write_json_atomic
 DEFAULT_METHODS = ("protonet_cosine", "simpleshot", "logreg", "transductive_ft", "bd_cspn",
                    "laplacianshot", "tim_gd", "alpha_tim", "pt_map")
 SIB_STEPS = (0, 1, 3, 5)
+SPLITS = ("train", "val", "test")
 MAX_BASE_IMAGES = 20_000  # images averaged for the base-class mean (a seeded subset above)
 
 
@@ -107,8 +109,18 @@ def method_order(names: Sequence[str] | None = None) -> list[Method]:
 
 
 def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
-                step_queries: int | None = None) -> list[Method]:
-    return [sib_method(params, k, lr, step_queries=step_queries) for k in steps]
+                step_queries: int | None = None,
+                step_scales: Sequence[float] = (1.0,)) -> list[Method]:
+    """SIB at each K of `steps` and each multiple of the trained step size `lr` in
+    `step_scales` (K = 0 once: it takes no step): `sib_k3`, or `sib_k3_lr0.5x` at half the
+    trained step size."""
+    methods = []
+    for k in steps:
+        for scale in (step_scales if k > 0 else (1.0,)):
+            name = f"sib_k{k}" if scale == 1.0 else f"sib_k{k}_lr{scale:g}x"
+            methods.append(sib_method(params, k, lr * scale, name=name,
+                                      step_queries=step_queries))
+    return methods
 
 
 def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequence[Method], *,
@@ -143,22 +155,30 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                 num_episodes: int = 500, seed: int | None = None, n_query: int = 15,
                 shots: Sequence[int] = (1, 5), methods: Sequence[str] | None = None,
                 sib_steps: Sequence[int] = SIB_STEPS, checkpoint: str = "last",
+                sib_step_scales: Sequence[float] = (1.0,),
                 chunk: int = 100, query_distributions: Sequence[str] = ("balanced",),
                 ways: Sequence[int] | None = None, split: str = "test", write: bool = True,
                 progress: bool = True) -> dict:
     """Evaluate every method on the same episodes; write compare.md/.png and results.json.
 
-    Random episodes come from the run's `split`: "test", or "val" to choose a method, a
-    setting or a training recipe without looking at the test classes.
+    `sib_step_scales`: SIB also at these multiples of its trained step size (1 = as
+    trained), to tell a step of the wrong size from a step in the wrong direction.
+    Random episodes come from the run's `split`: "test", "val" to choose a method, a
+    setting or a training recipe without looking at the test classes, or "train", the
+    classes the head was meta-trained on, to tell what its training taught it from what
+    carries over to new classes.
     """
-    if split not in ("val", "test"):
-        raise ConfigError(f"--split={split!r}; use val or test.")
+    if split not in SPLITS:
+        raise ConfigError(f"--split={split!r}; use one of {', '.join(SPLITS)}.")
     if (episodes_file is None) != (image_root is None):
         raise ConfigError("--episodes and --image_root go together; give both or neither.")
     distributions = parse_query_distributions(query_distributions)
     if episodes_file is not None and distributions != [QueryDistribution()]:
         raise ConfigError("--query_distribution applies to random episodes; an episode file "
                           "fixes its own query sets (leave the flag out with --episodes).")
+    if not sib_step_scales or any(not scale > 0 for scale in sib_step_scales):
+        raise ConfigError(f"--sib_step_scales={','.join(map(str, sib_step_scales))}: give "
+                          "positive multiples of the trained step size, e.g. 0.5,1.")
     if num_episodes < 1:
         raise ConfigError(f"--num_episodes must be positive, got {num_episodes}.")
     with contextlib.ExitStack() as stack:
@@ -228,7 +248,8 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
                 params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
                 entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps,
-                                             step_queries_of(config.metatrain))
+                                             step_queries_of(config.metatrain),
+                                             sib_step_scales)
             results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
                                       chunk=chunk, progress=progress)
             settings[episode_set.name] = {
@@ -261,9 +282,11 @@ def _shape_key(shape: EpisodeShape) -> tuple[int, int, int]:
 # ---- outputs ---------------------------------------------------------------------------------
 
 def output_name(results: dict) -> str:
-    """"compare", or "compare_val" for validation episodes, which never replace the test
-    comparison: the stem of the .md and .png files and the key in results.json."""
-    return "compare_val" if results["source"].get("split") == "val" else "compare"
+    """"compare" for test episodes, "compare_val" / "compare_train" for validation / training
+    episodes, which never replace the test comparison: the stem of the .md and .png files
+    and the key in results.json."""
+    split = results["source"].get("split", "test")
+    return "compare" if split == "test" else f"compare_{split}"
 
 
 def write_outputs(workdir: str, results: dict) -> None:

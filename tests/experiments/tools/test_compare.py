@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments.configs.omniglot import get_config as omniglot_config
@@ -226,5 +227,49 @@ def test_compare_on_validation_episodes_keeps_the_test_comparison(tiny, compare_
     assert on_disk["compare"]["source"]["split"] == "test"  # not replaced
     assert "the val split" in (workdir / "compare_val.md").read_text()
     assert (workdir / "compare_val.png").exists()
-    with pytest.raises(Exception, match="--split='train'"):
-        run_compare(str(workdir), split="train", write=False, progress=False)
+    with pytest.raises(Exception, match="--split='validation'"):
+        run_compare(str(workdir), split="validation", write=False, progress=False)
+
+
+def test_compare_on_the_meta_training_classes(tiny, compare_section):
+    """--split=train draws its episodes from the classes the head was meta-trained on and
+    writes compare_train.* beside the test comparison."""
+    workdir, config = tiny
+    train = load_splits(config.data).train
+    out = run_compare(str(workdir), split="train", num_episodes=5, n_query=2, shots=(1,),
+                      seed=7, methods=["protonet_cosine"], sib_steps=(0,), chunk=5,
+                      progress=False)
+    assert out["source"]["split"] == "train"
+    episodes = EpisodeSampler(train, EpisodeShape(5, 1, 2), seed=7,
+                              split_name="train").sample(0, 5)
+    assert int(np.max(episodes.support_idx)) < len(train.labels)
+    feats, _ = TrainedModel.load(str(workdir)).split_features("train")
+    expected = evaluation.evaluate(get_method("protonet_cosine"), feats, episodes)
+    entry = out["settings"]["5way_1shot"]["methods"]["protonet_cosine"]
+    assert entry["accuracy"] == pytest.approx(expected.accuracy, abs=1e-4)
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["compare_train"]["source"]["split"] == "train"
+    assert on_disk["compare"]["source"]["split"] == "test"
+    assert "the train split" in (workdir / "compare_train.md").read_text()
+
+
+def test_sib_at_multiples_of_its_trained_step_size(tiny):
+    """--sib_step_scales adds SIB at multiples of the trained step size, each equal to
+    sib_method at that step; K = 0 appears once; a non-positive scale is refused."""
+    workdir, config = tiny
+    out = run_compare(str(workdir), num_episodes=5, n_query=2, shots=(1,), seed=7,
+                      methods=["protonet_cosine"], sib_steps=(0, 3), sib_step_scales=(1, 4),
+                      chunk=5, write=False, progress=False)
+    methods = out["settings"]["5way_1shot"]["methods"]
+    assert set(methods) == {"protonet_cosine", "sib_k0", "sib_k3", "sib_k3_lr4x"}
+    model = TrainedModel.load(str(workdir))
+    feats, labels = model.split_features("test")
+    episodes = EpisodeSampler(labels, EpisodeShape(5, 1, 2), seed=7,
+                              split_name="test").sample(0, 5)
+    params = model.sib_params(5, 1)
+    lr = config.metatrain.inner_lr
+    for name, scale in (("sib_k3", 1.0), ("sib_k3_lr4x", 4.0)):
+        expected = evaluation.evaluate(sib_method(params, 3, lr * scale), feats, episodes)
+        assert methods[name]["accuracy"] == pytest.approx(expected.accuracy, abs=1e-4)
+    with pytest.raises(Exception, match="sib_step_scales"):
+        run_compare(str(workdir), sib_step_scales=(0.0,), write=False, progress=False)
