@@ -223,7 +223,9 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                 for q in query_counts}
     optimizer = make_optimizer(config)
     params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim,
-                      scale=config.get("init_scale", 10.0))
+                      scale=config.get("init_scale", 10.0),
+                      class_marginal=config.get("phi_class_marginal", False),
+                      learned_step_size=config.get("learned_step_size", False))
     per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
     loop = TrainLoop(
         phase, workdir, config.iterations, writer, mesh,

@@ -32,7 +32,8 @@ Shapes for one episode (D = feature dimension, N = n_way):
 Parameters are a plain dict pytree, so optax and orbax see ordinary arrays:
   {"init":       {"w": (D,)},                    # initialization network weights, init 1
    "classifier": {"scale": (), "bias": ()},      # cosine classifier, init 10 and 0
-   "grad_net":   {...}}                          # phi, `metaunlab.synthetic_gradient`
+   "grad_net":   {...},                          # phi, `metaunlab.synthetic_gradient`
+   ["step_size": {"log_scale": (), "count_exponent": ()}]}  # optional (`step_size`)
 
 References:
   Hu, Moreno, Xiao, Shen, Obozinski, Lawrence, Damianou. Empirical Bayes Transductive
@@ -63,21 +64,29 @@ from metaunlab.numerics import (
 Params = dict[str, Any]
 
 __all__ = ["Params", "apply", "apply_direct", "apply_gram", "grad_matching_loss", "init",
-           "init_theta", "loss", "n_way_of", "query_scaled_lr", "synthetic_step"]
+           "init_theta", "loss", "n_way_of", "query_scaled_lr", "step_size", "synthetic_step"]
 
 
-def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0) -> Params:
+def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
+         class_marginal: bool = False, learned_step_size: bool = False) -> Params:
     """Fresh SIB parameters for `n_way`-way episodes on `feat_dim`-dimensional features.
 
     `scale` is the cosine classifier's initial (learned) inverse temperature; 10 is the
-    reference's.
+    reference's. `class_marginal` builds phi's one optional variant, which also reads the
+    query set's class marginal (`metaunlab.synthetic_gradient`); False is the reference's.
+    `learned_step_size` adds the two meta-learned scalars of `step_size`, both 0 at first,
+    where the head takes the reference's steps.
     """
-    return {
+    params = {
         "init": {"w": jnp.ones((feat_dim,), jnp.float32)},
         "classifier": {"scale": jnp.asarray(scale, jnp.float32),
                        "bias": jnp.asarray(0.0, jnp.float32)},
-        "grad_net": phi.init(rng, n_way),
+        "grad_net": phi.init(rng, n_way, class_marginal=class_marginal),
     }
+    if learned_step_size:
+        params["step_size"] = {"log_scale": jnp.asarray(0.0, jnp.float32),
+                               "count_exponent": jnp.asarray(0.0, jnp.float32)}
+    return params
 
 
 def n_way_of(params: Params) -> int:
@@ -104,6 +113,32 @@ def query_scaled_lr(lr: float, n_way: int, n_queries, step_queries: int):
     is a Python float.
     """
     return float(lr) * step_queries * n_way / n_queries
+
+
+def step_size(params: Params, lr, n_way: int, n_queries):
+    """The synthetic step size of an episode with `n_queries` queries (an int, or an array
+    over episodes): `lr` itself (the reference), or, for parameters with a `step_size` entry
+    (`init(..., learned_step_size=True)`),
+
+        lr * exp(log_scale) * (n_queries / n_way) ** -count_exponent,
+
+    both scalars meta-learned. A step is a sum over the queries (`synthetic_step`), so the
+    step that suits 1 query per class is not the one that suits 15; count_exponent learns
+    how it should scale with the query count (0: the sum, 1: a mean) and log_scale the step
+    of the head's shot, instead of one lr fixed for every query set.
+    """
+    if "step_size" not in params:
+        return lr
+    learned = params["step_size"]
+    per_class = jnp.asarray(n_queries, jnp.float32) / n_way
+    return lr * jnp.exp(learned["log_scale"] - learned["count_exponent"] * jnp.log(per_class))
+
+
+def _real_queries(query_feats: jax.Array, query_mask: jax.Array | None):
+    """The number of real queries: static without a mask, per episode with one."""
+    if query_mask is None:
+        return query_feats.shape[-2]
+    return jnp.sum(query_mask, axis=-1)
 
 
 def _synthetic_cosine_gradient(params: Params, cos: jax.Array,
@@ -184,6 +219,7 @@ def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.A
     nothing stopped). With `remat` each step is recomputed in the backward pass
     (`jax.checkpoint`), so only theta between steps is kept.
     """
+    lr = step_size(params, lr, n_way_of(params), _real_queries(query_feats, query_mask))
     step = functools.partial(synthetic_step, lr=lr, query_mask=query_mask)
     if remat:
         step = jax.checkpoint(step)
@@ -223,6 +259,7 @@ def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Arr
         clamped = jnp.maximum(norm, NORM_EPS)
         return proj / clamped[..., None, :], clamped, norm
 
+    lr = step_size(params, lr, n_way_of(params), _real_queries(query_feats, query_mask))
     lr = _episode_lr(lr, 1)  # against the (..., N) rows
 
     def one_step(params, a, b):

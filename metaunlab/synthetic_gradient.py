@@ -11,6 +11,13 @@ Shapes: logits (..., Nq, N) -> (..., Nq, N). Leading axes are episodes; each epi
 BatchNorm uses the statistics of its own Nq queries only. With `query_mask` (..., Nq) only
 the real queries of a padded query set enter those statistics (`metaunlab.data.episodes`);
 padded rows are normalised with them but influence nothing.
+
+The reference's phi reads each query's logits alone; only its BatchNorm statistics couple
+the queries. `init(..., class_marginal=True)` builds the one optional variant: phi also reads
+the log of the query set's class marginal, log mean_q softmax(z_q), beside every query's
+logits (input width 2N instead of N, `with_class_marginal`). That is the quantity TIM's
+marginal-entropy term and PT-MAP's balanced assignment act on, which phi otherwise cannot
+see. The parameters say which variant they are (`reads_class_marginal`).
 """
 
 from __future__ import annotations
@@ -82,43 +89,69 @@ class QueryBatchNorm(nn.Module):
 class SyntheticGradientNet(nn.Module):
     """phi: query logits (..., Nq, N) -> synthetic gradient of the loss w.r.t. them.
 
-    Dense(N -> 8N) -> ReLU -> BN -> Dense(8N -> 8N) -> ReLU -> BN -> Dense(8N -> N).
+    Dense(N -> 8N) -> ReLU -> BN -> Dense(8N -> 8N) -> ReLU -> BN -> Dense(8N -> N); with
+    `class_marginal`, the first layer reads 2N inputs (`with_class_marginal`).
     """
 
     n_way: int
     hidden_multiplier: int = HIDDEN_MULTIPLIER
+    class_marginal: bool = False
 
     @nn.compact
     def __call__(self, logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:
         hidden = self.hidden_multiplier * self.n_way
         weights = None if query_mask is None else _mask_weights(query_mask, logits.dtype)
+        if self.class_marginal:
+            logits = with_class_marginal(logits, query_mask)
 
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
             init = _torch_linear_init(fan_in)
             return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
-        x = dense(hidden, self.n_way, "dense1")(logits)
+        x = dense(hidden, logits.shape[-1], "dense1")(logits)
         x = QueryBatchNorm(name="bn1")(nn.relu(x), weights)
         x = dense(hidden, hidden, "dense2")(x)
         x = QueryBatchNorm(name="bn2")(nn.relu(x), weights)
         return dense(self.n_way, hidden, "dense3")(x)
 
 
-def init(rng: jax.Array, n_way: int) -> Params:
-    """Fresh phi parameters for `n_way`-way episodes (PyTorch's default initialisation)."""
-    return SyntheticGradientNet(n_way).init(rng, jnp.zeros((2, n_way)))["params"]
+def init(rng: jax.Array, n_way: int, *, class_marginal: bool = False) -> Params:
+    """Fresh phi parameters for `n_way`-way episodes (PyTorch's default initialisation);
+    `class_marginal` builds the variant that also reads the query set's class marginal
+    (module docstring)."""
+    net = SyntheticGradientNet(n_way, class_marginal=class_marginal)
+    return net.init(rng, jnp.zeros((2, n_way)))["params"]
 
 
 def n_way_of(params: Params) -> int:
     """The number of ways phi was built for (static)."""
-    return params["dense1"]["kernel"].shape[0]
+    return params["dense3"]["kernel"].shape[1]
+
+
+def reads_class_marginal(params: Params) -> bool:
+    """Whether these parameters are of the class-marginal variant (first layer 2N wide)."""
+    return params["dense1"]["kernel"].shape[0] == 2 * n_way_of(params)
+
+
+def with_class_marginal(logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:
+    """(..., Nq, N) -> (..., Nq, 2N): each query's logits beside log mean_q softmax(z_q),
+    the episode's class marginal over its (real) queries, the same for every query."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    if query_mask is None:
+        marginal = probs.mean(axis=-2, keepdims=True)
+    else:
+        weights = _mask_weights(query_mask, logits.dtype)
+        marginal = jnp.sum(weights * probs, axis=-2, keepdims=True) / _real_count(weights)
+    log_marginal = jnp.log(jnp.maximum(marginal, jnp.finfo(logits.dtype).tiny))
+    return jnp.concatenate([logits, jnp.broadcast_to(log_marginal, logits.shape)], axis=-1)
 
 
 def apply_autodiff(params: Params, logits: jax.Array,
                    query_mask: jax.Array | None = None) -> jax.Array:
     """phi(logits) by the Flax module, differentiated by autodiff (the tests' oracle for
     `apply`)."""
-    return SyntheticGradientNet(n_way_of(params)).apply({"params": params}, logits, query_mask)
+    net = SyntheticGradientNet(n_way_of(params), class_marginal=reads_class_marginal(params))
+    return net.apply({"params": params}, logits, query_mask)
 
 
 def _flat_rows(x: jax.Array) -> jax.Array:
@@ -209,7 +242,11 @@ def apply(params: Params, logits: jax.Array, query_mask: jax.Array | None = None
 
     `query_mask` (..., Nq) bool: BatchNorm statistics over the real queries only.
     Reverse mode only: forward-mode transforms (`jax.jvp`, `jax.hessian`) are not defined.
+    The class-marginal input (`with_class_marginal`), where the parameters read it, is
+    built outside the hand-written VJP and differentiated by autodiff.
     """
+    if reads_class_marginal(params):
+        logits = with_class_marginal(logits, query_mask)
     if query_mask is None:
         return _apply_all(params, logits)
     return _apply_masked(params, logits, _mask_weights(query_mask, logits.dtype))

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from metaunlab import evaluation, metatrain, optim, parallel, sib
+from metaunlab import evaluation, metatrain, optim, parallel, sib, synthetic_gradient
 from metaunlab.backbones import Conv4
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
@@ -353,3 +353,20 @@ def test_decay_steps_divide_the_meta_learning_rate_by_ten():
 
     assert third_update() == pytest.approx(-0.5)
     assert third_update(decay_steps=(2,)) == pytest.approx(-0.05)
+
+
+def test_phi_class_marginal_meta_trains_phis_class_marginal_variant(tmp_path):
+    """metatrain.phi_class_marginal=True builds and trains phi with the class-marginal input
+    (its first layer 2N wide), and the marginal's weights move."""
+    feats, labels = _toy_features()
+    writer = MetricWriter(tmp_path / "cm")
+    last, _ = metatrain.meta_train(
+        _metatrain_config(phi_class_marginal=True, iterations=10, checkpoint_every=0),
+        source=feats, train_labels=labels, feat_dim=16, val_feats=None, val_episodes=None,
+        workdir=str(tmp_path / "cm" / "mt"), writer=writer)
+    writer.close()
+    assert synthetic_gradient.reads_class_marginal(last["grad_net"])
+    start = sib.init(jax.random.PRNGKey(3), 5, 16, class_marginal=True)
+    moved = last["grad_net"]["dense1"]["kernel"][5:] - start["grad_net"]["dense1"]["kernel"][5:]
+    assert float(jnp.abs(moved).max()) > 1e-6
+

@@ -100,6 +100,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.metatrain.query_scaled_step = False
     # The cosine classifier's initial inverse temperature (learned; the reference: 10).
     c.metatrain.init_scale = 10.0
+    # False (the reference): phi reads each query's logits alone. True: phi also reads the
+    # log of the query set's class marginal, log mean_q softmax(z_q) (its first layer 2N
+    # wide), the quantity balance priors such as TIM's act on (metaunlab.synthetic_gradient).
+    c.metatrain.phi_class_marginal = False
+    # False (the reference): every synthetic step has size inner_lr. True: the step size is
+    # inner_lr * exp(a) * (queries per class) ** -b with a and b meta-learned, from 0
+    # (metaunlab.sib.step_size), so one head steps as far as suits each query-set size.
+    c.metatrain.learned_step_size = False
     # Filled in per setting by the pipeline.
     c.metatrain.n_way = 5
     c.metatrain.n_shot = 1
