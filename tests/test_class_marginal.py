@@ -9,6 +9,7 @@ import pytest
 
 from metaunlab import numerics, sib
 from metaunlab import synthetic_gradient as phi
+from tests._finite_differences import assert_gradient_matches_finite_differences
 
 
 def _max_rel(a, b):
@@ -152,23 +153,7 @@ def test_sib_meta_gradient_on_the_variant_matches_finite_differences():
         def loss(p):
             return numerics.cross_entropy(sib.apply(p, fs, ys, fq, steps=3, lr=0.3), yq)
 
-        grads = jax.grad(loss)(params)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        rng = np.random.default_rng(5)
-        eps = 1e-6
-        for i, (leaf, grad_leaf) in enumerate(zip(leaves, jax.tree_util.tree_leaves(grads),
-                                                  strict=True)):
-            flat = np.asarray(leaf).ravel()
-            for j in rng.choice(flat.size, size=min(flat.size, 3), replace=False):
-                def shifted(delta, i=i, j=j, flat=flat, leaf=leaf):
-                    new = flat.copy()
-                    new[j] += delta
-                    moved = list(leaves)
-                    moved[i] = jnp.asarray(new.reshape(np.shape(leaf)))
-                    return float(loss(jax.tree_util.tree_unflatten(treedef, moved)))
-
-                numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
-                analytic = float(np.asarray(grad_leaf).ravel()[j])
-                assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (i, j)
+        grads = assert_gradient_matches_finite_differences(loss, params,
+                                                           np.random.default_rng(5))
         # The marginal's half of phi's first layer receives meta-gradient.
         assert float(jnp.abs(grads["grad_net"]["dense1"]["kernel"][5:]).max()) > 1e-8

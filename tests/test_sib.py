@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from metaunlab import numerics, sib, synthetic_gradient
+from tests._finite_differences import assert_gradient_matches_finite_differences
 
 FORMS = {"direct": sib.apply_direct, "gram": sib.apply_gram}
 
@@ -141,24 +142,7 @@ def test_meta_gradient_matches_finite_differences(steps, form, perturbed_sib_par
             # the reference detaches it), which finite differences cannot hold fixed.
             return _form_loss(p, fs, ys, fq, yq, steps=steps, lr=0.3, form=form)[0]
 
-        grads = jax.grad(loss)(params)
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        grad_leaves = jax.tree_util.tree_leaves(grads)
-        eps = 1e-6
-        for i, (leaf, grad_leaf) in enumerate(zip(leaves, grad_leaves, strict=True)):
-            flat = np.asarray(leaf).ravel()
-            # Check a few coordinates of every parameter array (all of them when small).
-            for j in rng.choice(flat.size, size=min(flat.size, 3), replace=False):
-                def shifted(delta, i=i, j=j, flat=flat, leaf=leaf):
-                    new = flat.copy()
-                    new[j] += delta
-                    moved = list(leaves)
-                    moved[i] = jnp.asarray(new.reshape(np.shape(leaf)))
-                    return float(loss(jax.tree_util.tree_unflatten(treedef, moved)))
-
-                numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
-                analytic = float(np.asarray(grad_leaf).ravel()[j])
-                assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8), (i, j)
+        assert_gradient_matches_finite_differences(loss, params, rng)
 
 
 def _autodiff_step(params, theta, query_feats, lr):
