@@ -83,6 +83,19 @@ def _query_distribution() -> tuple[Check, str]:
     return check, "'balanced' or 'dirichlet:ALPHA' with ALPHA > 0, e.g. 'dirichlet:2'"
 
 
+def _scale_list() -> tuple[Check, str]:
+    def check(v):
+        from metaunlab.errors import ConfigError
+        from metaunlab.step_tuning import parse_candidates
+        try:
+            parse_candidates(v)
+        except (ConfigError, AttributeError):
+            return False
+        return isinstance(v, str)
+
+    return check, "empty or positive numbers separated by commas, e.g. '0.25,0.5,1,2,4'"
+
+
 def parse_counts(text: str) -> list[int]:
     """"1,5,15" -> [1, 5, 15] (sorted, distinct); "" -> []."""
     return sorted({int(p) for p in text.split(",") if p.strip()})
@@ -123,6 +136,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "metatrain.decay_steps": _integers(1), "metatrain.query_distribution": _query_distribution(),
     "test.episodes": COUNT, "test.n_query": COUNT, "test.seed": NON_NEGATIVE,
     "test.extra_query_counts": _count_list(), "test.within_alphabet": _flag(),
+    "test.step_scales": _scale_list(),
     "data.alphabet_fold": _integer(-1),
 }
 

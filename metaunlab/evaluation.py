@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from metaunlab.data.episodes import Episodes
 from metaunlab.errors import NonFiniteError
 from metaunlab.methods.base import Method
-from metaunlab.methods.sib_head import sib_method
+from metaunlab.methods.sib_head import StepScales, sib_method
 
 # Backbone forward in inference mode: (variables, float images (N,H,W,C)) -> (N, D).
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
@@ -148,18 +148,28 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
 
 
 def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
-                 lr: float, desc: str = "meta-test",
-                 step_queries: int | None = None) -> dict[str, dict[str, float]]:
+                 lr: float, desc: str = "meta-test", step_queries: int | None = None,
+                 step_scales: StepScales | None = None) -> dict[str, dict[str, float]]:
     """`{"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}` on the same episodes.
 
     "k0" is the same trained model with zero synthetic gradient steps: the initialization
     network's class-mean cosine classifier, which never looks at the unlabeled queries.
     The difference between the two is what transduction through synthetic gradients adds.
-    `step_queries`: as in `sib_method`.
+    `step_queries`: as in `sib_method`. With `step_scales` (`metaunlab.step_tuning`),
+    "sib_tuned" is SIB at those multiples of its step, its entry with the "step_scale" of
+    the episodes' query count.
     """
+    variants = [("sib", steps, None)]
+    if step_scales is not None:
+        variants.append(("sib_tuned", steps, step_scales))
+    variants.append(("k0", 0, None))
     results = {}
-    for name, k in (("sib", steps), ("k0", 0)):
-        result = evaluate(sib_method(params, k, lr, step_queries=step_queries), feats,
-                          episodes, desc=f"{desc} {name}")
+    for name, k, scales in variants:
+        result = evaluate(sib_method(params, k, lr, step_queries=step_queries,
+                                     step_scales=scales), feats, episodes,
+                          desc=f"{desc} {name}")
         results[name] = {"accuracy": result.accuracy, "ci95": result.ci95, "steps": k}
+        if scales is not None:
+            per_class = float(episodes.mask_or_ones.sum(-1).mean()) / episodes.n_way
+            results[name]["step_scale"] = scales.scale_at(per_class)
     return results

@@ -33,33 +33,40 @@ def mean_over_folds(values: list[float]) -> dict[str, float]:
 def summarize_folds(results: Mapping[int, Mapping]) -> dict:
     """{"folds": [k, ...], "settings": {key: {"n_way", "n_shot", "n_query", "per_fold":
     {k: {"sib", "k0"}}, "methods": {"sib": mean_over_folds, "k0": ...}}}} for the keys
-    every fold has; `results` maps fold -> that run's results.json."""
+    every fold has (and "sib_tuned" where every fold has it); `results` maps fold -> that
+    run's results.json."""
     folds = sorted(results)
     keys = set.intersection(*(set(results[f]["settings"]) for f in folds))
     settings = {}
     for key in sorted(keys, key=setting_key):
         entries = {f: results[f]["settings"][key] for f in folds}
         first = entries[folds[0]]
-        per_fold = {f: {m: e["methods"][m] for m in ("sib", "k0")} for f, e in entries.items()}
+        # "sib_tuned" (test.step_scales) where every fold has it.
+        names = [m for m in ("sib", "sib_tuned", "k0")
+                 if all(m in e["methods"] for e in entries.values())]
+        per_fold = {f: {m: e["methods"][m] for m in names} for f, e in entries.items()}
         settings[key] = {
             "n_way": first["n_way"], "n_shot": first["n_shot"], "n_query": first["n_query"],
             "alphabets": {f: e.get("alphabets", []) for f, e in entries.items()},
             "per_fold": per_fold,
             "methods": {m: dict(mean_over_folds([per_fold[f][m]["accuracy"] for f in folds]),
-                                steps=first["methods"][m]["steps"]) for m in ("sib", "k0")}}
+                                steps=first["methods"][m]["steps"]) for m in names}}
     return {"folds": folds, "settings": settings}
 
 
 def fold_table(summary: Mapping) -> str:
     folds = summary["folds"]
+    tuned = any("sib_tuned" in e["methods"] for e in summary["settings"].values())
     header = ["setting", "queries per class"] + [f"fold {f} SIB / K = 0" for f in folds] + [
-        "mean SIB", "mean K = 0"]
+        "mean SIB"] + (["mean SIB, step tuned on val"] if tuned else []) + ["mean K = 0"]
     rows = []
     for key, entry in summary["settings"].items():
+        methods = entry["methods"]
         cells = [f"{entry['per_fold'][f]['sib']['accuracy']:.2f} / "
                  f"{entry['per_fold'][f]['k0']['accuracy']:.2f}" for f in folds]
-        rows.append([key, str(entry["n_query"]), *cells,
-                     accuracy_cell(entry["methods"]["sib"]), accuracy_cell(entry["methods"]["k0"])])
+        rows.append([key, str(entry["n_query"]), *cells, accuracy_cell(methods["sib"])]
+                    + ([accuracy_cell(methods.get("sib_tuned"))] if tuned else [])
+                    + [accuracy_cell(methods["k0"])])
     return markdown_table(header, rows)
 
 

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from metaunlab import evaluation, feature_cache
+from metaunlab import evaluation, feature_cache, step_tuning
 from metaunlab.backbones import Backbone, get_backbone, init_backbone
 from metaunlab.config_checks import check_config, parse_settings
 from metaunlab.data import augment
@@ -39,7 +39,7 @@ from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock, write_error
 from metaunlab.metatrain import meta_train, training_query_counts
-from metaunlab.methods.sib_head import step_queries_of
+from metaunlab.methods.sib_head import StepScales, step_queries_of
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
 from metaunlab.pretrain import pretrain
@@ -50,6 +50,7 @@ from metaunlab.protocols import (
     protocol_name,
 )
 from metaunlab.results import sib_table
+from metaunlab.step_tuning import parse_candidates
 from metaunlab.trained_model import setting_name
 from metaunlab.workdir import save_config, write_json_atomic
 
@@ -110,6 +111,9 @@ def check_shapes_before_training(config: ml_collections.ConfigDict, train, val, 
         for n_query in meta_test_query_counts(config):
             EpisodeSampler(test, EpisodeShape(n_way, n_shot, n_query), 0, "test",
                            groups=episode_groups(config, test, "test"))
+            if parse_candidates(config.test.get("step_scales", "")):  # tuned on val
+                EpisodeSampler(val, EpisodeShape(n_way, n_shot, n_query), 0, "val",
+                               groups=episode_groups(config, val, "test"))
 
 
 def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, variables,
@@ -171,6 +175,8 @@ class MetaTrainingInputs:
     val_episodes: Callable[[EpisodeShape], Episodes]
     test_feats: np.ndarray
     test_labels: Any  # labels array or ImageDataset (class names in errors)
+    val_labels: Any = None  # for seeded validation episodes of any shape (step tuning)
+    val_groups: np.ndarray | None = None
     train_groups: np.ndarray | None = None  # alphabet per class for within-alphabet episodes
     test_groups: np.ndarray | None = None
     episode_group_names: tuple[str, ...] = ()
@@ -218,6 +224,7 @@ def from_images(config: ml_collections.ConfigDict, workdir: str,
         embed(splits.val.images, "embed val"),
         lambda shape: validation_episodes(config, splits, shape),
         embed(splits.test.images, "embed test"), splits.test,
+        val_labels=splits.val, val_groups=episode_groups(config, splits.val, "test"),
         train_groups=episode_groups(config, splits.train, "metatrain"),
         test_groups=episode_groups(config, splits.test, "test"),
         episode_group_names=episode_group_names(config, splits.test),
@@ -245,7 +252,8 @@ def from_features(config: ml_collections.ConfigDict, workdir: str) -> MetaTraini
         return sampler.sample(0, config.val_episodes)
 
     return MetaTrainingInputs(feat_dim, train.features, "features_file", train.labels,
-                              val.features, val_episodes, test.features, test.labels)
+                              val.features, val_episodes, test.features, test.labels,
+                              val_labels=val.labels)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -289,6 +297,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             transform=inputs.transform, phase=f"metatrain_{name}",
             train_groups=inputs.train_groups)
         params = last if config.eval_checkpoint == "last" else best
+        step_scales = tune_steps(config, inputs, params, mt,
+                                 os.path.join(workdir, "metatrain", name))
         for n_query in meta_test_query_counts(config):
             key = name if n_query == config.test.n_query else f"{name}_{n_query}query"
             shape = EpisodeShape(n_way, n_shot, n_query)
@@ -298,7 +308,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             methods = evaluation.evaluate_sib(params, inputs.test_feats, test_eps,
                                               steps=mt.sib_steps, lr=mt.inner_lr,
                                               step_queries=step_queries_of(mt),
-                                              desc=f"test {key}")
+                                              step_scales=step_scales, desc=f"test {key}")
             results["settings"][key] = {
                 "dataset": config.data.name, "protocol": protocol, "n_way": n_way,
                 "n_shot": n_shot, "n_query": n_query, "episodes": config.test.episodes,
@@ -309,9 +319,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             writer.forget_after(f"test_{key}", -1)  # a rerun tests again: one record each
             writer.write(f"test_{key}", mt.iterations,
                          **{method: entry["accuracy"] for method, entry in methods.items()})
-            tqdm.write(f"test {key}: SIB {methods['sib']['accuracy']:.2f} +- "
-                       f"{methods['sib']['ci95']:.2f}%, K=0 {methods['k0']['accuracy']:.2f} +- "
-                       f"{methods['k0']['ci95']:.2f}%")
+            tqdm.write(f"test {key}: " + ", ".join(
+                f"{label} {methods[m]['accuracy']:.2f} +- {methods[m]['ci95']:.2f}%"
+                for m, label in (("sib", "SIB"), ("sib_tuned", "SIB tuned step"),
+                                 ("k0", "K=0")) if m in methods))
     results["wall_seconds"] = time.time() - started
     results["devices"] = [str(d) for d in jax.devices()]
     results["processes"] = jax.process_count()
@@ -324,6 +335,34 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         print(table)
     return results
 
+
+
+def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, params,
+               mt: ml_collections.ConfigDict, head_dir: str) -> StepScales | None:
+    """With `test.step_scales`, the best of those multiples of the head's step for each
+    meta-tested query count, on seeded validation episodes of that count (never the test
+    episodes), kept in `<head_dir>/step_scales.json`; None without."""
+    candidates = parse_candidates(config.test.get("step_scales", ""))
+    if not candidates:
+        return None
+    episodes = {}
+    for n_query in meta_test_query_counts(config):
+        sampler = EpisodeSampler(inputs.val_labels, EpisodeShape(mt.n_way, mt.n_shot, n_query),
+                                 seed=config.val_seed, split_name="val",
+                                 groups=inputs.val_groups)
+        episodes[n_query] = sampler.sample(0, config.val_episodes)
+    name = setting_name(mt.n_way, mt.n_shot)
+    scales, accuracy = step_tuning.tune_step_scales(
+        params, inputs.val_feats, episodes, steps=mt.sib_steps, lr=mt.inner_lr,
+        candidates=candidates, step_queries=step_queries_of(mt), desc=f"tune step {name}")
+    if is_primary():
+        step_tuning.save(head_dir, scales, accuracy, candidates=candidates,
+                         steps=mt.sib_steps, checkpoint=config.eval_checkpoint,
+                         episodes=config.val_episodes)
+    tqdm.write(f"tune step {name}: " + ", ".join(
+        f"x{s:g} at {q:g} queries per class"
+        for q, s in zip(scales.queries_per_class, scales.scales, strict=True)))
+    return scales
 
 
 def test_class_count(labels) -> int:

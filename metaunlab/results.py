@@ -3,7 +3,8 @@
 `results.json` of a run holds, per setting ("5way_1shot", ...),
 
     {"n_way", "n_shot", "n_query", "episodes", "dataset", "protocol",
-     "methods": {"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}}
+     "methods": {"sib": {"accuracy", "ci95", "steps"}, "k0": {...},
+                 ["sib_tuned": {"accuracy", "ci95", "steps", "step_scale"}]}}
 
 keyed "5way_1shot" at test.n_query queries per class and "5way_1shot_1query" at the other
 counts of test.extra_query_counts; within-alphabet entries add "alphabets".
@@ -39,16 +40,27 @@ def setting_key(name: str) -> tuple:
 
 
 def sib_table(settings: Mapping[str, Mapping]) -> str:
-    """SIB (K steps) against K = 0 on the same episodes, one row per setting."""
+    """SIB (K steps) against K = 0 on the same episodes, one row per setting; with a
+    "sib_tuned" entry (`test.step_scales`), also SIB at the step chosen on validation."""
+    tuned = any("sib_tuned" in entry["methods"] for entry in settings.values())
     rows = []
     for name in sorted(settings, key=setting_key):
         entry = settings[name]
         sib, k0 = entry["methods"]["sib"], entry["methods"]["k0"]
-        rows.append([name, str(entry["n_query"]), str(entry["episodes"]),
-                     f"{accuracy_cell(sib)} (K={sib['steps']})", accuracy_cell(k0),
-                     f"{sib['accuracy'] - k0['accuracy']:+.2f}"])
-    return markdown_table(["setting", "queries per class", "episodes", "SIB", "K = 0", "gain"],
-                          rows)
+        row = [name, str(entry["n_query"]), str(entry["episodes"]),
+               f"{accuracy_cell(sib)} (K={sib['steps']})"]
+        if tuned:
+            step = entry["methods"].get("sib_tuned")
+            row.append("n/a" if step is None else
+                       f"{accuracy_cell(step)} (x{step['step_scale']:.3g})")
+        row += [accuracy_cell(k0), f"{sib['accuracy'] - k0['accuracy']:+.2f}"]
+        if tuned:
+            row.append("n/a" if step is None else f"{step['accuracy'] - k0['accuracy']:+.2f}")
+        rows.append(row)
+    header = ["setting", "queries per class", "episodes", "SIB"]
+    header += ["SIB, step tuned on val"] if tuned else []
+    header += ["K = 0", "gain"] + (["gain, tuned"] if tuned else [])
+    return markdown_table(header, rows)
 
 
 def methods_table(settings: Mapping[str, Mapping], setting_order: Sequence[str],

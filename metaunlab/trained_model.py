@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from metaunlab import evaluation, sib
+from metaunlab import evaluation, sib, step_tuning
 from metaunlab.backbones import Backbone, get_backbone, init_backbone
 from metaunlab.checkpoints import Checkpointer
 from metaunlab.data import augment
@@ -33,7 +33,7 @@ from metaunlab.data.features import load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.metatrain import training_query_counts
-from metaunlab.methods.sib_head import sib_method, step_queries_of
+from metaunlab.methods.sib_head import StepScales, sib_method, step_queries_of
 from metaunlab.prediction import (
     Predictions,
     query_images,
@@ -162,6 +162,16 @@ class TrainedModel:
         # `last` holds the whole training state, `best` the parameters alone.
         return saved["params"] if checkpoint == "last" else saved
 
+    def step_scales(self, n_way: int, n_shot: int,
+                    checkpoint: str = "last") -> StepScales | None:
+        """The multiples of the step of the head for n_way-way episodes (`head_for`) chosen
+        on validation (`test.step_scales`, `metaunlab.step_tuning`) for `checkpoint`, or
+        None when the run tuned none."""
+        name = self.head_for(n_way, n_shot)
+        if name is None:
+            return None
+        return step_tuning.load(os.path.join(self.workdir, "metatrain", name), checkpoint)
+
     def predict(self, support_feats: np.ndarray, support_labels: np.ndarray,
                 query_feats: np.ndarray, *, checkpoint: str = "last",
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -224,27 +234,38 @@ class TrainedModel:
         "k0"}, "by_shape": {...}}`, accuracies in percent with 95% intervals. Episodes of
         different shapes are evaluated in groups (one compilation per shape), each with the
         head trained for its way; the overall numbers average over all episodes of the file.
+        When every head used has step multiples tuned on validation (`step_scales`), the
+        methods add "sib_tuned", SIB at the multiple for each episode's query count.
         """
         episode_file = read_episode_file(episodes_path, image_root)
         feats = self.embed_files(episode_file.paths)
         mt = self.config.metatrain
-        per_method: dict[str, list[np.ndarray]] = {"sib": [], "k0": []}
+        scales = {shape: self.step_scales(shape.n_way, shape.n_shot, checkpoint)
+                  for shape in episode_file.groups}
+        tuned = all(s is not None for s in scales.values())
+        variants = [("sib", mt.sib_steps, False)] + ([("sib_tuned", mt.sib_steps, True)]
+                                                     if tuned else []) + [("k0", 0, False)]
+        per_method: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in variants}
         by_shape = {}
         for shape, (_, episodes) in episode_file.groups.items():
             params = self.sib_params(shape.n_way, shape.n_shot, checkpoint)
             name = f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query"
             by_shape[name] = {"episodes": len(episodes)}
-            for method, steps in (("sib", mt.sib_steps), ("k0", 0)):
+            for method, steps, use_scales in variants:
                 head = sib_method(params, steps, mt.inner_lr,
-                                  step_queries=step_queries_of(mt))
+                                  step_queries=step_queries_of(mt),
+                                  step_scales=scales[shape] if use_scales else None)
                 result = evaluation.evaluate(head, feats, episodes)
                 per_method[method].append(result.accuracies)
                 by_shape[name][method] = {"accuracy": result.accuracy, "ci95": result.ci95}
+                if use_scales:
+                    by_shape[name][method]["step_scale"] = scales[shape].scale_at(
+                        shape.n_query)
         methods = {}
         for method, parts in per_method.items():
             mean, ci = evaluation.mean_and_ci95(np.concatenate(parts))
             methods[method] = {"accuracy": mean, "ci95": ci,
-                               "steps": mt.sib_steps if method == "sib" else 0}
+                               "steps": 0 if method == "k0" else mt.sib_steps}
         return {"workdir": self.workdir, "episodes_file": episodes_path,
                 "episodes": episode_file.num_episodes, "checkpoint": checkpoint,
                 "methods": methods, "by_shape": by_shape}

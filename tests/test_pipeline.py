@@ -123,11 +123,15 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(omniglot_run, few
     model = TrainedModel.load(str(workdir))
     got = model.evaluate_episode_file(str(episode_file), str(image_root))
     feats = model.embed(test.images)
+    scales = model.step_scales(5, 1)
+    assert scales is not None  # the demo's config tunes the step on validation
     want = evaluation.evaluate_sib(model.sib_params(5, 1), feats, episodes,
                                    steps=config.metatrain.sib_steps,
-                                   lr=config.metatrain.inner_lr)
+                                   lr=config.metatrain.inner_lr, step_scales=scales)
     assert got["episodes"] == 12
-    for method in ("sib", "k0"):
+    assert got["by_shape"]["5way_1shot_4query"]["sib_tuned"]["step_scale"] == pytest.approx(
+        scales.scale_at(4))
+    for method in ("sib", "sib_tuned", "k0"):
         assert got["methods"][method]["accuracy"] == pytest.approx(
             want[method]["accuracy"], abs=1e-6)
 
@@ -147,7 +151,7 @@ def test_evaluate_cli_writes_output(omniglot_run, few_characters, tmp_path, run_
     record = {"Support": [by_class[c][:2] for c in classes],
               "Query": [by_class[c][2:5] for c in classes]}
     written = run_evaluate_cli(workdir, [record, record], image_root, tmp_path)
-    assert written["episodes"] == 2 and set(written["methods"]) == {"sib", "k0"}
+    assert written["episodes"] == 2 and set(written["methods"]) == {"sib", "sib_tuned", "k0"}
 
 
 def test_cifar_fs_reference_layout_runs_with_augmentation(tmp_path, write_reference_layout):
@@ -401,3 +405,51 @@ def test_mirrored_training_characters_are_new_classes(few_characters):
 
     with pytest.raises(ConfigError, match=r"data.mirror_splits names 'training'.*train, val"):
         load_splits(config.data)
+
+
+def test_a_step_tuned_on_validation_is_tested_beside_the_reference(tmp_path):
+    from experiments.configs.features import get_config as features_config
+    from metaunlab import step_tuning
+    from metaunlab.methods.sib_head import sib_method
+
+    _write_features(tmp_path / "feats.npz")
+    config = _tiny(features_config(), tmp_path / "feats.npz")
+    config.test.extra_query_counts = "1"
+    config.test.step_scales = "0.25,1,4,16"
+    workdir = tmp_path / "w"
+    results = train_and_evaluate(config, str(workdir))
+    record = json.loads((workdir / "metatrain" / "5way_1shot" / "step_scales.json").read_text())
+    assert record["queries_per_class"] == [1.0, 15.0] and record["checkpoint"] == "last"
+    for q, chosen in zip(("1", "15"), record["scales"], strict=True):
+        assert chosen == step_tuning._preferred(record["candidates"], record["val_accuracy"][q])
+
+    model = TrainedModel.load(str(workdir))
+    params = model.sib_params(5, 1)
+    # The tuning read seeded validation episodes: its record is reproduced from them.
+    val_feats, val_labels = model.split_features("val")
+    val_eps = EpisodeSampler(val_labels, EpisodeShape(5, 1, 1), seed=config.val_seed,
+                             split_name="val").sample(0, config.val_episodes)
+    at_4x = evaluation.evaluate(sib_method(params, 3, 4 * config.metatrain.inner_lr),
+                                val_feats, val_eps)
+    assert record["val_accuracy"]["1"][2] == pytest.approx(at_4x.accuracy)
+
+    test_feats, test_labels = model.split_features("test")
+    for key, q, scale in (("5way_1shot", 15, record["scales"][1]),
+                          ("5way_1shot_1query", 1, record["scales"][0])):
+        methods = results["settings"][key]["methods"]
+        assert list(methods) == ["sib", "sib_tuned", "k0"]
+        assert methods["sib_tuned"]["step_scale"] == pytest.approx(scale, rel=1e-5)
+        eps = EpisodeSampler(test_labels, EpisodeShape(5, 1, q), seed=config.test.seed,
+                             split_name="test").sample(0, config.test.episodes)
+        expected = evaluation.evaluate(
+            sib_method(params, 3, scale * config.metatrain.inner_lr), test_feats, eps)
+        assert methods["sib_tuned"]["accuracy"] == pytest.approx(expected.accuracy)
+    assert "SIB, step tuned on val" in (workdir / "results.md").read_text()
+    assert model.step_scales(5, 1).scales == tuple(record["scales"])
+    assert model.step_scales(5, 1, checkpoint="best") is None
+
+    from experiments.tools.compare import run_compare
+    out = run_compare(str(workdir), num_episodes=6, shots=(1,), n_query=1,
+                      methods=["protonet_cosine"], sib_steps=(0, 3), progress=False)
+    assert out["settings"]["5way_1shot"]["method_order"] == [
+        "protonet_cosine", "sib_k0", "sib_k3", "sib_k3_tuned"]

@@ -106,3 +106,19 @@ def test_fold_summary_is_the_mean_over_folds_with_a_student_t_interval(tmp_path)
     assert sib["ci95"] == pytest.approx(4.303 * 2.0 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) = 4.303
     table = write_fold_summary(str(tmp_path), summary)
     assert "92.00 +- 4.97" in table and (tmp_path / "folds.json").is_file()
+    assert "tuned" not in table and "sib_tuned" not in sib
+
+    def tuned(sib, step, k0):
+        entry = run(sib, k0)
+        entry["settings"]["20way_1shot_1query"]["methods"]["sib_tuned"] = {
+            "accuracy": step, "ci95": 0.5, "steps": 3, "step_scale": 4.0}
+        return entry
+
+    summary = summarize_folds({0: tuned(90.0, 93.0, 85.0), 1: tuned(94.0, 95.0, 87.0)})
+    methods = summary["settings"]["20way_1shot_1query"]["methods"]
+    assert list(methods) == ["sib", "sib_tuned", "k0"]
+    assert methods["sib_tuned"]["accuracy"] == pytest.approx(94.0)
+    assert "mean SIB, step tuned on val" in write_fold_summary(str(tmp_path), summary)
+    # A fold without it: the mean is of what every fold has.
+    mixed = summarize_folds({0: tuned(90.0, 93.0, 85.0), 1: run(94.0, 87.0)})
+    assert list(mixed["settings"]["20way_1shot_1query"]["methods"]) == ["sib", "k0"]

@@ -119,6 +119,11 @@ def base_config() -> ml_collections.ConfigDict:
     # More query counts to meta-test each setting at ("1,5"): results.json keys
     # "<setting>_<q>query" beside "<setting>" (test.n_query), with the same test seed.
     c.test.extra_query_counts = ""
+    # "" (the reference): SIB steps by metatrain.inner_lr whatever the query set. Multiples
+    # of that step ("0.25,0.5,1,2,4"): for each meta-tested query count, the multiple with
+    # the best accuracy on seeded validation episodes of that count is chosen
+    # (metaunlab.step_tuning) and results.json adds "sib_tuned" beside "sib" and "k0".
+    c.test.step_scales = ""
     c.log_every = 100
     return c
 

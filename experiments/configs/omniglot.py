@@ -93,6 +93,11 @@ def get_config(protocol: str = "character"):
     c.test.extra_query_counts = "1"
     # Validation and test episodes draw all their classes from one alphabet.
     c.test.within_alphabet = False
+    # Beside SIB at its trained step (the reference), SIB at the multiple of that step that
+    # scores best on validation episodes of each tested query count ("sib_tuned";
+    # metaunlab.step_tuning): one step size cannot suit 20 queries and 300
+    # (docs/omniglot.md, "The size of SIB's steps").
+    c.test.step_scales = "0.125,0.25,0.5,1,2,4,8"
 
     if protocol == "within_alphabet":
         c.settings = "5way_1shot,20way_1shot"

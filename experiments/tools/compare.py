@@ -50,7 +50,7 @@ from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock
 from metaunlab.methods import METHODS, Method, sib_method
-from metaunlab.methods.sib_head import step_queries_of
+from metaunlab.methods.sib_head import StepScales, step_queries_of
 from metaunlab.protocols import protocol_name
 from metaunlab.results import methods_table
 from metaunlab.trained_model import TrainedModel, setting_name
@@ -110,16 +110,21 @@ def method_order(names: Sequence[str] | None = None) -> list[Method]:
 
 def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
                 step_queries: int | None = None,
-                step_scales: Sequence[float] = (1.0,)) -> list[Method]:
+                step_scales: Sequence[float] = (1.0,), tuned: StepScales | None = None,
+                tuned_steps: int | None = None) -> list[Method]:
     """SIB at each K of `steps` and each multiple of the trained step size `lr` in
     `step_scales` (K = 0 once: it takes no step): `sib_k3`, or `sib_k3_lr0.5x` at half the
-    trained step size."""
+    trained step size. With `tuned`, the multiples chosen on validation for K =
+    `tuned_steps` (`metaunlab.step_tuning`), also `sib_k3_tuned` after `sib_k3`."""
     methods = []
     for k in steps:
         for scale in (step_scales if k > 0 else (1.0,)):
             name = f"sib_k{k}" if scale == 1.0 else f"sib_k{k}_lr{scale:g}x"
             methods.append(sib_method(params, k, lr * scale, name=name,
                                       step_queries=step_queries))
+        if tuned is not None and k == tuned_steps and k > 0:
+            methods.append(sib_method(params, k, lr, name=f"sib_k{k}_tuned",
+                                      step_queries=step_queries, step_scales=tuned))
     return methods
 
 
@@ -166,7 +171,9 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
     Random episodes come from the run's `split`: "test", "val" to choose a method, a
     setting or a training recipe without looking at the test classes, or "train", the
     classes the head was meta-trained on, to tell what its training taught it from what
-    carries over to new classes.
+    carries over to new classes. A head whose step was tuned on validation
+    (`test.step_scales`) adds `sib_k<K>_tuned`; on the "val" split it is measured on the
+    classes its step was chosen on.
     """
     if split not in SPLITS:
         raise ConfigError(f"--split={split!r}; use one of {', '.join(SPLITS)}.")
@@ -247,9 +254,11 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             sib_head = model.head_for(shape.n_way, shape.n_shot)
             if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
                 params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
-                entry_methods += sib_methods(params, config.metatrain.inner_lr, sib_steps,
-                                             step_queries_of(config.metatrain),
-                                             sib_step_scales)
+                entry_methods += sib_methods(
+                    params, config.metatrain.inner_lr, sib_steps,
+                    step_queries_of(config.metatrain), sib_step_scales,
+                    tuned=model.step_scales(shape.n_way, shape.n_shot, checkpoint),
+                    tuned_steps=config.metatrain.sib_steps)
             results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
                                       chunk=chunk, progress=progress)
             settings[episode_set.name] = {

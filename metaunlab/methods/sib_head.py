@@ -11,7 +11,9 @@ leading episode axes itself, so a batch of episodes runs as one `sib.apply` call
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -24,36 +26,89 @@ PAPER = ("Hu et al., Empirical Bayes Transductive Meta-Learning with Synthetic G
 
 
 @functools.cache
-def _probabilities(steps: int, lr: float, step_queries: int | None):
+def _probabilities(steps: int, lr: float, step_queries: int | None, scaled: bool = False):
     """The method function for (steps, lr, step_queries); cached, so that every head of the
-    same K and step size shares one compiled predictor (`Method.predictor`)."""
+    same K and step size shares one compiled predictor (`Method.predictor`). With `scaled`
+    its params are `{"head": SIB params, "step_scales": StepScales.table()}` and each
+    episode's step is multiplied by the scale of its query count, a traced input: every
+    scale of a search shares one compilation too."""
     def fn(support_feats, support_labels, query_feats, n_way, *, params, query_mask=None):
-        if n_way != sib.n_way_of(params):
-            raise ValueError(f"this SIB head was meta-trained for {sib.n_way_of(params)}-way "
+        head = params["head"] if scaled else params
+        if n_way != sib.n_way_of(head):
+            raise ValueError(f"this SIB head was meta-trained for {sib.n_way_of(head)}-way "
                              f"episodes, not {n_way}-way")
         queries = (query_feats.shape[-2] if query_mask is None
                    else jnp.sum(query_mask, axis=-1).astype(query_feats.dtype))
         step = lr if step_queries is None else sib.query_scaled_lr(lr, n_way, queries,
                                                                    step_queries)
-        logits = sib.apply(params, support_feats, support_labels, query_feats, steps=steps,
+        if scaled:
+            step = step * scale_of_table(params["step_scales"], queries / n_way)
+        logits = sib.apply(head, support_feats, support_labels, query_feats, steps=steps,
                            lr=step, query_mask=query_mask)
         return jax.nn.softmax(logits, axis=-1)
 
     return fn
 
 
+def scale_of_table(table: dict[str, jax.Array], queries_per_class) -> jax.Array:
+    """The step multiple at `queries_per_class` (a number or an array over episodes) of a
+    `StepScales.table()`: piecewise linear in log-log between its query counts, constant
+    beyond the first and the last."""
+    log_q = jnp.log(jnp.asarray(queries_per_class, jnp.float32))
+    return jnp.exp(jnp.interp(log_q, table["log_counts"], table["log_scales"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepScales:
+    """Multiples of a head's trained synthetic step size, by queries per class.
+
+    `queries_per_class` increasing, `scales` positive, one per count; between two counts
+    the multiple is interpolated linearly in log(count) and log(scale), and beyond the ends
+    it is that of the nearest end (`scale_at`). Chosen on validation episodes by
+    `metaunlab.step_tuning.tune_step_scales`.
+    """
+
+    queries_per_class: tuple[float, ...]
+    scales: tuple[float, ...]
+
+    def __post_init__(self):
+        counts, scales = tuple(self.queries_per_class), tuple(self.scales)
+        if not counts or len(counts) != len(scales):
+            raise ValueError(f"StepScales needs one scale per query count, got {counts} and "
+                             f"{scales}")
+        if any(b <= a for a, b in itertools.pairwise(counts)) or min(counts) <= 0:
+            raise ValueError(f"StepScales query counts must be positive and increasing: "
+                             f"{counts}")
+        if min(scales) <= 0:
+            raise ValueError(f"StepScales scales must be positive: {scales}")
+
+    def table(self) -> dict[str, jax.Array]:
+        """The traced form `sib_method` passes to its function."""
+        return {"log_counts": jnp.log(jnp.asarray(self.queries_per_class, jnp.float32)),
+                "log_scales": jnp.log(jnp.asarray(self.scales, jnp.float32))}
+
+    def scale_at(self, queries_per_class: float) -> float:
+        return float(scale_of_table(self.table(), queries_per_class))
+
+
 def sib_method(params: sib.Params, steps: int, lr: float = 1e-3,
-               name: str | None = None, step_queries: int | None = None) -> Method:
+               name: str | None = None, step_queries: int | None = None,
+               step_scales: StepScales | None = None) -> Method:
     """A trained SIB head with K = `steps` synthetic steps of size `lr` as a `Method`.
 
     `step_queries`: None (the reference) steps by `lr` whatever the query set; an integer
     Q means `lr` is the step for Q queries per class, rescaled to each episode's query count
     (`sib.query_scaled_lr`), as a head meta-trained with `metatrain.query_scaled_step` was.
+    `step_scales`: None (the reference), or multiples of that step by each episode's number
+    of queries per class (`StepScales`).
     """
-    return Method(name=name or f"sib_k{steps}",
-                  fn=_probabilities(int(steps), float(lr),
-                                    None if step_queries is None else int(step_queries)),
-                  is_transductive=steps > 0, paper=PAPER, params=params, episode_axes=True)
+    fn = _probabilities(int(steps), float(lr),
+                        None if step_queries is None else int(step_queries),
+                        step_scales is not None)
+    if step_scales is not None:
+        params = {"head": params, "step_scales": step_scales.table()}
+    return Method(name=name or f"sib_k{steps}", fn=fn, is_transductive=steps > 0,
+                  paper=PAPER, params=params, episode_axes=True)
 
 
 def step_queries_of(metatrain_config) -> int | None:

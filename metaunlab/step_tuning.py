@@ -1,0 +1,112 @@
+"""SIB's synthetic step size chosen on validation episodes, one multiple per query count.
+
+A synthetic step is a sum over the queries (`sib.synthetic_step`), and the reference takes
+one step size `lr` whatever the query set. A head meta-trained on query sets of 1 to 15
+queries per class therefore steps too short on the smallest and too far on the largest
+(docs/omniglot.md, "The size of SIB's steps"). `tune_step_scales` measures the trained head
+on seeded validation episodes of each query count at each candidate multiple of its step
+and keeps the best one per count: a `StepScales` that `sib_method(..., step_scales=)` applies
+to any query count (interpolated between the tuned counts). The head's parameters are not
+changed and no test episode is read.
+
+`save` / `load` keep the choice beside the head, in `metatrain/<setting>/step_scales.json`:
+
+    {"checkpoint", "steps", "candidates", "episodes", "queries_per_class",
+     "val_accuracy": {"<q>": [one per candidate]}, "scales": [one per count]}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from metaunlab import evaluation, sib
+from metaunlab.data.episodes import Episodes
+from metaunlab.errors import ConfigError
+from metaunlab.methods.sib_head import StepScales, sib_method
+from metaunlab.workdir import read_json, write_json_atomic
+
+FILE_NAME = "step_scales.json"
+
+
+def parse_candidates(text: str, flag: str = "--config.test.step_scales") -> tuple[float, ...]:
+    """"0.5,1,2" -> (0.5, 1.0, 2.0); "" -> () (no tuning). Refuses non-positive values."""
+    if not text.strip():
+        return ()
+    try:
+        values = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise ConfigError(f"{flag}={text!r} is not a comma-separated list of numbers; give "
+                          "multiples of the trained step size, e.g. 0.25,0.5,1,2,4.") from None
+    if not values or values[0] <= 0 or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag}={text!r} holds a value that is not a positive number; "
+                          "every multiple of the step size must be > 0 (K = 0 is reported "
+                          "on its own).")
+    return values
+
+
+def _preferred(candidates: Sequence[float], accuracies: Sequence[float]) -> float:
+    """The candidate of the highest accuracy; among equals, the one nearest the trained
+    step (1) in log scale, so a tie never moves the step."""
+    best = max(accuracies)
+    tied = [c for c, a in zip(candidates, accuracies, strict=True) if a == best]
+    return min(tied, key=lambda c: abs(math.log(c)))
+
+
+def tune_step_scales(params: sib.Params, feats: np.ndarray,
+                     episodes_by_count: Mapping[int, Episodes], *, steps: int, lr: float,
+                     candidates: Sequence[float], step_queries: int | None = None,
+                     desc: str | None = None) -> tuple[StepScales, dict[int, list[float]]]:
+    """The best multiple of the head's step `lr` for each query count, on its episodes.
+
+    `episodes_by_count` maps queries per class to validation episodes of that count (with
+    indices into `feats`). Returns the `StepScales` and the validation accuracy of every
+    candidate at every count.
+    """
+    if not candidates:
+        raise ValueError("tune_step_scales needs at least one candidate multiple")
+    counts = sorted(episodes_by_count)
+    accuracy: dict[int, list[float]] = {}
+    for q in counts:
+        accuracy[q] = []
+        for scale in candidates:
+            head = sib_method(params, steps, lr, step_queries=step_queries,
+                              step_scales=StepScales((q,), (scale,)))
+            label = None if desc is None else f"{desc} {q}query x{scale:g}"
+            result = evaluation.evaluate(head, feats, episodes_by_count[q], desc=label)
+            accuracy[q].append(result.accuracy)
+    chosen = StepScales(tuple(float(q) for q in counts),
+                        tuple(_preferred(candidates, accuracy[q]) for q in counts))
+    return chosen, accuracy
+
+
+def save(directory: str, scales: StepScales, accuracy: Mapping[int, Sequence[float]], *,
+         candidates: Sequence[float], steps: int, checkpoint: str, episodes: int) -> str:
+    path = os.path.join(directory, FILE_NAME)
+    write_json_atomic(path, {
+        "checkpoint": checkpoint, "steps": int(steps), "candidates": list(candidates),
+        "episodes": int(episodes), "queries_per_class": list(scales.queries_per_class),
+        "val_accuracy": {str(q): list(a) for q, a in accuracy.items()},
+        "scales": list(scales.scales)})
+    return path
+
+
+def load(directory: str, checkpoint: str) -> StepScales | None:
+    """The tuned multiples of the head in `directory` for its `checkpoint` ("last" or
+    "best"), or None when none were tuned for that checkpoint."""
+    path = os.path.join(directory, FILE_NAME)
+    if not os.path.exists(path):
+        return None
+    record = read_json(path)
+    try:
+        if record["checkpoint"] != checkpoint:
+            return None
+        return StepScales(tuple(float(q) for q in record["queries_per_class"]),
+                          tuple(float(s) for s in record["scales"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path} is not a step-size record ({error}); delete it and rerun "
+                          "the same command to tune again.") from None
+
