@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory of the fold runs (W/fold<k>) and the summary.")
 flags.DEFINE_list("folds", ["0", "1", "2", "3"], "The folds to run.")
 flags.DEFINE_string("data_dir", None, "Omniglot folder; shortcut for --config.data.root.")
+runner.define_parallel_runs_flag()
 runner_config = os.path.join(runner.CONFIG_DIR, "omniglot.py")
 
 
@@ -48,7 +49,8 @@ def main(argv):
             if FLAGS.data_dir:
                 config.data.root = FLAGS.data_dir
             runs[fold] = (config, workdir)
-        results = runner.run_each(runs, label="fold")
+        results = runner.run_each(runs, label="fold",
+                                  processes=runner.parallel_runs(FLAGS.parallel_runs))
         print(write_fold_summary(FLAGS.workdir, summarize_folds(results)))
 
 

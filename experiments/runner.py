@@ -96,6 +96,8 @@ def main(config_name: str, *, data_dir_flag: bool = False,
         defined.append(flags.DEFINE_list(
             "protocols", list(protocols), "Without --config: the evaluation protocols to run, "
             f"each in <workdir>/<protocol> (of {', '.join(protocols)})."))
+    if protocols:
+        defined.append(define_parallel_runs_flag())
     defined.append(flags.DEFINE_bool(
         "distributed", os.environ.get("METAUNLAB_DISTRIBUTED", "") == "1",
         "Call jax.distributed.initialize() first (one process per host); default from "
@@ -208,13 +210,53 @@ def run_protocols(FLAGS, config_file: str, known: tuple[str, ...], data_dir_flag
     from metaunlab.pipeline import write_protocol_summary
 
     results = run_each({protocol: (config, os.path.join(FLAGS.workdir, protocol))
-                        for protocol, config in configs.items()}, label="protocol")
+                        for protocol, config in configs.items()}, label="protocol",
+                       processes=parallel_runs(FLAGS.parallel_runs, FLAGS.distributed))
     print(write_protocol_summary(FLAGS.workdir, results))
 
 
-def run_each(runs: dict, *, label: str) -> dict:
-    """`train_and_evaluate` for each `name: (config, workdir)` in order; the results by name.
-    On SIGTERM the current run saves its state and the script exits with status 143."""
+def define_parallel_runs_flag():
+    return flags.DEFINE_integer(
+        "parallel_runs", 0, "How many of the runs (protocols, folds) to train at once, each "
+        "in its own process with its output in <its workdir>/log.txt; 1 runs them one after "
+        "another in this process; 0 = 2 on a machine without accelerators, else 1.")
+
+
+def parallel_runs(value: int, distributed: bool = False) -> int:
+    """`--parallel_runs`, with 0 resolved: 2 where JAX can only use the CPU and the run is
+    not multi-host, else 1 (two processes would contend for one accelerator's memory)."""
+    if value < 0:
+        raise ConfigError(f"--parallel_runs={value}; give 1 or more, or 0 for automatic.")
+    if value:
+        if value > 1 and distributed:
+            raise ConfigError("--parallel_runs runs several processes on this host, which "
+                              "--distributed cannot coordinate; use --parallel_runs=1.")
+        return value
+    return 2 if not distributed and not _accelerator_plugins() else 1
+
+
+def _accelerator_plugins() -> list[str]:
+    """The installed JAX accelerator plugins (CUDA, ROCm: "jax_plugins" entry points) and
+    libtpu, found without starting a backend."""
+    from importlib import metadata
+
+    found = [entry.name for entry in metadata.entry_points(group="jax_plugins")]
+    return found + (["libtpu"] if importlib.util.find_spec("libtpu") else [])
+
+
+def run_each(runs: dict, *, label: str, processes: int = 1) -> dict:
+    """`train_and_evaluate` for each `name: (config, workdir)`; the results by name. With
+    `processes` > 1 that many run at once (`experiments.concurrent_runs`), else one after
+    another in this process. On SIGTERM the runs save their state and the script exits with
+    status 143."""
+    if processes > 1 and len(runs) > 1:
+        from experiments.concurrent_runs import RunsPreempted, run_concurrently
+
+        try:
+            return run_concurrently(runs, label=label, processes=processes)
+        except RunsPreempted as stop:
+            print(f"preempted: {stop}", file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT_STATUS)
     from metaunlab.pipeline import train_and_evaluate
     from metaunlab.preemption import Preempted
 

@@ -275,6 +275,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     started = time.time()
     save_config(workdir, config)
     writer = MetricWriter(workdir)
+    try:  # closed on every way out: its TensorBoard thread must not outlive the process
+        return _run_stages(config, workdir, writer, started)
+    finally:
+        writer.close()
+
+
+def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricWriter,
+                started: float) -> dict:
     if config.data.format == FEATURES_FORMAT:
         inputs = from_features(config, workdir)
     else:
@@ -327,14 +335,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     results["devices"] = [str(d) for d in jax.devices()]
     results["processes"] = jax.process_count()
     write_json_atomic(os.path.join(workdir, "results.json"), results)
-    writer.close()
     table = sib_table(results["settings"])
     if is_primary():  # one writer for the shared work directory
         with open(os.path.join(workdir, "results.md"), "w") as f:
             f.write(table + "\n")
         print(table)
     return results
-
 
 
 def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, params,

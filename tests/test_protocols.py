@@ -89,6 +89,11 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
     table = (workdir / "results.md").read_text()
     assert "## character" in table and "## within_alphabet" in table
     assert "5way_1shot_5query" in proc.stdout
+    # On this CPU machine the two protocols ran side by side, each logging to its work dir,
+    # and the parent showed their lines as they came.
+    for protocol in ("character", "within_alphabet"):
+        assert "test 5way_1shot_1query" in (workdir / protocol / "log.txt").read_text()
+        assert f"[{protocol}] test 5way_1shot_1query" in proc.stdout
 
 
 def test_fold_summary_is_the_mean_over_folds_with_a_student_t_interval(tmp_path):
