@@ -7,6 +7,9 @@ prints the children's lines as they come (progress bars left out), prefixed with
 name. SIGTERM to the parent is passed on: every child saves its state and stops, and the
 parent exits as a preempted run does. A child's error stops the others the same way
 (nothing is lost) and is raised in the parent.
+
+Children are spawned (a fresh interpreter each, which imports the calling script again): a
+script that calls `run_concurrently` keeps its work under `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,14 @@
 """Runs side by side (`experiments.concurrent_runs`): the children's output, their errors
 in the parent, and the choice of how many run at once (`runner.parallel_runs`)."""
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from experiments import runner
@@ -8,6 +16,8 @@ from experiments.concurrent_runs import _LogFollower, run_concurrently
 from experiments.configs.omniglot import get_config as omniglot_config
 from metaunlab.data.errors import DataError
 from metaunlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_log_follower_shows_each_complete_line_as_the_terminal_last_drew_it(tmp_path):
@@ -44,3 +54,62 @@ def test_how_many_runs_go_at_once():
         runner.parallel_runs(-1)
     with pytest.raises(ConfigError, match="--distributed cannot coordinate"):
         runner.parallel_runs(2, distributed=True)
+
+
+SCRIPT = """
+import sys
+from experiments.concurrent_runs import RunsPreempted, run_concurrently
+from experiments.configs.features import get_config
+
+
+def main(features, workdir, iterations):
+    runs = {}
+    for name in ("a", "b"):
+        c = get_config()
+        c.data.root, c.settings, c.val_episodes = features, "5way_1shot", 20
+        c.metatrain.iterations, c.metatrain.batch_size = int(iterations), 2
+        c.metatrain.val_every, c.metatrain.log_every, c.test.episodes = 100000, 100, 20
+        runs[name] = (c, f"{workdir}/{name}")
+    try:
+        run_concurrently(runs, label="run", processes=2)
+    except RunsPreempted as stop:
+        print("PREEMPTED", stop)
+        sys.exit(143)
+    print("DONE")
+
+
+if __name__ == "__main__":  # the children import this module again (spawn)
+    main(*sys.argv[1:])
+"""
+
+
+def test_sigterm_stops_every_child_at_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    from tests.test_pipeline import _write_features
+
+    _write_features(tmp_path / "feats.npz")
+    script = tmp_path / "runs.py"
+    script.write_text(SCRIPT)
+    command = [sys.executable, str(script), str(tmp_path / "feats.npz"), str(tmp_path / "w"),
+               "1000000"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    logs = [tmp_path / "w" / name / "log.txt" for name in ("a", "b")]
+    deadline = time.time() + 240
+    while not all(p.exists() and "metatrain_5way_1shot:" in p.read_text() for p in logs):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-3000:]
+    for name in ("a", "b"):
+        assert re.search(rf"run {name}: metatrain_5way_1shot: stopped by SIGTERM after step "
+                         r"\d+ of 1000000", out), out
+        assert any((tmp_path / "w" / name / "metatrain" / "5way_1shot" / "last").iterdir())
+    # The same runs, now with a schedule that ends, continue from the saved state.
+    command[-1] = "2000"
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "DONE" in again.stdout, again.stderr[-3000:]
+    for name in ("a", "b"):
+        assert (tmp_path / "w" / name / "results.json").is_file()
