@@ -147,6 +147,18 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
     return Evaluation(100.0 * np.concatenate(out)[:total], ms, warm_up)
 
 
+def sib_variants(params: Any, *, steps: int, lr: float, step_queries: int | None = None,
+                 step_scales: StepScales | None = None) -> dict[str, Method]:
+    """The trained head as the methods a run reports: "sib" (K = `steps` at step `lr`),
+    "sib_tuned" with `step_scales` (`metaunlab.step_tuning`), and "k0" (no step)."""
+    variants = {"sib": sib_method(params, steps, lr, step_queries=step_queries)}
+    if step_scales is not None:
+        variants["sib_tuned"] = sib_method(params, steps, lr, step_queries=step_queries,
+                                           step_scales=step_scales)
+    variants["k0"] = sib_method(params, 0, lr, step_queries=step_queries)
+    return variants
+
+
 def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
                  lr: float, desc: str = "meta-test", step_queries: int | None = None,
                  step_scales: StepScales | None = None) -> dict[str, dict[str, float]]:
@@ -159,17 +171,13 @@ def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: i
     "sib_tuned" is SIB at those multiples of its step, its entry with the "step_scale" of
     the episodes' query count.
     """
-    variants = [("sib", steps, None)]
-    if step_scales is not None:
-        variants.append(("sib_tuned", steps, step_scales))
-    variants.append(("k0", 0, None))
     results = {}
-    for name, k, scales in variants:
-        result = evaluate(sib_method(params, k, lr, step_queries=step_queries,
-                                     step_scales=scales), feats, episodes,
-                          desc=f"{desc} {name}")
-        results[name] = {"accuracy": result.accuracy, "ci95": result.ci95, "steps": k}
-        if scales is not None:
+    for name, method in sib_variants(params, steps=steps, lr=lr, step_queries=step_queries,
+                                     step_scales=step_scales).items():
+        result = evaluate(method, feats, episodes, desc=f"{desc} {name}")
+        results[name] = {"accuracy": result.accuracy, "ci95": result.ci95,
+                         "steps": 0 if name == "k0" else steps}
+        if name == "sib_tuned":
             per_class = float(episodes.mask_or_ones.sum(-1).mean()) / episodes.n_way
-            results[name]["step_scale"] = scales.scale_at(per_class)
+            results[name]["step_scale"] = step_scales.scale_at(per_class)
     return results

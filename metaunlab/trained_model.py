@@ -243,22 +243,20 @@ class TrainedModel:
         scales = {shape: self.step_scales(shape.n_way, shape.n_shot, checkpoint)
                   for shape in episode_file.groups}
         tuned = all(s is not None for s in scales.values())
-        variants = [("sib", mt.sib_steps, False)] + ([("sib_tuned", mt.sib_steps, True)]
-                                                     if tuned else []) + [("k0", 0, False)]
-        per_method: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in variants}
+        per_method: dict[str, list[np.ndarray]] = {}
         by_shape = {}
         for shape, (_, episodes) in episode_file.groups.items():
             params = self.sib_params(shape.n_way, shape.n_shot, checkpoint)
             name = f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query"
             by_shape[name] = {"episodes": len(episodes)}
-            for method, steps, use_scales in variants:
-                head = sib_method(params, steps, mt.inner_lr,
-                                  step_queries=step_queries_of(mt),
-                                  step_scales=scales[shape] if use_scales else None)
+            variants = evaluation.sib_variants(
+                params, steps=mt.sib_steps, lr=mt.inner_lr, step_queries=step_queries_of(mt),
+                step_scales=scales[shape] if tuned else None)
+            for method, head in variants.items():
                 result = evaluation.evaluate(head, feats, episodes)
-                per_method[method].append(result.accuracies)
+                per_method.setdefault(method, []).append(result.accuracies)
                 by_shape[name][method] = {"accuracy": result.accuracy, "ci95": result.ci95}
-                if use_scales:
+                if method == "sib_tuned":
                     by_shape[name][method]["step_scale"] = scales[shape].scale_at(
                         shape.n_query)
         methods = {}
