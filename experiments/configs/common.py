@@ -108,6 +108,11 @@ def base_config() -> ml_collections.ConfigDict:
     # inner_lr * exp(a) * (queries per class) ** -b with a and b meta-learned, from 0
     # (metaunlab.sib.step_size), so one head steps as far as suits each query-set size.
     c.metatrain.learned_step_size = False
+    # False (the reference): the head reads the features as they are. True: each episode's
+    # L2-normalised features are moved by a meta-learned multiple (from 1) of their mean
+    # over its support and queries (metaunlab.sib.center_episode), so features that new
+    # alphabets crowd around one direction spread out again before phi steps on them.
+    c.metatrain.center_features = False
     # Filled in per setting by the pipeline.
     c.metatrain.n_way = 5
     c.metatrain.n_shot = 1

@@ -269,9 +269,10 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
     except (KeyError, TypeError, IndexError) as error:
         raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
-    if "step_size" in params or n_way != int(np.shape(params["grad_net"]["dense3"]["kernel"])[1]):
-        raise DataError("this SIB head was meta-trained with metatrain.learned_step_size or "
-                        "metatrain.phi_class_marginal, which the reference ClassifierSIB does "
+    if "step_size" in params or "centering" in params or n_way != int(np.shape(params["grad_net"]["dense3"]["kernel"])[1]):
+        raise DataError("this SIB head was meta-trained with metatrain.learned_step_size, "
+                        "metatrain.phi_class_marginal or metatrain.center_features, which the "
+                        "reference ClassifierSIB does "
                         "not have; only heads of the reference architecture convert.")
     out = _convert_to_torch(params, sib_layout(n_way, feat_dim), "SIB head")
     if arch is not None and canonical_arch(arch) == "conv4":
