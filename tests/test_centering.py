@@ -40,7 +40,7 @@ def _normalised(x):
 
 
 def test_the_centring_formula_and_the_reference_without_it():
-    fs, ys, fq, _ = _crowded_episodes(0)
+    fs, _, fq, _ = _crowded_episodes(0)
     reference = sib.init(jax.random.PRNGKey(0), 5, 8)
     same_s, same_q = sib.center_episode(reference, fs, fq)
     assert same_s is fs and same_q is fq

@@ -269,7 +269,8 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
     except (KeyError, TypeError, IndexError) as error:
         raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
-    if "step_size" in params or "centering" in params or n_way != int(np.shape(params["grad_net"]["dense3"]["kernel"])[1]):
+    reads_marginal = n_way != int(np.shape(params["grad_net"]["dense3"]["kernel"])[1])
+    if "step_size" in params or "centering" in params or reads_marginal:
         raise DataError("this SIB head was meta-trained with metatrain.learned_step_size, "
                         "metatrain.phi_class_marginal or metatrain.center_features, which the "
                         "reference ClassifierSIB does "
