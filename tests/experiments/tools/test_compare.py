@@ -273,3 +273,36 @@ def test_sib_at_multiples_of_its_trained_step_size(tiny):
         assert methods[name]["accuracy"] == pytest.approx(expected.accuracy, abs=1e-4)
     with pytest.raises(Exception, match="sib_step_scales"):
         run_compare(str(workdir), sib_step_scales=(0.0,), write=False, progress=False)
+
+
+def test_crowding_cli_reports_splits_and_the_heads_accuracy(tiny):
+    """`python -m experiments.crowding` prints a crowding row per split and, per K, the head's
+    accuracy on the seeded episodes (equal to evaluating the head on them) with its shares;
+    a way with no trained head is refused by name."""
+    workdir, config = tiny
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.crowding", f"--workdir={workdir}", "--ways=5",
+         "--n_query=2", "--num_episodes=5", "--seed=7"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in proc.stdout.splitlines() if line.startswith("| ")}
+    for split in ("train", "val", "test"):
+        between, within, norm = (float(x) for x in rows[split])
+        assert -1.0 <= between <= 1.0 and -1.0 <= within <= 1.0 and 0.0 <= norm <= 1.0
+    model = TrainedModel.load(str(workdir))
+    feats, labels = model.split_features("test")
+    episodes = EpisodeSampler(labels, EpisodeShape(5, 1, 2), seed=7,
+                              split_name="test").sample(0, 5)
+    mt = config.metatrain
+    for steps in (0, mt.sib_steps):
+        accuracy, share, predicted = rows[str(steps)]
+        expected = evaluation.evaluate(sib_method(model.sib_params(5, 1), steps, mt.inner_lr),
+                                       feats, episodes)
+        assert float(accuracy.split("+-")[0]) == pytest.approx(expected.accuracy, abs=0.01)
+        assert 0.2 <= float(share) <= 1.0  # at least 1 / N of the queries
+        assert 1.0 <= float(predicted.split("of")[0]) <= 5.0
+    from experiments.tools.crowding import crowding_report
+    with pytest.raises(Exception, match="--ways=20"):
+        crowding_report(str(workdir), n_way=20, n_query=2, num_episodes=5, seed=7,
+                        split="test")
