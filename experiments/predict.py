@@ -1,12 +1,15 @@
 """Label a folder of unlabeled images with a trained work dir.
 
     python -m experiments.predict --workdir=W --support_dir=S --query_dir=Q \
-        [--output=predictions.csv] [--class_columns] [--checkpoint=last|best]
+        [--output=predictions.csv] [--class_columns] [--checkpoint=last|best] \
+        [--step=trained|tuned]
 
 S holds one folder per class (the folder name is the label) with any number of images each;
 Q is a flat folder of unlabeled images. Images are read and preprocessed exactly as W's
 training images. SIB refines on all the queries together (in chunks of W's training
-query-set size when there are more: metaunlab/prediction.py says how), K = 0 beside it.
+query-set size when there are more: metaunlab/prediction.py says how), K = 0 beside it,
+at its trained step size (the reference) or, with --step=tuned, at the multiple of it the
+run chose on validation for that many queries per class (`test.step_scales`).
 Writes `path,label,probability,label_k0,probability_k0` per query image (with
 --class_columns, also one probability column per class).
 """
@@ -22,6 +25,8 @@ flags.DEFINE_string("query_dir", None, "Folder of unlabeled images.", required=T
 flags.DEFINE_string("output", "predictions.csv", "Where to write the predictions (CSV).")
 flags.DEFINE_bool("class_columns", False, "Also write SIB's probability of every class.")
 flags.DEFINE_enum("checkpoint", "last", ["last", "best"], "Which SIB checkpoint to use.")
+flags.DEFINE_enum("step", "trained", ["trained", "tuned"],
+                  "SIB's step size: as meta-trained, or as tuned on validation.")
 flags.DEFINE_integer("seed", 0, "Seed of the order in which a large query set is chunked.")
 FLAGS = flags.FLAGS
 
@@ -35,7 +40,8 @@ def main(argv):
         cli.check_output_path(FLAGS.output, "--output")
         model = TrainedModel.load(FLAGS.workdir)
         predictions = model.predict_folders(FLAGS.support_dir, FLAGS.query_dir,
-                                            checkpoint=FLAGS.checkpoint, seed=FLAGS.seed)
+                                            checkpoint=FLAGS.checkpoint, seed=FLAGS.seed,
+                                                step=FLAGS.step)
         predictions.to_csv(FLAGS.output, class_columns=FLAGS.class_columns)
     print(f"wrote {len(predictions.paths)} predictions over {len(predictions.classes)} classes "
           f"to {FLAGS.output}")

@@ -173,23 +173,37 @@ class TrainedModel:
         return step_tuning.load(os.path.join(self.workdir, "metatrain", name), checkpoint)
 
     def predict(self, support_feats: np.ndarray, support_labels: np.ndarray,
-                query_feats: np.ndarray, *, checkpoint: str = "last",
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                query_feats: np.ndarray, *, checkpoint: str = "last", seed: int = 0,
+                step: str = "trained") -> tuple[np.ndarray, np.ndarray]:
         """SIB's and K = 0's class probabilities, each (Q, N), for the queries of one task.
 
         support_feats (Ns, D) with support_labels (Ns,) in 0..N-1 (any number per class);
         query_feats (Q, D). The head is the one meta-trained for N ways (`head_for`); queries
         beyond its training query-set size are refined in chunks
-        (`metaunlab.prediction.transductive_chunks`).
+        (`metaunlab.prediction.transductive_chunks`). `step`: "trained" (the reference) or
+        "tuned", the multiple of it chosen on validation for the chunk's queries per class
+        (`step_scales`; "sib_tuned" in results.json).
         """
+        if step not in ("trained", "tuned"):
+            raise ConfigError(f"step={step!r}: use 'trained' or 'tuned'.")
         n_way, n_shot = self._support_shape(support_labels)
         params = self.sib_params(n_way, n_shot, checkpoint)
+        scales = None
+        if step == "tuned":
+            scales = self.step_scales(n_way, n_shot, checkpoint)
+            if scales is None:
+                raise ConfigError(
+                    f"--step=tuned: the {self.head_for(n_way, n_shot)} head of "
+                    f"{self.workdir} ({checkpoint} checkpoint) has no step size tuned on "
+                    "validation; rerun the run with --config.test.step_scales=0.25,0.5,1,2,4 "
+                    "(it tunes without retraining), or use --step=trained.")
         mt = self.config.metatrain
         support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
 
         def probabilities(steps, queries):
-            head = sib_method(params, steps, mt.inner_lr, step_queries=step_queries_of(mt))
-            return np.asarray(head.predictor(n_way)(params, None, *support,
+            head = sib_method(params, steps, mt.inner_lr, step_queries=step_queries_of(mt),
+                              step_scales=scales if steps else None)
+            return np.asarray(head.predictor(n_way)(head.params, None, *support,
                                                     jnp.asarray(queries)[None])[0])
 
         sib_probs = np.zeros((len(query_feats), n_way), np.float32)
@@ -215,7 +229,7 @@ class TrainedModel:
         return n_way, n_shot
 
     def predict_folders(self, support_dir: str, query_dir: str, *, checkpoint: str = "last",
-                        seed: int = 0) -> Predictions:
+                        seed: int = 0, step: str = "trained") -> Predictions:
         """`predict` on a folder of class folders and a flat folder of query images, read
         and preprocessed exactly as the training images (`metaunlab.prediction`)."""
         classes, support_files, labels = support_images(support_dir)
@@ -223,7 +237,7 @@ class TrainedModel:
         self._support_shape(labels)  # before any image is read
         feats = self.embed_files([str(p) for p in support_files + queries])
         sib_probs, k0_probs = self.predict(feats[:len(labels)], labels, feats[len(labels):],
-                                           checkpoint=checkpoint, seed=seed)
+                                           checkpoint=checkpoint, seed=seed, step=step)
         return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs)
 
     def evaluate_episode_file(self, episodes_path: str, image_root: str, *,

@@ -300,6 +300,17 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
     # evaluate counts in float32 (60.0000038 for 12 of 20): equal up to its rounding.
     assert written["methods"]["sib"]["accuracy"] == pytest.approx(accuracy["label"], abs=1e-4)
     assert written["methods"]["k0"]["accuracy"] == pytest.approx(accuracy["label_k0"], abs=1e-4)
+    # At the step tuned on validation, as evaluate's sib_tuned on the same episode.
+    model = TrainedModel.load(str(workdir))
+    tuned = model.predict_folders(str(support), str(queries), step="tuned")
+    tuned_accuracy = 100.0 * np.mean([truth[os.path.basename(p)] == label
+                                      for p, label in zip(tuned.paths, tuned.labels,
+                                                          strict=True)])
+    assert written["methods"]["sib_tuned"]["accuracy"] == pytest.approx(tuned_accuracy,
+                                                                        abs=1e-4)
+    from metaunlab.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"--step=tuned: .*\(best checkpoint\) has no step"):
+        model.predict_folders(str(support), str(queries), checkpoint="best", step="tuned")
 
     # 95 queries, more than the 75 of meta-training: two transductive chunks, every query
     # predicted, through the library call.
