@@ -41,7 +41,7 @@ def main(argv):
         model = TrainedModel.load(FLAGS.workdir)
         predictions = model.predict_folders(FLAGS.support_dir, FLAGS.query_dir,
                                             checkpoint=FLAGS.checkpoint, seed=FLAGS.seed,
-                                                step=FLAGS.step)
+                                            step=FLAGS.step)
         predictions.to_csv(FLAGS.output, class_columns=FLAGS.class_columns)
     print(f"wrote {len(predictions.paths)} predictions over {len(predictions.classes)} classes "
           f"to {FLAGS.output}")

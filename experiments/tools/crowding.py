@@ -7,8 +7,8 @@ import numpy as np
 from metaunlab import diagnostics
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
-from metaunlab.evaluation import mean_and_ci95
-from metaunlab.methods.sib_head import sib_method, step_queries_of
+from metaunlab.evaluation import mean_and_ci95, sib_variants
+from metaunlab.methods.sib_head import step_queries_of
 from metaunlab.trained_model import TrainedModel
 
 
@@ -38,8 +38,9 @@ def crowding_report(workdir: str, *, n_way: int, n_query: int, num_episodes: int
               f"class{', within one alphabet' if groups is not None else ''} (a balanced "
               f"query set: share {1 / n_way:.3f})", "",
               "| K | accuracy | largest class share | classes predicted |", "|---|---|---|---|"]
-    for steps in sorted({0, int(mt.sib_steps)}):
-        head = sib_method(params, steps, mt.inner_lr, step_queries=step_queries_of(mt))
+    variants = sib_variants(params, steps=mt.sib_steps, lr=mt.inner_lr,
+                            step_queries=step_queries_of(mt))
+    for steps, head in ((0, variants["k0"]), (mt.sib_steps, variants["sib"])):
         probs = np.asarray(head.predictor(n_way)(
             head.params, None, feats[episodes.support_idx], episodes.support_labels,
             feats[episodes.query_idx], None))
