@@ -21,10 +21,8 @@ def crowding_report(workdir: str, *, n_way: int, n_query: int, num_episodes: int
                           f"{', '.join(model.trained_settings()) or 'none'}).")
     lines = ["| split | cosine, different classes | cosine, same class | length of the mean "
              "direction |", "|---|---|---|---|"]
-    data = {}
     for name in ("train", "val", "test"):
         feats, labels = model.split_features(name, max_rows=3000)
-        data[name] = (feats, labels)
         c = diagnostics.feature_crowding(feats, labels)
         lines.append(f"| {name} | {c['between']:.3f} | {c['within']:.3f} | "
                      f"{c['mean_norm']:.3f} |")
