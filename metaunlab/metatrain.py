@@ -225,6 +225,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim,
                       scale=config.get("init_scale", 10.0),
                       class_marginal=config.get("phi_class_marginal", False),
+                      balanced_assignment=config.get("phi_balanced_assignment", False),
                       learned_step_size=config.get("learned_step_size", False),
                       centering=config.get("center_features", False))
     per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)

@@ -70,13 +70,14 @@ __all__ = ["Params", "apply", "apply_direct", "apply_gram", "center_episode",
 
 
 def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
-         class_marginal: bool = False, learned_step_size: bool = False,
-         centering: bool = False) -> Params:
+         class_marginal: bool = False, balanced_assignment: bool = False,
+         learned_step_size: bool = False, centering: bool = False) -> Params:
     """Fresh SIB parameters for `n_way`-way episodes on `feat_dim`-dimensional features.
 
     `scale` is the cosine classifier's initial (learned) inverse temperature; 10 is the
-    reference's. `class_marginal` builds phi's one optional variant, which also reads the
-    query set's class marginal (`metaunlab.synthetic_gradient`); False is the reference's.
+    reference's. `class_marginal` and `balanced_assignment` build phi's optional variants,
+    which also read the query set's class marginal or its balanced assignment
+    (`metaunlab.synthetic_gradient`); False is the reference's.
     `learned_step_size` adds the two meta-learned scalars of `step_size`, both 0 at first,
     where the head takes the reference's steps. `centering` adds the meta-learned strength
     of `center_episode`, 1 at first (each episode's features centred on their mean).
@@ -85,7 +86,8 @@ def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
         "init": {"w": jnp.ones((feat_dim,), jnp.float32)},
         "classifier": {"scale": jnp.asarray(scale, jnp.float32),
                        "bias": jnp.asarray(0.0, jnp.float32)},
-        "grad_net": phi.init(rng, n_way, class_marginal=class_marginal),
+        "grad_net": phi.init(rng, n_way, class_marginal=class_marginal,
+                             balanced_assignment=balanced_assignment),
     }
     if learned_step_size:
         params["step_size"] = {"log_scale": jnp.asarray(0.0, jnp.float32),

@@ -13,11 +13,18 @@ the real queries of a padded query set enter those statistics (`metaunlab.data.e
 padded rows are normalised with them but influence nothing.
 
 The reference's phi reads each query's logits alone; only its BatchNorm statistics couple
-the queries. `init(..., class_marginal=True)` builds the one optional variant: phi also reads
+the queries. `init(..., class_marginal=True)` builds an optional variant: phi also reads
 the log of the query set's class marginal, log mean_q softmax(z_q), beside every query's
 logits (input width 2N instead of N, `with_class_marginal`). That is the quantity TIM's
 marginal-entropy term and PT-MAP's balanced assignment act on, which phi otherwise cannot
 see. The parameters say which variant they are (`reads_class_marginal`).
+
+`init(..., balanced_assignment=True)` adds a second optional input: the log of the query
+set's balanced assignment (`balanced_assignment`), the queries' class probabilities after
+Sinkhorn iterations that give every class an equal share of the query set, the step PT-MAP
+takes and phi cannot take from one query's logits. Its weights are a layer of their own,
+`dense1_assignment` (N -> 8N, no bias), added to the first layer's output
+(`reads_balanced_assignment`); the two inputs combine.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ Params = dict[str, Any]
 
 BN_EPS = 1e-5
 HIDDEN_MULTIPLIER = 8
+# Sinkhorn iterations of `balanced_assignment`: chosen on validation episodes
+# (docs/omniglot.md, "A query set that is a matching problem").
+SINKHORN_ITERATIONS = 3
 
 
 def _torch_linear_init(fan_in: int):
@@ -90,36 +100,46 @@ class SyntheticGradientNet(nn.Module):
     """phi: query logits (..., Nq, N) -> synthetic gradient of the loss w.r.t. them.
 
     Dense(N -> 8N) -> ReLU -> BN -> Dense(8N -> 8N) -> ReLU -> BN -> Dense(8N -> N); with
-    `class_marginal`, the first layer reads 2N inputs (`with_class_marginal`).
+    `class_marginal`, the first layer reads 2N inputs (`with_class_marginal`); with
+    `balanced_assignment`, `dense1_assignment` adds the balanced assignment's contribution
+    to the first layer's output (`balanced_assignment`).
     """
 
     n_way: int
     hidden_multiplier: int = HIDDEN_MULTIPLIER
     class_marginal: bool = False
+    balanced_assignment: bool = False
 
     @nn.compact
     def __call__(self, logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:
         hidden = self.hidden_multiplier * self.n_way
         weights = None if query_mask is None else _mask_weights(query_mask, logits.dtype)
-        if self.class_marginal:
-            logits = with_class_marginal(logits, query_mask)
+        inputs = with_class_marginal(logits, query_mask) if self.class_marginal else logits
+        # The first layer's fan-in counts every input it reads, as one torch nn.Linear would.
+        fan_in = inputs.shape[-1] + (self.n_way if self.balanced_assignment else 0)
 
-        def dense(features: int, fan_in: int, name: str) -> nn.Dense:
+        def dense(features: int, fan_in: int, name: str, use_bias: bool = True) -> nn.Dense:
             init = _torch_linear_init(fan_in)
-            return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
+            return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init,
+                            name=name)
 
-        x = dense(hidden, logits.shape[-1], "dense1")(logits)
+        x = dense(hidden, fan_in, "dense1")(inputs)
+        if self.balanced_assignment:
+            x = x + dense(hidden, fan_in, "dense1_assignment", use_bias=False)(
+                balanced_assignment(logits, query_mask))
         x = QueryBatchNorm(name="bn1")(nn.relu(x), weights)
         x = dense(hidden, hidden, "dense2")(x)
         x = QueryBatchNorm(name="bn2")(nn.relu(x), weights)
         return dense(self.n_way, hidden, "dense3")(x)
 
 
-def init(rng: jax.Array, n_way: int, *, class_marginal: bool = False) -> Params:
+def init(rng: jax.Array, n_way: int, *, class_marginal: bool = False,
+         balanced_assignment: bool = False) -> Params:
     """Fresh phi parameters for `n_way`-way episodes (PyTorch's default initialisation);
-    `class_marginal` builds the variant that also reads the query set's class marginal
-    (module docstring)."""
-    net = SyntheticGradientNet(n_way, class_marginal=class_marginal)
+    `class_marginal` and `balanced_assignment` build the variants that also read the query
+    set's class marginal or its balanced assignment (module docstring)."""
+    net = SyntheticGradientNet(n_way, class_marginal=class_marginal,
+                               balanced_assignment=balanced_assignment)
     return net.init(rng, jnp.zeros((2, n_way)))["params"]
 
 
@@ -131,6 +151,33 @@ def n_way_of(params: Params) -> int:
 def reads_class_marginal(params: Params) -> bool:
     """Whether these parameters are of the class-marginal variant (first layer 2N wide)."""
     return params["dense1"]["kernel"].shape[0] == 2 * n_way_of(params)
+
+
+def reads_balanced_assignment(params: Params) -> bool:
+    """Whether these parameters read the balanced assignment (`dense1_assignment`)."""
+    return "dense1_assignment" in params
+
+
+def balanced_assignment(logits: jax.Array, query_mask: jax.Array | None = None,
+                        iterations: int = SINKHORN_ITERATIONS) -> jax.Array:
+    """(..., Nq, N) -> (..., Nq, N): the log of the query set's balanced assignment.
+
+    Starting from softmax(z) per query, each Sinkhorn iteration rescales every class's
+    column to total n / N over the n real queries, then every query's row back to total 1;
+    `iterations` of them. Where the query set holds as many queries of every class, as in a
+    balanced episode, this moves each query's probabilities toward the classes that other
+    queries do not already claim: at one query per class, toward a matching. Padded rows
+    (`query_mask` False) take no share of any class; their own rows are normalised and
+    ignored downstream.
+    """
+    weights = (jnp.ones(logits.shape[:-1] + (1,), logits.dtype) if query_mask is None
+               else _mask_weights(query_mask, logits.dtype))
+    log_class_total = jnp.log(_real_count(weights) / logits.shape[-1])
+    log_plan = jax.nn.log_softmax(logits, axis=-1)
+    for _ in range(iterations):
+        column = jax.nn.logsumexp(log_plan, axis=-2, b=weights, keepdims=True)
+        log_plan = jax.nn.log_softmax(log_plan - column + log_class_total, axis=-1)
+    return log_plan
 
 
 def with_class_marginal(logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:
@@ -150,7 +197,8 @@ def apply_autodiff(params: Params, logits: jax.Array,
                    query_mask: jax.Array | None = None) -> jax.Array:
     """phi(logits) by the Flax module, differentiated by autodiff (the tests' oracle for
     `apply`)."""
-    net = SyntheticGradientNet(n_way_of(params), class_marginal=reads_class_marginal(params))
+    net = SyntheticGradientNet(n_way_of(params), class_marginal=reads_class_marginal(params),
+                               balanced_assignment=reads_balanced_assignment(params))
     return net.apply({"params": params}, logits, query_mask)
 
 
@@ -242,12 +290,25 @@ def apply(params: Params, logits: jax.Array, query_mask: jax.Array | None = None
 
     `query_mask` (..., Nq) bool: BatchNorm statistics over the real queries only.
     Reverse mode only: forward-mode transforms (`jax.jvp`, `jax.hessian`) are not defined.
-    The class-marginal input (`with_class_marginal`), where the parameters read it, is
-    built outside the hand-written VJP and differentiated by autodiff.
+    The class-marginal and balanced-assignment inputs, where the parameters read them, are
+    built outside the hand-written VJP and differentiated by autodiff; so is the join of
+    `dense1_assignment` into the first layer (`_joined_first_layer`).
     """
-    if reads_class_marginal(params):
-        logits = with_class_marginal(logits, query_mask)
+    inputs = with_class_marginal(logits, query_mask) if reads_class_marginal(params) else logits
+    if reads_balanced_assignment(params):
+        inputs = jnp.concatenate([inputs, balanced_assignment(logits, query_mask)], axis=-1)
+        params = _joined_first_layer(params)
     if query_mask is None:
-        return _apply_all(params, logits)
-    return _apply_masked(params, logits, _mask_weights(query_mask, logits.dtype))
+        return _apply_all(params, inputs)
+    return _apply_masked(params, inputs, _mask_weights(query_mask, logits.dtype))
+
+
+def _joined_first_layer(params: Params) -> Params:
+    """The parameters with `dense1_assignment`'s kernel stacked under `dense1`'s, one layer
+    that reads the inputs side by side (what `apply`'s hand-written VJP computes)."""
+    joined = {key: value for key, value in params.items() if key != "dense1_assignment"}
+    joined["dense1"] = {"kernel": jnp.concatenate([params["dense1"]["kernel"],
+                                                   params["dense1_assignment"]["kernel"]]),
+                        "bias": params["dense1"]["bias"]}
+    return joined
 

@@ -104,6 +104,11 @@ def base_config() -> ml_collections.ConfigDict:
     # log of the query set's class marginal, log mean_q softmax(z_q) (its first layer 2N
     # wide), the quantity balance priors such as TIM's act on (metaunlab.synthetic_gradient).
     c.metatrain.phi_class_marginal = False
+    # False (the reference). True: phi also reads the log of the query set's balanced
+    # assignment, its class probabilities after Sinkhorn iterations that give every class
+    # an equal share of the queries (metaunlab.synthetic_gradient.balanced_assignment), the
+    # matching that one query per class makes of an episode and that PT-MAP solves.
+    c.metatrain.phi_balanced_assignment = False
     # False (the reference): every synthetic step has size inner_lr. True: the step size is
     # inner_lr * exp(a) * (queries per class) ** -b with a and b meta-learned, from 0
     # (metaunlab.sib.step_size), so one head steps as far as suits each query-set size.

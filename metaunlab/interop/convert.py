@@ -270,10 +270,11 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
         raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
     reads_marginal = n_way != int(np.shape(params["grad_net"]["dense3"]["kernel"])[1])
-    if "step_size" in params or "centering" in params or reads_marginal:
+    reads_assignment = "dense1_assignment" in params["grad_net"]
+    if "step_size" in params or "centering" in params or reads_marginal or reads_assignment:
         raise DataError("this SIB head was meta-trained with metatrain.learned_step_size, "
-                        "metatrain.phi_class_marginal or metatrain.center_features, which the "
-                        "reference ClassifierSIB does "
+                        "metatrain.phi_class_marginal, metatrain.phi_balanced_assignment or "
+                        "metatrain.center_features, which the reference ClassifierSIB does "
                         "not have; only heads of the reference architecture convert.")
     out = _convert_to_torch(params, sib_layout(n_way, feat_dim), "SIB head")
     if arch is not None and canonical_arch(arch) == "conv4":
