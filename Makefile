@@ -30,7 +30,7 @@ folds: install
 	$(PY) -m experiments.omniglot_folds --workdir=$(WORKDIR)_folds
 
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 # Long end-to-end runs, excluded from the default suite.
 test-slow: install
