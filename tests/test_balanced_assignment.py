@@ -1,6 +1,7 @@
 """phi's balanced-assignment variant (`synthetic_gradient.init(..., balanced_assignment=True)`):
-the Sinkhorn input, that it nests the reference's phi, its VJP against autodiff, and the SIB
-head built on it (both step forms, finite-difference meta-gradient, meta-training, export)."""
+the Sinkhorn input, that it nests the reference's phi, its VJP against autodiff, meta-training
+and export. The SIB head built on it (both step forms, finite-difference meta-gradient):
+tests/test_phi_variants.py."""
 
 import jax
 import jax.numpy as jnp
@@ -8,18 +9,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from metaunlab import metatrain, numerics, sib
+from metaunlab import metatrain, sib
 from metaunlab import synthetic_gradient as phi
 from metaunlab.data.errors import DataError
 from metaunlab.interop.convert import sib_to_torch
 from metaunlab.metrics import MetricWriter
-from tests._finite_differences import assert_gradient_matches_finite_differences
-
-
-def _max_rel(a, b):
-    return max(float(jnp.abs(x - y).max() / (jnp.abs(x).max() + 1e-300))
-               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
-                               strict=True))
+from tests._phi_variants import max_rel, phi_params64
 
 
 def _sinkhorn_numpy(logits, mask, iterations):
@@ -31,18 +26,6 @@ def _sinkhorn_numpy(logits, mask, iterations):
         plan = plan * (real.sum() / logits.shape[-1]) / (real * plan).sum(0, keepdims=True)
         plan /= plan.sum(-1, keepdims=True)
     return plan
-
-
-def _variant_params64(seed, n_way=5, class_marginal=False):
-    params = phi.init(jax.random.PRNGKey(seed), n_way, class_marginal=class_marginal,
-                      balanced_assignment=True)
-    rng = np.random.default_rng(seed)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-    for bn in ("bn1", "bn2"):  # away from 1 and 0, so no term hides
-        width = params[bn]["scale"].shape[0]
-        params[bn] = {"scale": jnp.asarray(1 + 0.2 * rng.normal(size=width)),
-                      "bias": jnp.asarray(0.1 * rng.normal(size=width))}
-    return params
 
 
 def test_the_variant_is_told_apart_by_its_parameters():
@@ -120,7 +103,8 @@ def test_with_the_assignment_weights_at_zero_it_is_the_reference_phi():
 def test_manual_vjp_equals_autodiff_of_the_module_in_float64(masked, class_marginal):
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
-        params = _variant_params64(3, class_marginal=class_marginal)
+        params = phi_params64(3, class_marginal=class_marginal,
+                              balanced_assignment=True)
         logits = jnp.asarray(4.0 * rng.normal(size=(3, 11, 5)))
         mask = jnp.asarray(np.arange(11)[None] < np.array([[11], [7], [4]])) if masked else None
         cotangent = jnp.asarray(rng.normal(size=(3, 11, 5)))
@@ -130,62 +114,10 @@ def test_manual_vjp_equals_autodiff_of_the_module_in_float64(masked, class_margi
         out_manual, vjp_manual = jax.vjp(lambda p, z: phi.apply(p, z, mask), params, logits)
         out_auto, vjp_auto = jax.vjp(lambda p, z: phi.apply_autodiff(p, z, mask), params,
                                      logits)
-        assert _max_rel(out_auto, out_manual) < 1e-12
+        assert max_rel(out_auto, out_manual) < 1e-12
         grads_auto, grads_manual = vjp_auto(cotangent), vjp_manual(cotangent)
         assert float(jnp.abs(grads_auto[0]["dense1_assignment"]["kernel"]).max()) > 1e-6
-        assert _max_rel(grads_auto, grads_manual) < 1e-9
-
-
-def _episode64(seed, n_way=5, n_shot=1, n_query=4, dim=8):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_way, dim))
-    ys = np.repeat(np.arange(n_way), n_shot)
-    yq = np.repeat(np.arange(n_way), n_query)
-    fs = centres[ys] + 0.5 * rng.normal(size=(ys.size, dim))
-    fq = centres[yq] + 0.5 * rng.normal(size=(yq.size, dim))
-    return (jnp.asarray(fs), jnp.asarray(ys, jnp.int32), jnp.asarray(fq),
-            jnp.asarray(yq, jnp.int32))
-
-
-def _sib_params64(seed, dim=8):
-    params = sib.init(jax.random.PRNGKey(seed), 5, dim, balanced_assignment=True)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-    params["grad_net"] = _variant_params64(seed)
-    params["classifier"] = {"scale": jnp.float64(7.0), "bias": jnp.float64(0.2)}
-    return params
-
-
-def test_sib_on_the_variant_gram_form_equals_direct_form_in_float64():
-    with jax.enable_x64(True):
-        batch = [jnp.stack(parts) for parts in zip(_episode64(4), _episode64(14), strict=True)]
-        params = _sib_params64(4)
-
-        def loss(p, form):
-            logits = form(p, batch[0], batch[1], batch[2], steps=3, lr=0.5)
-            return numerics.cross_entropy(logits, batch[3]), logits
-
-        (direct_loss, direct), direct_grads = jax.value_and_grad(
-            lambda p: loss(p, sib.apply_direct), has_aux=True)(params)
-        (gram_loss, gram), gram_grads = jax.value_and_grad(
-            lambda p: loss(p, sib.apply_gram), has_aux=True)(params)
-        k0 = sib.apply(params, *batch[:3], steps=0)
-        assert float(jnp.abs(direct - k0).max()) > 1e-6  # the steps moved theta
-        assert _max_rel(direct, gram) < 1e-12
-        assert float(gram_loss) == pytest.approx(float(direct_loss), rel=1e-12)
-        assert _max_rel(direct_grads, gram_grads) < 1e-9
-
-
-def test_sib_meta_gradient_on_the_variant_matches_finite_differences():
-    with jax.enable_x64(True):
-        fs, ys, fq, yq = _episode64(5, n_query=3)
-        params = _sib_params64(5)
-
-        def loss(p):
-            return numerics.cross_entropy(sib.apply(p, fs, ys, fq, steps=3, lr=0.3), yq)
-
-        grads = assert_gradient_matches_finite_differences(loss, params,
-                                                           np.random.default_rng(5))
-        assert float(jnp.abs(grads["grad_net"]["dense1_assignment"]["kernel"]).max()) > 1e-8
+        assert max_rel(grads_auto, grads_manual) < 1e-9
 
 
 def test_meta_training_builds_and_moves_the_variant_and_export_refuses_it(tmp_path):

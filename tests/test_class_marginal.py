@@ -1,32 +1,14 @@
 """phi's class-marginal variant (`synthetic_gradient.init(..., class_marginal=True)`): its
-input, that it nests the reference's phi, its VJP against autodiff, and the SIB head built on
-it (both step forms, finite-difference meta-gradient, meta-training config)."""
+input, that it nests the reference's phi, and its VJP against autodiff. The SIB head built on
+it: tests/test_phi_variants.py; meta-training it: tests/test_metatrain.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import numerics, sib
 from metaunlab import synthetic_gradient as phi
-from tests._finite_differences import assert_gradient_matches_finite_differences
-
-
-def _max_rel(a, b):
-    return max(float(jnp.abs(x - y).max() / (jnp.abs(x).max() + 1e-300))
-               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
-                               strict=True))
-
-
-def _variant_params64(seed, n_way=5):
-    params = phi.init(jax.random.PRNGKey(seed), n_way, class_marginal=True)
-    rng = np.random.default_rng(seed)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-    for bn in ("bn1", "bn2"):  # away from 1 and 0, so no term hides
-        width = params[bn]["scale"].shape[0]
-        params[bn] = {"scale": jnp.asarray(1 + 0.2 * rng.normal(size=width)),
-                      "bias": jnp.asarray(0.1 * rng.normal(size=width))}
-    return params
+from tests._phi_variants import max_rel, phi_params64
 
 
 def test_the_variant_is_told_apart_by_its_parameters():
@@ -84,7 +66,7 @@ def test_with_the_marginal_weights_at_zero_it_is_the_reference_phi():
 def test_manual_vjp_equals_autodiff_of_the_module_in_float64(masked):
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
-        params = _variant_params64(3)
+        params = phi_params64(3, class_marginal=True)
         logits = jnp.asarray(4.0 * rng.normal(size=(3, 11, 5)))
         mask = jnp.asarray(np.arange(11)[None] < np.array([[11], [7], [4]])) if masked else None
         cotangent = jnp.asarray(rng.normal(size=(3, 11, 5)))
@@ -99,61 +81,8 @@ def test_manual_vjp_equals_autodiff_of_the_module_in_float64(masked):
 
         out_manual, vjp_manual = jax.vjp(manual, params, logits)
         out_auto, vjp_auto = jax.vjp(auto, params, logits)
-        assert _max_rel(out_auto, out_manual) < 1e-12
+        assert max_rel(out_auto, out_manual) < 1e-12
         grads_auto, grads_manual = vjp_auto(cotangent), vjp_manual(cotangent)
         # The logits' gradient flows through the marginal too, not only the first N inputs.
         assert float(jnp.abs(grads_auto[1]).max()) > 1e-6
-        assert _max_rel(grads_auto, grads_manual) < 1e-9
-
-
-def _episode64(seed, n_way=5, n_shot=1, n_query=4, dim=8):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_way, dim))
-    ys = np.repeat(np.arange(n_way), n_shot)
-    yq = np.repeat(np.arange(n_way), n_query)
-    fs = centres[ys] + 0.5 * rng.normal(size=(ys.size, dim))
-    fq = centres[yq] + 0.5 * rng.normal(size=(yq.size, dim))
-    return (jnp.asarray(fs), jnp.asarray(ys, jnp.int32), jnp.asarray(fq),
-            jnp.asarray(yq, jnp.int32))
-
-
-def _sib_params64(seed, dim=8):
-    params = sib.init(jax.random.PRNGKey(seed), 5, dim, class_marginal=True)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-    params["grad_net"] = _variant_params64(seed)
-    params["classifier"] = {"scale": jnp.float64(7.0), "bias": jnp.float64(0.2)}
-    return params
-
-
-def test_sib_on_the_variant_gram_form_equals_direct_form_in_float64():
-    with jax.enable_x64(True):
-        batch = [jnp.stack(parts) for parts in zip(_episode64(4), _episode64(14), strict=True)]
-        params = _sib_params64(4)
-
-        def loss(p, form):
-            logits = form(p, batch[0], batch[1], batch[2], steps=3, lr=0.5)
-            return numerics.cross_entropy(logits, batch[3]), logits
-
-        (direct_loss, direct), direct_grads = jax.value_and_grad(
-            lambda p: loss(p, sib.apply_direct), has_aux=True)(params)
-        (gram_loss, gram), gram_grads = jax.value_and_grad(
-            lambda p: loss(p, sib.apply_gram), has_aux=True)(params)
-        k0 = sib.apply(params, *batch[:3], steps=0)
-        assert float(jnp.abs(direct - k0).max()) > 1e-6  # the steps moved theta
-        assert _max_rel(direct, gram) < 1e-12
-        assert float(gram_loss) == pytest.approx(float(direct_loss), rel=1e-12)
-        assert _max_rel(direct_grads, gram_grads) < 1e-9
-
-
-def test_sib_meta_gradient_on_the_variant_matches_finite_differences():
-    with jax.enable_x64(True):
-        fs, ys, fq, yq = _episode64(5, n_query=3)
-        params = _sib_params64(5)
-
-        def loss(p):
-            return numerics.cross_entropy(sib.apply(p, fs, ys, fq, steps=3, lr=0.3), yq)
-
-        grads = assert_gradient_matches_finite_differences(loss, params,
-                                                           np.random.default_rng(5))
-        # The marginal's half of phi's first layer receives meta-gradient.
-        assert float(jnp.abs(grads["grad_net"]["dense1"]["kernel"][5:]).max()) > 1e-8
+        assert max_rel(grads_auto, grads_manual) < 1e-9
