@@ -1,6 +1,6 @@
 """phi's class-marginal variant (`synthetic_gradient.init(..., class_marginal=True)`): its
-input, that it nests the reference's phi, and its VJP against autodiff. The SIB head built on
-it: tests/test_phi_variants.py; meta-training it: tests/test_metatrain.py."""
+input, that it nests the reference's phi, and its VJP against autodiff. Padding and the SIB head
+built on it: tests/test_phi_variants.py; meta-training it: tests/test_metatrain.py."""
 
 import jax
 import jax.numpy as jnp
@@ -32,20 +32,6 @@ def test_the_input_is_the_log_of_the_mean_query_softmax_over_real_queries():
         np.testing.assert_allclose(out[e, :, 4:], np.broadcast_to(want, (6, 4)), rtol=1e-5)
     unmasked = np.asarray(phi.with_class_marginal(jnp.asarray(logits[:1])))
     np.testing.assert_allclose(unmasked, out[:1], rtol=1e-6)
-
-
-def test_padded_queries_do_not_change_the_real_queries_phi():
-    params = phi.init(jax.random.PRNGKey(1), 5, class_marginal=True)
-    rng = np.random.default_rng(1)
-    logits = rng.normal(size=(8, 5)).astype(np.float32) * 3
-    mask = jnp.asarray(np.arange(8) < 5)
-    other = logits.copy()
-    other[5:] = rng.normal(size=(3, 5)) * 10
-    a = phi.apply(params, jnp.asarray(logits), mask)[:5]
-    b = phi.apply(params, jnp.asarray(other), mask)[:5]
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    alone = phi.apply(params, jnp.asarray(logits[:5]))
-    np.testing.assert_allclose(np.asarray(a), np.asarray(alone), rtol=1e-5, atol=1e-6)
 
 
 def test_with_the_marginal_weights_at_zero_it_is_the_reference_phi():

@@ -1,5 +1,6 @@
-"""The SIB head on each of phi's optional inputs (the class marginal, the balanced assignment):
-both step forms agree and the meta-gradient matches finite differences, in float64."""
+"""Each of phi's optional inputs (the class marginal, the balanced assignment): padded queries
+change nothing, and the SIB head on it has both step forms agree and a meta-gradient that
+matches finite differences, in float64."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from metaunlab import numerics, sib
+from metaunlab import synthetic_gradient as phi
 from tests._finite_differences import assert_gradient_matches_finite_differences
 from tests._phi_variants import episode64, max_rel, sib_params64
 
@@ -15,6 +17,21 @@ VARIANTS = {
     "class_marginal": lambda grad_net: grad_net["dense1"]["kernel"][5:],
     "balanced_assignment": lambda grad_net: grad_net["dense1_assignment"]["kernel"],
 }
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_padded_queries_do_not_change_the_real_queries_phi(variant):
+    params = phi.init(jax.random.PRNGKey(1), 5, **{variant: True})
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(8, 5)).astype(np.float32) * 3
+    mask = jnp.asarray(np.arange(8) < 5)
+    other = logits.copy()
+    other[5:] = rng.normal(size=(3, 5)) * 10
+    a = phi.apply(params, jnp.asarray(logits), mask)[:5]
+    b = phi.apply(params, jnp.asarray(other), mask)[:5]
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    alone = phi.apply(params, jnp.asarray(logits[:5]))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(alone), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
