@@ -17,15 +17,7 @@ import sys
 
 import numpy as np
 
-N_CLASSES, PER_CLASS, DIM = 12, 20, 16
-
-
-def toy_features(n_classes=N_CLASSES, per_class=PER_CLASS, dim=DIM, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim))
-    labels = np.repeat(np.arange(n_classes), per_class).astype(np.int32)
-    feats = (centres[labels] + 0.7 * rng.normal(size=(len(labels), dim))).astype(np.float32)
-    return feats, labels
+from tests._toy_meta_training import DIM, toy_features
 
 
 def metatrain_config(iterations: int, checkpoint_every: int):

@@ -5,16 +5,15 @@ meta-gradient): tests/test_phi_variants.py."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from metaunlab import metatrain, sib
+from metaunlab import sib
 from metaunlab import synthetic_gradient as phi
 from metaunlab.data.errors import DataError
 from metaunlab.interop.convert import sib_to_torch
-from metaunlab.metrics import MetricWriter
 from tests._phi_variants import max_rel, phi_params64
+from tests._toy_meta_training import meta_train_toy
 
 
 def _sinkhorn_numpy(logits, mask, iterations):
@@ -109,19 +108,7 @@ def test_manual_vjp_equals_autodiff_of_the_module_in_float64(masked, class_margi
 def test_meta_training_builds_and_moves_the_variant_and_export_refuses_it(tmp_path):
     """metatrain.phi_balanced_assignment=True trains phi with the assignment input, whose
     weights move; the reference ClassifierSIB has no such layer, so export names the flag."""
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(12, 16))
-    labels = np.repeat(np.arange(12), 20).astype(np.int32)
-    feats = (centres[labels] + 0.7 * rng.normal(size=(len(labels), 16))).astype(np.float32)
-    config = ml_collections.ConfigDict(dict(
-        seed=3, iterations=10, batch_size=4, n_way=5, n_shot=1, n_query=3, sib_steps=3,
-        inner_lr=1e-3, lr=1e-2, momentum=0.9, weight_decay=5e-4, grad_coeff=0.0, val_every=10,
-        log_every=5, checkpoint_every=0, phi_balanced_assignment=True))
-    writer = MetricWriter(tmp_path / "ba")
-    last, _ = metatrain.meta_train(config, source=feats, train_labels=labels, feat_dim=16,
-                                   val_feats=None, val_episodes=None,
-                                   workdir=str(tmp_path / "ba" / "mt"), writer=writer)
-    writer.close()
+    last = meta_train_toy(str(tmp_path / "ba"), phi_balanced_assignment=True)
     assert phi.reads_balanced_assignment(last["grad_net"])
     start = sib.init(jax.random.PRNGKey(3), 5, 16, balanced_assignment=True)
     moved = (last["grad_net"]["dense1_assignment"]["kernel"]

@@ -4,14 +4,13 @@ meta-gradient against finite differences, and meta-training it."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from metaunlab import metatrain, numerics, sib
+from metaunlab import numerics, sib
 from metaunlab.data.errors import DataError
 from metaunlab.interop.convert import sib_to_torch
-from metaunlab.metrics import MetricWriter
+from tests._toy_meta_training import meta_train_toy
 
 
 def _crowded_episodes(seed, n_episodes=2, n_way=5, n_shot=1, n_query=3, dim=8,
@@ -132,19 +131,7 @@ def test_the_meta_gradient_of_the_strength_matches_finite_differences(perturbed_
 
 
 def test_meta_training_learns_the_strength(tmp_path):
-    rng = np.random.default_rng(0)
-    centres = 2.0 * rng.normal(size=16) + rng.normal(size=(12, 16))
-    labels = np.repeat(np.arange(12), 20).astype(np.int32)
-    feats = (centres[labels] + 0.7 * rng.normal(size=(len(labels), 16))).astype(np.float32)
-    config = ml_collections.ConfigDict(dict(
-        seed=3, iterations=10, batch_size=4, n_way=5, n_shot=1, n_query=3, sib_steps=3,
-        inner_lr=1e-3, lr=1e-2, momentum=0.9, weight_decay=5e-4, grad_coeff=0.0, val_every=10,
-        log_every=5, checkpoint_every=0, center_features=True))
-    writer = MetricWriter(tmp_path / "run")
-    last, _ = metatrain.meta_train(config, source=feats, train_labels=labels, feat_dim=16,
-                                   val_feats=None, val_episodes=None,
-                                   workdir=str(tmp_path / "run" / "mt"), writer=writer)
-    writer.close()
+    last = meta_train_toy(str(tmp_path / "run"), shared_offset=2.0, center_features=True)
     assert abs(float(last["centering"]["strength"]) - 1.0) > 1e-6
     with pytest.raises(DataError, match="center_features"):
         sib_to_torch(last)

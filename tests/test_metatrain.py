@@ -13,14 +13,7 @@ from metaunlab.backbones import Conv4
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.metrics import MetricWriter, read_metrics
-
-
-def _toy_features(n_classes=12, per_class=20, dim=16, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim))
-    labels = np.repeat(np.arange(n_classes), per_class).astype(np.int32)
-    feats = (centres[labels] + 0.7 * rng.normal(size=(len(labels), dim))).astype(np.float32)
-    return feats, labels
+from tests._toy_meta_training import toy_features
 
 
 def _metatrain_config(**overrides):
@@ -38,7 +31,7 @@ def _episode_batch(labels, step, batch=4):
 
 
 def test_train_step_compiles_once_and_lowers_the_loss():
-    feats, labels = _toy_features()
+    feats, labels = toy_features()
     optimizer = optim.sgd_nesterov(0.05)
     # Placed as meta_train places it: an unplaced state would be traced once more, as the
     # step's output (replicated on the mesh) no longer matches its input's placement.
@@ -92,8 +85,8 @@ def test_train_step_rejects_half_a_backbone():
 
 
 def _run_meta_train(tmp_path, name, iterations):
-    feats, labels = _toy_features()
-    val_feats, val_labels = _toy_features(n_classes=6, seed=1)
+    feats, labels = toy_features()
+    val_feats, val_labels = toy_features(n_classes=6, seed=1)
     val_episodes = EpisodeSampler(val_labels, EpisodeShape(5, 1, 3), seed=2).sample(0, 20)
     writer = MetricWriter(tmp_path / name)
     last, best = metatrain.meta_train(
@@ -121,7 +114,7 @@ def test_train_step_makes_no_hidden_host_device_transfers():
     """Inside the jitted step everything stays on the device: with the state, the source and
     the episode batch placed explicitly (as meta_train does), a step under a transfer guard
     that forbids every implicit transfer runs, and so does reading nothing back."""
-    feats, labels = _toy_features()
+    feats, labels = toy_features()
     optimizer = optim.sgd_nesterov(0.05)
     mesh = parallel.data_mesh()
     state = parallel.replicate(
@@ -141,7 +134,7 @@ def test_train_step_makes_no_hidden_host_device_transfers():
 def test_several_iterations_per_call_are_the_same_iterations():
     """steps_per_call = S runs S iterations in one call: the same updates, RNG draws and
     step count as S calls of the one-iteration step (same sampled episodes)."""
-    feats, labels = _toy_features()
+    feats, labels = toy_features()
     optimizer = optim.sgd_nesterov(0.05)
     mesh = parallel.data_mesh()
     params = sib.init(jax.random.PRNGKey(0), 5, 16)
@@ -172,8 +165,8 @@ def test_several_iterations_per_call_are_the_same_iterations():
 def test_meta_training_with_several_iterations_per_call_logs_and_validates_on_time(tmp_path):
     """Calls of 3 iterations never step over a log (every 5) or validation (every 10) step:
     single iterations fill in. The run ends where the one-iteration run ends."""
-    feats, labels = _toy_features()
-    val_feats, val_labels = _toy_features(n_classes=6, seed=1)
+    feats, labels = toy_features()
+    val_feats, val_labels = toy_features(n_classes=6, seed=1)
     val_episodes = EpisodeSampler(val_labels, EpisodeShape(5, 1, 3), seed=2).sample(0, 20)
     results = {}
     for per_call in (1, 3):
@@ -286,7 +279,7 @@ def test_meta_training_on_several_query_counts(tmp_path, monkeypatch):
     """query_counts="1,3": episodes of both sizes are trained on; the iterations do not depend
     on steps_per_call (calls that straddle two counts run one iteration at a time), and an
     interrupted run resumes to the same parameters."""
-    feats, labels = _toy_features()
+    feats, labels = toy_features()
     seen = []
     original = EpisodeSampler.sample
 
@@ -319,7 +312,7 @@ def test_meta_training_on_several_query_counts(tmp_path, monkeypatch):
 def test_query_scaled_step_trains_with_the_rescaled_step_size():
     """make_train_step(step_queries=Q) takes the loss of sib.loss at the step size of
     sib.query_scaled_lr for the batch's query count."""
-    feats, labels = _toy_features()
+    feats, labels = toy_features()
     optimizer = optim.sgd_nesterov(0.05)
     mesh = parallel.data_mesh()
     params = sib.init(jax.random.PRNGKey(0), 5, 16)
@@ -358,7 +351,7 @@ def test_decay_steps_divide_the_meta_learning_rate_by_ten():
 def test_phi_class_marginal_meta_trains_phis_class_marginal_variant(tmp_path):
     """metatrain.phi_class_marginal=True builds and trains phi with the class-marginal input
     (its first layer 2N wide), and the marginal's weights move."""
-    feats, labels = _toy_features()
+    feats, labels = toy_features()
     writer = MetricWriter(tmp_path / "cm")
     last, _ = metatrain.meta_train(
         _metatrain_config(phi_class_marginal=True, iterations=10, checkpoint_every=0),
