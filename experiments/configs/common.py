@@ -118,6 +118,12 @@ def base_config() -> ml_collections.ConfigDict:
     # over its support and queries (metaunlab.sib.center_episode), so features that new
     # alphabets crowd around one direction spread out again before phi steps on them.
     c.metatrain.center_features = False
+    # False (the reference): SIB predicts each query's softmax of its logits. True: after the
+    # K steps the logits are read out as the query set's balanced assignment (Sinkhorn at a
+    # meta-learned temperature, metaunlab.sib.balanced_readout), in meta-training and in every
+    # evaluation; K = 0 stays the inductive classifier. It assumes classes of about equal
+    # frequency in the query set, as PT-MAP's assignment does.
+    c.metatrain.balanced_readout = False
     # Filled in per setting by the pipeline.
     c.metatrain.n_way = 5
     c.metatrain.n_shot = 1

@@ -115,13 +115,18 @@ def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
     """SIB at each K of `steps` and each multiple of the trained step size `lr` in
     `step_scales` (K = 0 once: it takes no step): `sib_k3`, or `sib_k3_lr0.5x` at half the
     trained step size. With `tuned`, the multiples chosen on validation for K =
-    `tuned_steps` (`metaunlab.step_tuning`), also `sib_k3_tuned` after `sib_k3`."""
+    `tuned_steps` (`metaunlab.step_tuning`), also `sib_k3_tuned` after `sib_k3`. A head
+    with a balanced readout (`metatrain.balanced_readout`) also gets `sib_k0_readout`, its
+    initialization network read out as the balanced assignment without a synthetic step:
+    what the readout adds apart from the steps."""
     methods = []
     for k in steps:
         for scale in (step_scales if k > 0 else (1.0,)):
             name = f"sib_k{k}" if scale == 1.0 else f"sib_k{k}_lr{scale:g}x"
             methods.append(sib_method(params, k, lr * scale, name=name,
                                       step_queries=step_queries))
+        if k == 0 and "readout" in params:
+            methods.append(sib_method(params, 0, lr, name="sib_k0_readout", readout=True))
         if tuned is not None and k == tuned_steps and k > 0:
             methods.append(sib_method(params, k, lr, name=f"sib_k{k}_tuned",
                                       step_queries=step_queries, step_scales=tuned))

@@ -26,7 +26,8 @@ PAPER = ("Hu et al., Empirical Bayes Transductive Meta-Learning with Synthetic G
 
 
 @functools.cache
-def _probabilities(steps: int, lr: float, step_queries: int | None, scaled: bool = False):
+def _probabilities(steps: int, lr: float, step_queries: int | None, scaled: bool = False,
+                   readout: bool | None = None):
     """The method function for (steps, lr, step_queries); cached, so that every head of the
     same K and step size shares one compiled predictor (`Method.predictor`). With `scaled`
     its params are `{"head": SIB params, "step_scales": StepScales.table()}` and each
@@ -44,7 +45,7 @@ def _probabilities(steps: int, lr: float, step_queries: int | None, scaled: bool
         if scaled:
             step = step * scale_of_table(params["step_scales"], queries / n_way)
         logits = sib.apply(head, support_feats, support_labels, query_feats, steps=steps,
-                           lr=step, query_mask=query_mask)
+                           lr=step, query_mask=query_mask, readout=readout)
         return jax.nn.softmax(logits, axis=-1)
 
     return fn
@@ -93,7 +94,7 @@ class StepScales:
 
 def sib_method(params: sib.Params, steps: int, lr: float = 1e-3,
                name: str | None = None, step_queries: int | None = None,
-               step_scales: StepScales | None = None) -> Method:
+               step_scales: StepScales | None = None, readout: bool | None = None) -> Method:
     """A trained SIB head with K = `steps` synthetic steps of size `lr` as a `Method`.
 
     `step_queries`: None (the reference) steps by `lr` whatever the query set; an integer
@@ -101,13 +102,16 @@ def sib_method(params: sib.Params, steps: int, lr: float = 1e-3,
     (`sib.query_scaled_lr`), as a head meta-trained with `metatrain.query_scaled_step` was.
     `step_scales`: None (the reference), or multiples of that step by each episode's number
     of queries per class (`StepScales`).
+    `readout`: as in `sib.apply`; None reads a head with a balanced readout out with it at
+    K > 0 only, so its K = 0 stays inductive.
     """
+    reads_out = readout if readout is not None else steps > 0 and "readout" in params
     fn = _probabilities(int(steps), float(lr),
                         None if step_queries is None else int(step_queries),
-                        step_scales is not None)
+                        step_scales is not None, readout)
     if step_scales is not None:
         params = {"head": params, "step_scales": step_scales.table()}
-    return Method(name=name or f"sib_k{steps}", fn=fn, is_transductive=steps > 0,
+    return Method(name=name or f"sib_k{steps}", fn=fn, is_transductive=steps > 0 or reads_out,
                   paper=PAPER, params=params, episode_axes=True)
 
 
