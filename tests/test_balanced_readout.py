@@ -123,3 +123,14 @@ def test_meta_training_learns_the_temperature(tmp_path):
     assert abs(float(last["readout"]["log_temperature"])) > 1e-6
     with pytest.raises(DataError, match="balanced_readout"):
         sib_to_torch(last)
+
+
+def test_compare_shows_k0_read_out_beside_k0_for_a_head_with_the_readout():
+    from experiments.tools.compare import sib_methods
+
+    plain = sib.init(jax.random.PRNGKey(6), 5, 8)
+    assert [m.name for m in sib_methods(plain, 1e-3, (0, 3))] == ["sib_k0", "sib_k3"]
+    read_out = sib.init(jax.random.PRNGKey(6), 5, 8, balanced_readout=True)
+    methods = sib_methods(read_out, 1e-3, (0, 3))
+    assert [m.name for m in methods] == ["sib_k0", "sib_k0_readout", "sib_k3"]
+    assert [m.is_transductive for m in methods] == [False, True, True]
