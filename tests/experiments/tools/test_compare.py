@@ -89,7 +89,8 @@ def test_compare_cli_writes_table_plot_and_results_section(tiny):
     assert "settings" in on_disk and "5way_1shot" in on_disk["settings"]  # kept
     out = on_disk["compare"]
     setting = out["settings"]["5way_1shot"]
-    expected = list(DEFAULT_METHODS) + ["sib_k0", "sib_k3"]
+    # The demo's heads read the queries out as a balanced assignment: K = 0 also read out.
+    expected = list(DEFAULT_METHODS) + ["sib_k0", "sib_k0_readout", "sib_k3"]
     assert setting["method_order"] == expected and set(setting["methods"]) == set(expected)
     assert setting["episodes"] == 6 and setting["sib_head"] == "5way_1shot"
     for name, entry in setting["methods"].items():
@@ -261,7 +262,8 @@ def test_sib_at_multiples_of_its_trained_step_size(tiny):
                       methods=["protonet_cosine"], sib_steps=(0, 3), sib_step_scales=(1, 4),
                       chunk=5, write=False, progress=False)
     methods = out["settings"]["5way_1shot"]["methods"]
-    assert set(methods) == {"protonet_cosine", "sib_k0", "sib_k3", "sib_k3_lr4x"}
+    assert set(methods) == {"protonet_cosine", "sib_k0", "sib_k0_readout", "sib_k3",
+                            "sib_k3_lr4x"}
     model = TrainedModel.load(str(workdir))
     feats, labels = model.split_features("test")
     episodes = EpisodeSampler(labels, EpisodeShape(5, 1, 2), seed=7,
