@@ -134,7 +134,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "metatrain.query_scaled_step": _flag(), "metatrain.init_scale": RATE,
     "metatrain.phi_class_marginal": _flag(), "metatrain.phi_balanced_assignment": _flag(),
     "metatrain.learned_step_size": _flag(), "metatrain.center_features": _flag(),
-    "metatrain.balanced_readout": _flag(),
+    "metatrain.balanced_readout": _flag(), "metatrain.power_transform": _flag(),
     "metatrain.decay_steps": _integers(1), "metatrain.query_distribution": _query_distribution(),
     "test.episodes": COUNT, "test.n_query": COUNT, "test.seed": NON_NEGATIVE,
     "test.extra_query_counts": _count_list(), "test.within_alphabet": _flag(),

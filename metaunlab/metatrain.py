@@ -228,6 +228,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                       balanced_assignment=config.get("phi_balanced_assignment", False),
                       learned_step_size=config.get("learned_step_size", False),
                       centering=config.get("center_features", False),
+                      power_transform=config.get("power_transform", False),
                       balanced_readout=config.get("balanced_readout", False))
     per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
     loop = TrainLoop(

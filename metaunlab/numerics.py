@@ -22,6 +22,13 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
     return x / jnp.maximum(norm, NORM_EPS)
 
 
+def power_transform(x: jax.Array, beta=0.5, eps: float = 1e-6) -> jax.Array:
+    """Elementwise (|x| + eps)^beta with the sign of x kept: PT-MAP's transform of ReLU
+    features, (x + 1e-6)^beta, for the non-negative ones (which ReLU backbones produce), and
+    defined for negative ones too. `beta` may be a traced scalar (a meta-learned exponent)."""
+    return jnp.where(x >= 0, 1.0, -1.0) * jnp.power(jnp.abs(x) + eps, beta)
+
+
 def cosine_logits(classifier: dict, weights: jax.Array, feats: jax.Array) -> jax.Array:
     """`scale * (normalize(feats) @ normalize(weights).T + bias)`: (n, D), (N, D) -> (n, N).
 

@@ -34,6 +34,7 @@ Parameters are a plain dict pytree, so optax and orbax see ordinary arrays:
    "classifier": {"scale": (), "bias": ()},      # cosine classifier, init 10 and 0
    "grad_net":   {...},                          # phi, `metaunlab.synthetic_gradient`
    ["step_size": {"log_scale": (), "count_exponent": ()}],  # optional (`step_size`)
+   ["power": {"exponent": ()}],                    # optional (`episode_features`)
    ["centering": {"strength": ()}],                # optional (`center_episode`)
    ["readout": {"log_temperature": ()}]}           # optional (`balanced_readout`)
 
@@ -53,6 +54,11 @@ import jax
 import jax.numpy as jnp
 
 from metaunlab import synthetic_gradient as phi
+from metaunlab.episode_features import (
+    POWER_EXPONENT_INIT,
+    center_episode,
+    transform_episode,
+)
 from metaunlab.numerics import (
     NORM_EPS,
     class_means,
@@ -66,7 +72,7 @@ from metaunlab.numerics import (
 Params = dict[str, Any]
 
 __all__ = ["Params", "apply", "apply_direct", "apply_gram", "balanced_readout",
-           "center_episode",
+           "center_episode", "transform_episode",
            "grad_matching_loss", "init",
            "init_theta", "loss", "n_way_of", "query_scaled_lr", "step_size", "synthetic_step"]
 
@@ -74,7 +80,7 @@ __all__ = ["Params", "apply", "apply_direct", "apply_gram", "balanced_readout",
 def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
          class_marginal: bool = False, balanced_assignment: bool = False,
          learned_step_size: bool = False, centering: bool = False,
-         balanced_readout: bool = False) -> Params:
+         power_transform: bool = False, balanced_readout: bool = False) -> Params:
     """Fresh SIB parameters for `n_way`-way episodes on `feat_dim`-dimensional features.
 
     `scale` is the cosine classifier's initial (learned) inverse temperature; 10 is the
@@ -84,6 +90,8 @@ def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
     `learned_step_size` adds the two meta-learned scalars of `step_size`, both 0 at first,
     where the head takes the reference's steps. `centering` adds the meta-learned strength
     of `center_episode`, 1 at first (each episode's features centred on their mean).
+    `power_transform` adds the meta-learned exponent of `episode_features.
+    power_transform_episode`, `POWER_EXPONENT_INIT` at first.
     `balanced_readout` adds the meta-learned log temperature of `balanced_readout`, 0 at
     first (the head's own logits).
     """
@@ -97,6 +105,8 @@ def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
     if learned_step_size:
         params["step_size"] = {"log_scale": jnp.asarray(0.0, jnp.float32),
                                "count_exponent": jnp.asarray(0.0, jnp.float32)}
+    if power_transform:
+        params["power"] = {"exponent": jnp.asarray(POWER_EXPONENT_INIT, jnp.float32)}
     if centering:
         params["centering"] = {"strength": jnp.asarray(1.0, jnp.float32)}
     if balanced_readout:
@@ -147,39 +157,6 @@ def step_size(params: Params, lr, n_way: int, n_queries):
     learned = params["step_size"]
     per_class = jnp.asarray(n_queries, jnp.float32) / n_way
     return lr * jnp.exp(learned["log_scale"] - learned["count_exponent"] * jnp.log(per_class))
-
-
-def center_episode(params: Params, support_feats: jax.Array, query_feats: jax.Array,
-                   query_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """The episode's features as the head reads them: unchanged (the reference), or, for
-    parameters with a `centering` entry (`init(..., centering=True)`), L2-normalised and
-    moved by `strength` times the mean of the episode's normalised support and (real)
-    query features:
-
-        x -> x / ||x|| - strength * mean over support and queries of (x / ||x||).
-
-    Why: on alphabets far from the training ones the backbone maps every character near
-    one common direction (the cosine between different classes' features rises from about
-    0.3 to 0.6), so all cosines are compressed together. phi's BatchNorm normalises that
-    compression away and steps as boldly as on well-spread features, and its steps then
-    gather most queries into a few classes. The mean is over the episode's own images,
-    support and queries, which a transductive head reads anyway; the queries weigh in
-    with `query_mask`'s real rows only. Shapes as `apply`'s, with leading episode axes.
-    """
-    if "centering" not in params:
-        return support_feats, query_feats
-    support_hat, query_hat = l2_normalize(support_feats), l2_normalize(query_feats)
-    total = jnp.sum(support_hat, axis=-2)
-    count = support_hat.shape[-2]
-    if query_mask is None:
-        total = total + jnp.sum(query_hat, axis=-2)
-        count = count + query_hat.shape[-2]
-    else:
-        weights = query_mask.astype(query_hat.dtype)[..., None]
-        total = total + jnp.sum(weights * query_hat, axis=-2)
-        count = count + jnp.sum(weights, axis=-2)
-    shift = params["centering"]["strength"] * (total / count)[..., None, :]
-    return support_hat - shift, query_hat - shift
 
 
 def _real_queries(query_feats: jax.Array, query_mask: jax.Array | None):
@@ -267,8 +244,8 @@ def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.A
     nothing stopped). With `remat` each step is recomputed in the backward pass
     (`jax.checkpoint`), so only theta between steps is kept.
     """
-    support_feats, query_feats = center_episode(params, support_feats, query_feats,
-                                                query_mask)
+    support_feats, query_feats = transform_episode(params, support_feats, query_feats,
+                                                   query_mask)
     lr = step_size(params, lr, n_way_of(params), _real_queries(query_feats, query_mask))
     step = functools.partial(synthetic_step, lr=lr, query_mask=query_mask)
     if remat:
@@ -295,8 +272,8 @@ def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Arr
     through P0 and ||theta0||^2.
     """
     classifier = params["classifier"]
-    support_feats, query_feats = center_episode(params, support_feats, query_feats,
-                                                query_mask)
+    support_feats, query_feats = transform_episode(params, support_feats, query_feats,
+                                                   query_mask)
     inv_norm = 1.0 / jnp.maximum(jnp.linalg.norm(query_feats, axis=-1), NORM_EPS)  # (Nq,)
     theta0 = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
     gram = (query_feats @ transpose(query_feats)) * inv_norm[..., :, None] * inv_norm[..., None, :]

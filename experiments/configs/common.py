@@ -115,9 +115,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.metatrain.learned_step_size = False
     # False (the reference): the head reads the features as they are. True: each episode's
     # L2-normalised features are moved by a meta-learned multiple (from 1) of their mean
-    # over its support and queries (metaunlab.sib.center_episode), so features that new
+    # over its support and queries (metaunlab.episode_features.center_episode), so features that new
     # alphabets crowd around one direction spread out again before phi steps on them.
     c.metatrain.center_features = False
+    # False (the reference): the head reads the backbone's features. True: it reads them
+    # raised elementwise to a meta-learned exponent, from 0.5 (PT-MAP's power transform,
+    # metaunlab.episode_features.power_transform_episode), before any centring.
+    c.metatrain.power_transform = False
     # False (the reference): SIB predicts each query's softmax of its logits. True: after the
     # K steps the logits are read out as the query set's balanced assignment (Sinkhorn at a
     # meta-learned temperature, metaunlab.sib.balanced_readout), in meta-training and in every

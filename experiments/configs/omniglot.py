@@ -122,7 +122,7 @@ def get_config(protocol: str = "character"):
         c.metatrain.within_alphabet = True
         c.test.extra_query_counts = "1,5"
         # Centre each episode's features on their mean before the head reads them
-        # (metaunlab.sib.center_episode). New alphabets crowd the backbone's features
+        # (metaunlab.episode_features.center_episode). New alphabets crowd the backbone's features
         # around one direction, and there the reference's synthetic steps gather the
         # queries into a few classes. Chosen on validation: on the mean of the four folds'
         # validation alphabets it gains in every setting (20-way 1-shot, 15 queries per

@@ -50,11 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from metaunlab.methods.base import Method, masked_mean, register
-from metaunlab.numerics import class_means, l2_normalize, sq_distances
-
-
-def power_transform(x: jax.Array, beta: float = 0.5, eps: float = 1e-6) -> jax.Array:
-    return jnp.where(x >= 0, 1.0, -1.0) * jnp.power(jnp.abs(x) + eps, beta)
+from metaunlab.numerics import class_means, l2_normalize, power_transform, sq_distances
 
 
 def sinkhorn(kernel: jax.Array, row_sums: jax.Array, col_sums: jax.Array,
