@@ -72,9 +72,9 @@ from metaunlab.numerics import (
 Params = dict[str, Any]
 
 __all__ = ["Params", "apply", "apply_direct", "apply_gram", "balanced_readout",
-           "center_episode", "transform_episode",
-           "grad_matching_loss", "init",
-           "init_theta", "loss", "n_way_of", "query_scaled_lr", "step_size", "synthetic_step"]
+           "center_episode", "grad_matching_loss", "init", "init_theta", "loss",
+           "n_way_of", "query_scaled_lr", "step_size", "synthetic_step",
+           "transform_episode"]
 
 
 def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,

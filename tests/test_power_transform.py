@@ -61,7 +61,10 @@ def test_the_head_is_the_reference_on_transformed_features(form, perturbed_sib_p
     fs, ys, fq, _ = _relu_episodes(1, n_query=4)
     base = perturbed_sib_params(1, 5, 8)
     got = form(_with_power(base, 0.4), fs, ys, fq, steps=3, lr=0.3)
-    power = lambda x: (np.asarray(x, np.float64) + 1e-6) ** 0.4
+
+    def power(x):
+        return (np.asarray(x, np.float64) + 1e-6) ** 0.4
+
     want = form(base, jnp.asarray(power(fs), jnp.float32), ys,
                 jnp.asarray(power(fq), jnp.float32), steps=3, lr=0.3)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
