@@ -87,10 +87,12 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
         stored = json.loads((workdir / protocol / "config.json").read_text())
         assert stored["metatrain"]["query_counts"] == "1,3"  # overrides reach both protocols
         # held-out alphabets meta-train with centred features, the character split does not;
-        # phi reads the balanced assignment in both, and both read the queries out as one
+        # phi reads the balanced assignment in both, both read the queries out as one, and
+        # both heads power-transform their features
         assert stored["metatrain"]["center_features"] == (protocol == "within_alphabet")
         assert stored["metatrain"]["phi_balanced_assignment"]
         assert stored["metatrain"]["balanced_readout"]
+        assert stored["metatrain"]["power_transform"]
     table = (workdir / "results.md").read_text()
     assert "## character" in table and "## within_alphabet" in table
     assert "5way_1shot_5query" in proc.stdout
