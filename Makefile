@@ -29,10 +29,12 @@ demo: install
 folds: install
 	$(PY) -m experiments.omniglot_folds --workdir=$(WORKDIR)_folds
 
+# --dist loadfile: a test file's module-scoped fixtures (the tiny trained runs) are built once,
+# by the one worker that runs the whole file, instead of once per worker.
 test: install
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
-# Long end-to-end runs, excluded from the default suite.
+# Long end-to-end runs and the slowest checks, excluded from the default suite.
 test-slow: install
 	$(PY) -m pytest -q -m slow
 

@@ -281,6 +281,7 @@ def test_max_pool_matches_flax_window_max_pool(train: bool) -> None:
 # ---- memory levers change memory, not maths -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_backbone_remat_gives_the_same_gradients_and_parameters():
     images = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
     plain = WideResNet(depth=10, widen_factor=1, strides=(1, 2, 2))

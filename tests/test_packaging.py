@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,needs", [("cuda12", "jax-cuda12-plugin"), ("tpu", "libtpu")])
 def test_accelerator_extras_resolve_to_jaxs_own(tmp_path, extra, needs):
     """`pip install --dry-run` resolves the whole install without a GPU or TPU (and without

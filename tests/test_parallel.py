@@ -20,6 +20,7 @@ from metaunlab.metrics import read_metrics
 from tests import _tiny_run
 
 
+@pytest.mark.slow
 def test_four_devices_follow_the_one_device_trajectory(tmp_path, run_tiny, saved_leaves):
     run_tiny([tmp_path / "four", tmp_path / "four.npz", "--iterations", 8,
               "--pretrain-steps", 3], devices=4)

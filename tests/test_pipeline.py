@@ -228,6 +228,7 @@ def test_bad_settings_string_is_a_clear_error():
         parse_settings("5-way")
 
 
+@pytest.mark.slow
 def test_cached_augmented_views_mode_trains_and_keeps_its_cache(few_characters, tmp_path):
     config = _omniglot_tiny(few_characters)
     config.metatrain.transform = "omniglot_shift"

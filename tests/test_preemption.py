@@ -11,6 +11,7 @@ import time
 
 import chex
 import numpy as np
+import pytest
 
 from tests import _tiny_run
 
@@ -62,6 +63,7 @@ def test_sigterm_saves_the_current_step_and_the_rerun_ends_bitwise_equal(tmp_pat
     chex.assert_trees_all_equal(resumed, _uninterrupted(tmp_path))
 
 
+@pytest.mark.slow
 def test_sigkill_resumes_from_the_last_interval_checkpoint_bitwise_equal(tmp_path, run_tiny):
     workdir = tmp_path / "kill"
     code, _ = _start_and_interrupt(run_tiny, workdir, tmp_path / "kill.npz", signal.SIGKILL,

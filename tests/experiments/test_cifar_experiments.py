@@ -25,6 +25,7 @@ def _flags(values):
     return [f"--config.{k}={'()' if v == () else v}" for k, v in values.items()]
 
 
+@pytest.mark.slow
 def test_cifar_fs_experiment_runs_on_the_cifar100_python_archive(tmp_path, make_cifar100_python):
     make_cifar100_python(tmp_path / "cifar100", train_per_class=3, test_per_class=1)
     proc = subprocess.run(

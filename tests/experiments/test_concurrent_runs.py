@@ -83,6 +83,7 @@ if __name__ == "__main__":  # the children import this module again (spawn)
 """
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_child_at_a_checkpoint_and_the_same_command_resumes(tmp_path):
     from tests.test_pipeline import _write_features
 
