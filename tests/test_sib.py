@@ -245,7 +245,7 @@ def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float6
             with _phi_by_autodiff():
                 return batched(p)
 
-        # Compiled whole: op by op, float64 autodiff through K steps takes ten times longer.
+        # Compiled whole, as training runs it: its 6 cases take 38 s so, 47 s op by op (2 cores).
         (loss, logits), grads = jax.jit(jax.value_and_grad(batched, has_aux=True))(params)
         (want_loss, want_logits), want_grads = jax.jit(
             jax.value_and_grad(vmapped, has_aux=True))(params)
