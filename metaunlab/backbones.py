@@ -5,7 +5,8 @@ This module holds the three convolutional feature extractors used by SIB
 Gradients", ICLR 2020) and by the later work it is usually compared with:
 
 * :class:`Conv4` -- the classic Conv-4-64 network (Vinyals et al. 2016,
-  Snell et al. 2017), flattened output, any input size.
+  Snell et al. 2017), flattened output, any input size; ``"conv4_gap"`` is the same
+  network with a global average over the last block's map in place of its last max-pool.
 * :class:`WideResNet` -- the pre-activation WRN-28-10 of Zagoruyko &
   Komodakis (2016) in the exact form used by the SIB reference code.
 * :class:`ResNet12` -- the 640-d ResNet-12 of MetaOptNet (Lee et al. 2019).
@@ -133,17 +134,28 @@ class Conv4(nn.Module):
     BatchNorm -> ReLU -> 2x2 max-pool], then flatten. The number of input
     channels is taken from the input, and any spatial size works: 28 -> 64
     features, 32 -> 256, 80 or 84 -> 1600 (with ``width=64``).
+
+    ``final_pool="mean"`` replaces the last 2x2 max-pool by the mean over the whole map of
+    the last block, giving ``width`` features at any size. At 28 px that map is 3x3, and the
+    2x2 max-pool with odd edges dropped reads only its top-left 2x2 cells: the mean reads
+    all nine. The convolutions, and so the compute, are the same.
     """
 
     width: int = 64
+    final_pool: str = "max"  # "max": the classic network; "mean": global average
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.final_pool not in ("max", "mean"):
+            raise ConfigError(f"Conv4(final_pool={self.final_pool!r}) is not 'max' or 'mean'.")
         for i in range(4):
             x = _conv(self.width, 3, name=f"conv{i}")(x)
             x = _bn(train, name=f"bn{i}")(x)
             x = nn.relu(x)
-            x = _max_pool2(x, train)
+            if i < 3 or self.final_pool == "max":
+                x = _max_pool2(x, train)
+        if self.final_pool == "mean":
+            return x.mean(axis=(1, 2))
         return x.reshape((x.shape[0], -1))
 
 
@@ -283,6 +295,18 @@ def _conv4(image_size: int, remat: bool) -> tuple[nn.Module, int]:
     return model, model.width * side * side
 
 
+def _conv4_gap(image_size: int, remat: bool) -> tuple[nn.Module, int]:
+    if remat:
+        raise ConfigError("--config.pretrain.backbone_remat=True is only implemented for the "
+                          "residual backbones (wrn28_10, resnet12); Conv-4 is small enough "
+                          "without it.")
+    if image_size < 8:
+        raise ConfigError(f"--config.backbone=conv4_gap needs images of at least 8 px (three "
+                          f"2x2 max-pools before the average), not {image_size}.")
+    model = Conv4(final_pool="mean")
+    return model, model.width
+
+
 def _wrn28_10(image_size: int, remat: bool) -> tuple[nn.Module, int]:
     strides = (1, 2, 2) if image_size <= 32 else (2, 2, 2)
     model = WideResNet(depth=28, widen_factor=10, strides=strides, remat=remat)
@@ -295,8 +319,8 @@ def _resnet12(image_size: int, remat: bool) -> tuple[nn.Module, int]:
     return model, model.widths[-1]
 
 
-BACKBONES: dict[str, BackboneFactory] = {"conv4": _conv4, "wrn28_10": _wrn28_10,
-                                         "resnet12": _resnet12}
+BACKBONES: dict[str, BackboneFactory] = {"conv4": _conv4, "conv4_gap": _conv4_gap,
+                                         "wrn28_10": _wrn28_10, "resnet12": _resnet12}
 
 
 def register_backbone(name: str, factory: BackboneFactory) -> BackboneFactory:
@@ -329,7 +353,8 @@ def _imported_factory(spec: str) -> BackboneFactory:
 def get_backbone(name: str, image_size: int, remat: bool = False) -> tuple[nn.Module, int]:
     """Build a backbone by name for square ``image_size`` inputs; returns ``(module, D)``.
 
-    ``name`` is a registered name (``"conv4"``; ``"wrn28_10"``, with strides ``(1, 2, 2)``
+    ``name`` is a registered name (``"conv4"``; ``"conv4_gap"``, Conv-4 ending in a global
+    average; ``"wrn28_10"``, with strides ``(1, 2, 2)``
     for ``image_size <= 32`` and ``(2, 2, 2)`` above; ``"resnet12"``; or one added with
     :func:`register_backbone`) or ``"package.module:factory"``, a factory importable from
     anywhere with the signature of :func:`register_backbone`. ``remat`` recomputes each

@@ -35,6 +35,8 @@ SHAPE_CASES = [
     ("conv4", 32, 3, 256),
     ("conv4", 80, 3, 1600),
     ("conv4", 84, 3, 1600),
+    ("conv4_gap", 28, 1, 64),
+    ("conv4_gap", 84, 3, 64),
     ("wrn28_10", 32, 3, 640),
     ("wrn28_10", 80, 3, 640),
     ("resnet12", 32, 3, 640),
@@ -50,6 +52,24 @@ def test_output_shapes_and_feature_dim(name, size, channels, expected_dim):
     out, _ = _abstract_init(model, (3, size, size, channels))
     chex.assert_shape(out, (3, dim))
     assert out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("size", [28, 32])
+def test_conv4_gap_is_conv4_with_the_mean_of_the_last_map_for_its_last_pool(size):
+    # Same parameters as Conv-4: the features are the mean over the last block's map (taken
+    # before its pool), where Conv-4's own last max-pool reads only the top-left 2x2 cells.
+    x = jax.random.normal(jax.random.key(1), (4, size, size, 1))
+    classic, _ = get_backbone("conv4", size)
+    gap, dim = get_backbone("conv4_gap", size)
+    variables = classic.init(jax.random.key(0), x, train=False)
+    out, inter = classic.apply(variables, x, train=False,
+                               capture_intermediates=lambda mdl, _: mdl.name == "bn3")
+    (last_bn,) = inter["intermediates"]["bn3"]["__call__"]
+    last_map = jax.nn.relu(last_bn)
+    chex.assert_trees_all_close(gap.apply(variables, x, train=False),
+                                last_map.mean(axis=(1, 2)), atol=1e-6)
+    assert dim == 64 and out.shape[1] == 64 * (size // 16) ** 2
+    assert not jnp.allclose(gap.apply(variables, x, train=False)[:, :64], out[:, :64])
 
 
 def test_get_backbone_wrn_strides():
