@@ -37,6 +37,8 @@ SHAPE_CASES = [
     ("conv4", 84, 3, 1600),
     ("conv4_gap", 28, 1, 64),
     ("conv4_gap", 84, 3, 64),
+    ("conv4_gap_two_pools", 28, 1, 64),
+    ("conv4_gap_two_pools", 84, 3, 64),
     ("wrn28_10", 32, 3, 640),
     ("wrn28_10", 80, 3, 640),
     ("resnet12", 32, 3, 640),
@@ -70,6 +72,44 @@ def test_conv4_gap_is_conv4_with_the_mean_of_the_last_map_for_its_last_pool(size
                                 last_map.mean(axis=(1, 2)), atol=1e-6)
     assert dim == 64 and out.shape[1] == 64 * (size // 16) ** 2
     assert not jnp.allclose(gap.apply(variables, x, train=False)[:, :64], out[:, :64])
+
+
+def _conv4_by_hand(variables, x, max_pools):
+    """Conv-4 in inference, written with lax ops: conv, BatchNorm from its running
+    statistics, ReLU, 2x2 max-pool after the first `max_pools` blocks, global average."""
+    params, stats = variables["params"], variables["batch_stats"]
+    for i in range(4):
+        x = jax.lax.conv_general_dilated(x, params[f"conv{i}"]["kernel"], (1, 1),
+                                         ((1, 1), (1, 1)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        bn, st = params[f"bn{i}"], stats[f"bn{i}"]
+        x = (x - st["mean"]) / jnp.sqrt(st["var"] + 1e-5) * bn["scale"] + bn["bias"]
+        x = jnp.maximum(x, 0.0)
+        if i < max_pools:
+            n, h, w, c = x.shape
+            x = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+            x = x.max(axis=(2, 4))
+    return x.mean(axis=(1, 2))
+
+
+@pytest.mark.parametrize(("name", "max_pools"), [("conv4_gap", 3), ("conv4_gap_two_pools", 2)])
+def test_conv4_gap_variants_match_a_forward_pass_by_hand(name, max_pools):
+    x = jax.random.normal(jax.random.key(1), (3, 28, 28, 1))
+    model, _ = get_backbone(name, 28)
+    variables = model.init(jax.random.key(0), x, train=False)
+    # Running statistics away from their initial 0 / 1, so the test sees them used.
+    keys = iter(jax.random.split(jax.random.key(2), 8))
+    variables = {"params": variables["params"], "batch_stats": jax.tree_util.tree_map(
+        lambda v: v + 0.5 * jax.random.uniform(next(keys), v.shape), variables["batch_stats"])}
+    chex.assert_trees_all_close(model.apply(variables, x, train=False),
+                                _conv4_by_hand(variables, x, max_pools), atol=1e-5)
+
+
+def test_conv4_gap_variants_reject_images_too_small_for_their_pools():
+    with pytest.raises(ConfigError, match="conv4_gap_two_pools needs images of at least 4 px"):
+        get_backbone("conv4_gap_two_pools", 3)
+    with pytest.raises(ConfigError, match="max_pools=5"):
+        _abstract_init(Conv4(max_pools=5), (1, 28, 28, 1))
 
 
 def test_get_backbone_wrn_strides():
