@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from metaunlab import backbones
-from metaunlab.backbones import Conv4, ResNet12, WideResNet, compute_dtype, get_backbone
+from metaunlab.backbones import Conv4, ResNet12, WideResNet, compute_dtype, get_backbone, layers
 from metaunlab.errors import ConfigError
 
 
@@ -221,7 +221,7 @@ def test_stride2_padding_is_symmetric_like_pytorch():
     # A 3x3 all-ones kernel, stride 2, padding 1, on a 4x4 all-ones image. PyTorch pads one
     # pixel on every side, so the top-left output only sees a 2x2 patch of ones (sum 4);
     # "SAME" would pad only bottom/right and give 9 there.
-    conv = backbones._conv(1, 3, stride=2)
+    conv = layers.conv(1, 3, stride=2)
     params = {"params": {"kernel": jnp.ones((3, 3, 1, 1))}}
     out = conv.apply(params, jnp.ones((1, 4, 4, 1)))
     np.testing.assert_array_equal(np.asarray(out)[0, :, :, 0], [[4.0, 6.0], [6.0, 9.0]])
@@ -237,7 +237,7 @@ def test_batchnorm_train_vs_eval():
 
     # BatchNorm hyper-parameters mirror PyTorch defaults (torch momentum 0.1 = flax 0.9).
     for train in (True, False):
-        bn = backbones._bn(train)
+        bn = layers.batch_norm(train)
         assert (bn.momentum, bn.epsilon, bn.use_running_average) == (0.9, 1e-5, not train)
 
     # Train mode: running statistics get updated.
@@ -331,11 +331,11 @@ def test_real_forward_is_finite(model, shape, dim):
 def test_max_pool_matches_flax_window_max_pool(train: bool) -> None:
     """Training pools by reshape + max, inference by reduce_window (the faster of the two
     on CPU in each place): both must give flax's VALID window max, odd edges dropped."""
-    from metaunlab.backbones import _max_pool2
+    from metaunlab.backbones.layers import max_pool2
 
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3))
     want = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-    np.testing.assert_array_equal(np.asarray(_max_pool2(x, train)), np.asarray(want))
+    np.testing.assert_array_equal(np.asarray(max_pool2(x, train)), np.asarray(want))
 
 
 # ---- memory levers change memory, not maths -----------------------------------------------
