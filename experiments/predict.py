@@ -14,7 +14,7 @@ Writes `path,label,probability,label_k0,probability_k0` per query image (with
 --class_columns, also one probability column per class).
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from experiments import cli
 
@@ -43,6 +43,12 @@ def main(argv):
                                             checkpoint=FLAGS.checkpoint, seed=FLAGS.seed,
                                             step=FLAGS.step)
         predictions.to_csv(FLAGS.output, class_columns=FLAGS.class_columns)
+    print(predictions.head)
+    counts = ", ".join(f"{name} {n}" for name, n in predictions.class_counts().items())
+    print(f"queries per predicted class (SIB): {counts}")
+    warning = predictions.forced_even_warning()
+    if warning:
+        logging.warning(warning)
     print(f"wrote {len(predictions.paths)} predictions over {len(predictions.classes)} classes "
           f"to {FLAGS.output}")
 

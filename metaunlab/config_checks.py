@@ -74,13 +74,17 @@ def _query_distribution() -> tuple[Check, str]:
     def check(v):
         from metaunlab.data.errors import DataError
         from metaunlab.data.query_sets import QueryDistribution
+        if not isinstance(v, str) or not v.strip():
+            return False
         try:
-            QueryDistribution.parse(v)
+            for part in v.split(","):
+                QueryDistribution.parse(part)
         except DataError:
             return False
-        return isinstance(v, str)
+        return True
 
-    return check, "'balanced' or 'dirichlet:ALPHA' with ALPHA > 0, e.g. 'dirichlet:2'"
+    return check, ("'balanced', 'dirichlet:ALPHA' with ALPHA > 0, or several separated by "
+                   "commas, e.g. 'balanced,dirichlet:2'")
 
 
 def _scale_list() -> tuple[Check, str]:
@@ -131,9 +135,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "metatrain.remat": _flag(), "metatrain.backbone_dtype": DTYPE,
     "metatrain.steps_per_call": NON_NEGATIVE,
     "metatrain.query_counts": _count_list(), "metatrain.within_alphabet": _flag(),
-    "metatrain.query_scaled_step": _flag(), "metatrain.init_scale": RATE,
-    "metatrain.phi_class_marginal": _flag(), "metatrain.phi_balanced_assignment": _flag(),
-    "metatrain.learned_step_size": _flag(), "metatrain.center_features": _flag(),
+    "metatrain.init_scale": RATE, "metatrain.center_features": _flag(),
     "metatrain.balanced_readout": _flag(), "metatrain.power_transform": _flag(),
     "metatrain.decay_steps": _integers(1), "metatrain.query_distribution": _query_distribution(),
     "test.episodes": COUNT, "test.n_query": COUNT, "test.seed": NON_NEGATIVE,

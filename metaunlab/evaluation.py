@@ -147,37 +147,65 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
     return Evaluation(100.0 * np.concatenate(out)[:total], ms, warm_up)
 
 
-def sib_variants(params: Any, *, steps: int, lr: float, step_queries: int | None = None,
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """`{"mean", "ci95"}` of a - b over the same episodes (per-episode accuracies in
+    percent): the mean paired difference and 1.96 times its standard error, the interval a
+    matched comparison has, narrower than either method's own."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired accuracies need the same episodes, got {a.shape} and "
+                         f"{b.shape}.")
+    mean, ci95 = mean_and_ci95(a - b)
+    return {"mean": mean, "ci95": ci95}
+
+
+def k0_reads_queries(params: Any) -> bool:
+    """Whether the head at K = 0 reads the query set: true where its features are centred on
+    their mean over support and queries (`metatrain.center_features`) or its logits are
+    read out as the query set's balanced assignment (`metatrain.balanced_readout`), so its
+    "K = 0" control is transductive too."""
+    return "centering" in params or "readout" in params
+
+
+def sib_variants(params: Any, *, steps: int, lr: float,
                  step_scales: StepScales | None = None) -> dict[str, Method]:
     """The trained head as the methods a run reports: "sib" (K = `steps` at step `lr`),
-    "sib_tuned" with `step_scales` (`metaunlab.step_tuning`), and "k0" (no step)."""
-    variants = {"sib": sib_method(params, steps, lr, step_queries=step_queries)}
+    "sib_tuned" with `step_scales` (`metaunlab.step_tuning`), and "k0" (no step, every other
+    part of the head kept: its matched control)."""
+    variants = {"sib": sib_method(params, steps, lr)}
     if step_scales is not None:
-        variants["sib_tuned"] = sib_method(params, steps, lr, step_queries=step_queries,
-                                           step_scales=step_scales)
-    variants["k0"] = sib_method(params, 0, lr, step_queries=step_queries)
+        variants["sib_tuned"] = sib_method(params, steps, lr, step_scales=step_scales)
+    # The matched control keeps every part of the head, the balanced readout included.
+    variants["k0"] = sib_method(params, 0, lr, readout=True if "readout" in params else None)
     return variants
 
 
 def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
-                 lr: float, desc: str = "meta-test", step_queries: int | None = None,
+                 lr: float, desc: str = "meta-test",
                  step_scales: StepScales | None = None) -> dict[str, dict[str, float]]:
-    """`{"sib": {"accuracy", "ci95", "steps"}, "k0": {...}}` on the same episodes.
+    """`{"sib": {"accuracy", "ci95", "steps", "minus_k0"}, "k0": {..., "transductive"}}` on
+    the same episodes.
 
-    "k0" is the same trained model with zero synthetic gradient steps: the initialization
-    network's class-mean cosine classifier, which never looks at the unlabeled queries.
-    The difference between the two is what transduction through synthetic gradients adds.
-    `step_queries`: as in `sib_method`. With `step_scales` (`metaunlab.step_tuning`),
-    "sib_tuned" is SIB at those multiples of its step, its entry with the "step_scale" of
-    the episodes' query count.
+    "k0" is the same trained model with zero synthetic gradient steps and every other part
+    it has (feature transforms, readout): the matched control. It reads the unlabeled
+    queries only where the head centres features on the episode's mean
+    ("transductive": true, `k0_reads_queries`). "minus_k0" is SIB's paired difference from
+    it over the same episodes, `{"mean", "ci95"}` (`paired_difference`): what the synthetic
+    gradient steps add. With `step_scales` (`metaunlab.step_tuning`), "sib_tuned" is SIB at
+    those multiples of its step, its entry with the "step_scale" of the episodes' query
+    count.
     """
-    results = {}
-    for name, method in sib_variants(params, steps=steps, lr=lr, step_queries=step_queries,
-                                     step_scales=step_scales).items():
+    results, per_episode = {}, {}
+    for name, method in sib_variants(params, steps=steps, lr=lr, step_scales=step_scales).items():
         result = evaluate(method, feats, episodes, desc=f"{desc} {name}")
+        per_episode[name] = result.accuracies
         results[name] = {"accuracy": result.accuracy, "ci95": result.ci95,
                          "steps": 0 if name == "k0" else steps}
         if name == "sib_tuned":
             per_class = float(episodes.mask_or_ones.sum(-1).mean()) / episodes.n_way
             results[name]["step_scale"] = step_scales.scale_at(per_class)
+    results["k0"]["transductive"] = k0_reads_queries(params)
+    for name in results:
+        if name != "k0":
+            results[name]["minus_k0"] = paired_difference(per_episode[name], per_episode["k0"])
     return results

@@ -38,8 +38,9 @@ from metaunlab.backbones import cast_floats, compute_dtype
 from metaunlab.config_checks import RULES, parse_counts
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
+from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
-from metaunlab.methods.sib_head import sib_method, step_queries_of
+from metaunlab.methods.sib_head import sib_method
 from metaunlab.metrics import MetricWriter
 from metaunlab.train_loop import TrainLoop
 
@@ -77,7 +78,7 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
                     grad_coeff: float = 0.0, feature_fn: FeatureFn | None = None,
                     transform: ImageTransform | None = None, mesh: jax.sharding.Mesh | None = None,
                     remat: bool = False, backbone_dtype: Any = jnp.float32,
-                    steps_per_call: int = 1, step_queries: int | None = None):
+                    steps_per_call: int = 1):
     """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
 
     `source` is (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
@@ -88,9 +89,7 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
     K SIB steps in the backward pass; `backbone_dtype` is the compute dtype of the frozen
     backbone forward. With `steps_per_call` = S > 1 every array of `episodes` has a leading
     axis of S iterations (episodes then split along axis 1) and the call runs them in
-    order; metrics are their means. `step_queries` Q: `inner_lr` is the synthetic step for Q
-    queries per class, rescaled to each batch's query count (`sib.query_scaled_lr`); None
-    steps by `inner_lr` always (the reference). Pass a state placed by
+    order; metrics are their means. Pass a state placed by
     `parallel.replicate`: the step returns it replicated, and an input placed otherwise
     costs one more compilation.
     """
@@ -118,12 +117,9 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
         fs = episode_features(backbone_variables, support_rng, source, episodes["support_idx"])
         fq = episode_features(backbone_variables, query_rng, source, episodes["query_idx"])
 
-        lr = inner_lr if step_queries is None else sib.query_scaled_lr(
-            inner_lr, sib.n_way_of(state["params"]), fq.shape[-2], step_queries)
-
         def loss_fn(params):
             return sib.loss(params, fs, episodes["support_labels"], fq,
-                            episodes["query_labels"], steps=steps, lr=lr,
+                            episodes["query_labels"], steps=steps, lr=inner_lr,
                             grad_coeff=grad_coeff, remat=remat)
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -186,6 +182,39 @@ def query_count_index(seed: int, step: int, choices: int) -> int:
     return int(np.random.default_rng([seed, 0x5155, block]).integers(choices))
 
 
+def training_query_distributions(config: ml_collections.ConfigDict) -> list[QueryDistribution]:
+    """The query distributions meta-training draws from: `metatrain.query_distribution`, one
+    or several separated by commas ("balanced,dirichlet:2")."""
+    text = str(config.get("query_distribution", "balanced") or "")
+    check, what = RULES["metatrain.query_distribution"]
+    if not check(text):
+        raise ConfigError(f"--config.metatrain.query_distribution={text!r} is not allowed; it "
+                          f"must be {what}.")
+    out: list[QueryDistribution] = []
+    for part in text.split(","):
+        distribution = QueryDistribution.parse(part)
+        if distribution not in out:
+            out.append(distribution)
+    return out
+
+
+def imbalanced_fits(n_query: int, n_shot: int, images_per_class: int) -> bool:
+    """Whether meta-training draws class-imbalanced query sets at `n_query` queries per class:
+    when they average at most half of the images a class has left after its support, so a
+    class the Dirichlet makes twice as frequent as average still fits. Above that, only a
+    near-balanced draw fits (the sampler redraws until one does), which is no imbalance."""
+    return 2 * n_query <= images_per_class - n_shot
+
+
+def distribution_index(seed: int, step: int, choices: int) -> int:
+    """Which of `choices` query distributions iteration `step` uses: a seeded draw per
+    iteration, a pure function of (seed, step) like `query_count_index`. Every distribution
+    keeps the query set's size, so a call of several iterations keeps one shape."""
+    if choices == 1:
+        return 0
+    return int(np.random.default_rng([seed, 0xD1, step]).integers(choices))
+
+
 def episodes_as_dict(episodes: Episodes) -> dict[str, np.ndarray]:
     return {"support_idx": episodes.support_idx, "support_labels": episodes.support_labels,
             "query_idx": episodes.query_idx, "query_labels": episodes.query_labels}
@@ -207,8 +236,10 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     Query sets: `config.query_counts` ("1,5,15") draws the queries per class of each block of
     iterations from that list (`query_count_index`), so phi's BatchNorm and the classifier
     scale are trained on the query-set sizes they will meet; empty means `config.n_query`
-    always. `config.query_distribution` ("balanced", or "dirichlet:ALPHA" for class-imbalanced
-    query sets of the same sizes) splits them between the classes. `train_groups` (a group
+    always. `config.query_distribution` ("balanced", "dirichlet:ALPHA" for class-imbalanced
+    query sets of the same sizes, or several separated by commas, one drawn per iteration)
+    splits them between the classes; imbalanced sets are drawn only at the counts where they
+    fit the classes (`imbalanced_fits`), the others stay balanced. `train_groups` (a group
     id per class label, e.g. its alphabet) makes every
     episode draw its classes from one group (`EpisodeSampler`).
     """
@@ -216,17 +247,21 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
                                    "--config.metatrain.backbone_dtype")
     query_counts = training_query_counts(config)
-    samplers = {q: EpisodeSampler(train_labels, EpisodeShape(config.n_way, config.n_shot, q),
-                                  seed=config.seed, split_name="train", groups=train_groups,
-                                  query_distribution=config.get("query_distribution",
-                                                                "balanced"))
-                for q in query_counts}
+    distributions = training_query_distributions(config)
+    smallest_class = int(np.unique(np.asarray(train_labels), return_counts=True)[1].min())
+    samplers = {}
+    for q in query_counts:
+        usable = [d for d in distributions if d.is_balanced
+                  or imbalanced_fits(q, config.n_shot, smallest_class)]
+        # A count too large for imbalanced query sets uses balanced ones instead.
+        usable = usable or [QueryDistribution()]
+        samplers[q] = [EpisodeSampler(train_labels,
+                                      EpisodeShape(config.n_way, config.n_shot, q),
+                                      seed=config.seed, split_name="train", groups=train_groups,
+                                      query_distribution=d) for d in usable]
     optimizer = make_optimizer(config)
     params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim,
                       scale=config.get("init_scale", 10.0),
-                      class_marginal=config.get("phi_class_marginal", False),
-                      balanced_assignment=config.get("phi_balanced_assignment", False),
-                      learned_step_size=config.get("learned_step_size", False),
                       centering=config.get("center_features", False),
                       power_transform=config.get("power_transform", False),
                       balanced_readout=config.get("balanced_readout", False))
@@ -242,8 +277,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
 
     step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
                        grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
-                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype,
-                       step_queries=step_queries_of(config))
+                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype)
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
     # would cross a log, validation or checkpoint step.
     train_step = make_train_step(optimizer, **step_kwargs)
@@ -257,7 +291,8 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
         return query_counts[query_count_index(config.seed, step, len(query_counts))]
 
     def sample(step):
-        sampler = samplers[query_count(step)]
+        choices = samplers[query_count(step)]
+        sampler = choices[distribution_index(config.seed, step, len(choices))]
         return episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
 
     def advance(state, step, count):
@@ -276,8 +311,7 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     def validate(state):
         # Every process validates the same episodes on its own first device, so all of
         # them agree on the best accuracy without communicating.
-        head = sib_method(parallel.to_local(state["params"]), config.sib_steps,
-                          config.inner_lr, step_queries=step_queries_of(config))
+        head = sib_method(parallel.to_local(state["params"]), config.sib_steps, config.inner_lr)
         result = evaluation.evaluate(head, val_feats, val_episodes)
         return {"accuracy": result.accuracy, "ci95": result.ci95}
 

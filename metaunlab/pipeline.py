@@ -39,7 +39,7 @@ from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock, write_error
 from metaunlab.metatrain import meta_train, training_query_counts
-from metaunlab.methods.sib_head import StepScales, step_queries_of
+from metaunlab.methods.sib_head import StepScales
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
 from metaunlab.pretrain import pretrain
@@ -315,7 +315,6 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricW
             test_eps = sampler.sample(0, config.test.episodes)
             methods = evaluation.evaluate_sib(params, inputs.test_feats, test_eps,
                                               steps=mt.sib_steps, lr=mt.inner_lr,
-                                              step_queries=step_queries_of(mt),
                                               step_scales=step_scales, desc=f"test {key}")
             results["settings"][key] = {
                 "dataset": config.data.name, "protocol": protocol, "n_way": n_way,
@@ -360,7 +359,7 @@ def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, pa
     name = setting_name(mt.n_way, mt.n_shot)
     scales, accuracy = step_tuning.tune_step_scales(
         params, inputs.val_feats, episodes, steps=mt.sib_steps, lr=mt.inner_lr,
-        candidates=candidates, step_queries=step_queries_of(mt), desc=f"tune step {name}")
+        candidates=candidates, desc=f"tune step {name}")
     if is_primary():
         step_tuning.save(head_dir, scales, accuracy, candidates=candidates,
                          steps=mt.sib_steps, checkpoint=config.eval_checkpoint,

@@ -41,6 +41,28 @@ class Predictions:
     classes: list[str]
     probabilities: np.ndarray
     k0_probabilities: np.ndarray
+    head: str = ""  # which trained head predicted, in words (`TrainedModel.describe_head`)
+
+    def class_counts(self, k0: bool = False) -> dict[str, int]:
+        """Queries predicted as each class, by SIB (or, with `k0`, by K = 0)."""
+        probs = self.k0_probabilities if k0 else self.probabilities
+        counts = np.bincount(probs.argmax(axis=1), minlength=len(self.classes))
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
+
+    def forced_even_warning(self) -> str | None:
+        """A warning when SIB's predicted class counts look forced to be even: at least two
+        queries per class on average, SIB's counts all within one of each other, and K = 0's
+        not (a head whose readout assumes a balanced query set does this to any set)."""
+        sib = np.array(list(self.class_counts().values()))
+        k0 = np.array(list(self.class_counts(k0=True).values()))
+        if len(self.paths) < 2 * len(self.classes) or sib.max() - sib.min() > 1:
+            return None
+        if k0.max() - k0.min() <= 1:
+            return None
+        return (f"SIB predicts every class {sib.min()} to {sib.max()} times while K = 0 "
+                f"predicts {k0.min()} to {k0.max()}: the counts look forced to be even. "
+                "If this query set is not balanced between its classes, use a head "
+                "meta-trained without metatrain.balanced_readout.")
 
     @property
     def labels(self) -> list[str]:

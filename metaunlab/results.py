@@ -3,13 +3,16 @@
 `results.json` of a run holds, per setting ("5way_1shot", ...),
 
     {"n_way", "n_shot", "n_query", "episodes", "dataset", "protocol",
-     "methods": {"sib": {"accuracy", "ci95", "steps"}, "k0": {...},
-                 ["sib_tuned": {"accuracy", "ci95", "steps", "step_scale"}]}}
+     "methods": {"sib": {"accuracy", "ci95", "steps", "minus_k0": {"mean", "ci95"}},
+                 "k0": {"accuracy", "ci95", "steps", "transductive"},
+                 ["sib_tuned": {..., "step_scale"}]}}
 
 keyed "5way_1shot" at test.n_query queries per class and "5way_1shot_1query" at the other
 counts of test.extra_query_counts; within-alphabet entries add "alphabets".
 
-accuracies in percent with their 95% intervals (`evaluation.mean_and_ci95`).
+accuracies in percent with their 95% intervals (`evaluation.mean_and_ci95`); "minus_k0" is
+the paired difference from K = 0 over the same episodes with its own 95% interval
+(`evaluation.paired_difference`), and K = 0 is "transductive" where it reads the queries.
 `experiments.compare` adds a "compare" section whose settings hold one entry per method.
 """
 
@@ -39,9 +42,21 @@ def setting_key(name: str) -> tuple:
     return (int(match[1]), int(match[2]), int(match[3] or 10**6), name)
 
 
+def gain_cell(entry: Mapping | None, k0: Mapping) -> str:
+    """"+1.23 +- 0.20": the paired difference from K = 0 where the entry has one, else the
+    difference of the two means (results written before paired differences were kept)."""
+    if entry is None:
+        return "n/a"
+    paired = entry.get("minus_k0")
+    if paired is None:
+        return f"{entry['accuracy'] - k0['accuracy']:+.2f}"
+    return f"{paired['mean']:+.2f} +- {paired['ci95']:.2f}"
+
+
 def sib_table(settings: Mapping[str, Mapping]) -> str:
-    """SIB (K steps) against K = 0 on the same episodes, one row per setting; with a
-    "sib_tuned" entry (`test.step_scales`), also SIB at the step chosen on validation."""
+    """SIB (K steps) against K = 0 on the same episodes, one row per setting, with SIB's
+    paired difference from K = 0; with a "sib_tuned" entry (`test.step_scales`), also SIB at
+    the step chosen on validation. A K = 0 that reads the queries is marked "(transductive)"."""
     tuned = any("sib_tuned" in entry["methods"] for entry in settings.values())
     rows = []
     for name in sorted(settings, key=setting_key):
@@ -53,13 +68,15 @@ def sib_table(settings: Mapping[str, Mapping]) -> str:
             step = entry["methods"].get("sib_tuned")
             row.append("n/a" if step is None else
                        f"{accuracy_cell(step)} (x{step['step_scale']:.3g})")
-        row += [accuracy_cell(k0), f"{sib['accuracy'] - k0['accuracy']:+.2f}"]
+        k0_mark = " (transductive)" if k0.get("transductive") else ""
+        row += [accuracy_cell(k0) + k0_mark, gain_cell(sib, k0)]
         if tuned:
-            row.append("n/a" if step is None else f"{step['accuracy'] - k0['accuracy']:+.2f}")
+            row.append(gain_cell(step, k0))
         rows.append(row)
     header = ["setting", "queries per class", "episodes", "SIB"]
     header += ["SIB, step tuned on val"] if tuned else []
-    header += ["K = 0", "gain"] + (["gain, tuned"] if tuned else [])
+    header += ["K = 0", "SIB - K = 0 (paired)"]
+    header += ["tuned - K = 0 (paired)"] if tuned else []
     return markdown_table(header, rows)
 
 

@@ -33,7 +33,6 @@ Parameters are a plain dict pytree, so optax and orbax see ordinary arrays:
   {"init":       {"w": (D,)},                    # initialization network weights, init 1
    "classifier": {"scale": (), "bias": ()},      # cosine classifier, init 10 and 0
    "grad_net":   {...},                          # phi, `metaunlab.synthetic_gradient`
-   ["step_size": {"log_scale": (), "count_exponent": ()}],  # optional (`step_size`)
    ["power": {"exponent": ()}],                    # optional (`episode_features`)
    ["centering": {"strength": ()}],                # optional (`center_episode`)
    ["readout": {"log_temperature": ()}]}           # optional (`balanced_readout`)
@@ -73,23 +72,17 @@ Params = dict[str, Any]
 
 __all__ = ["Params", "apply", "apply_direct", "apply_gram", "balanced_readout",
            "center_episode", "grad_matching_loss", "init", "init_theta", "loss",
-           "n_way_of", "query_scaled_lr", "step_size", "synthetic_step",
-           "transform_episode"]
+           "n_way_of", "synthetic_step", "transform_episode"]
 
 
 def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
-         class_marginal: bool = False, balanced_assignment: bool = False,
-         learned_step_size: bool = False, centering: bool = False,
-         power_transform: bool = False, balanced_readout: bool = False) -> Params:
+         centering: bool = False, power_transform: bool = False,
+         balanced_readout: bool = False) -> Params:
     """Fresh SIB parameters for `n_way`-way episodes on `feat_dim`-dimensional features.
 
     `scale` is the cosine classifier's initial (learned) inverse temperature; 10 is the
-    reference's. `class_marginal` and `balanced_assignment` build phi's optional variants,
-    which also read the query set's class marginal or its balanced assignment
-    (`metaunlab.synthetic_gradient`); False is the reference's.
-    `learned_step_size` adds the two meta-learned scalars of `step_size`, both 0 at first,
-    where the head takes the reference's steps. `centering` adds the meta-learned strength
-    of `center_episode`, 1 at first (each episode's features centred on their mean).
+    reference's. `centering` adds the meta-learned strength of `center_episode`, 1 at first
+    (each episode's features centred on their mean).
     `power_transform` adds the meta-learned exponent of `episode_features.
     power_transform_episode`, `POWER_EXPONENT_INIT` at first.
     `balanced_readout` adds the meta-learned log temperature of `balanced_readout`, 0 at
@@ -99,12 +92,8 @@ def init(rng: jax.Array, n_way: int, feat_dim: int, *, scale: float = 10.0,
         "init": {"w": jnp.ones((feat_dim,), jnp.float32)},
         "classifier": {"scale": jnp.asarray(scale, jnp.float32),
                        "bias": jnp.asarray(0.0, jnp.float32)},
-        "grad_net": phi.init(rng, n_way, class_marginal=class_marginal,
-                             balanced_assignment=balanced_assignment),
+        "grad_net": phi.init(rng, n_way),
     }
-    if learned_step_size:
-        params["step_size"] = {"log_scale": jnp.asarray(0.0, jnp.float32),
-                               "count_exponent": jnp.asarray(0.0, jnp.float32)}
     if power_transform:
         params["power"] = {"exponent": jnp.asarray(POWER_EXPONENT_INIT, jnp.float32)}
     if centering:
@@ -124,46 +113,6 @@ def init_theta(init_params: Params, support_feats: jax.Array, support_labels: ja
     """Initialization network: `w` times the class means of the L2-normalised support
     features, (Ns, D) -> (N, D)."""
     return class_means(l2_normalize(support_feats), support_labels, n_way) * init_params["w"]
-
-
-def query_scaled_lr(lr: float, n_way: int, n_queries, step_queries: int):
-    """The step size that moves theta as far for `n_queries` queries as `lr` does for
-    `step_queries` queries per class.
-
-    The synthetic gradient of a class row is a sum over the queries (`synthetic_step`), so
-    with a fixed `lr` the step grows with the query set: a head meta-trained with 15
-    queries per class takes steps 15 times too small for one query per class. Scaling `lr`
-    by step_queries / (n_queries / n_way) makes the step a mean instead; at the training
-    query count it is `lr` itself, the reference's computation. Shapes are static, so this
-    is a Python float.
-    """
-    return float(lr) * step_queries * n_way / n_queries
-
-
-def step_size(params: Params, lr, n_way: int, n_queries):
-    """The synthetic step size of an episode with `n_queries` queries (an int, or an array
-    over episodes): `lr` itself (the reference), or, for parameters with a `step_size` entry
-    (`init(..., learned_step_size=True)`),
-
-        lr * exp(log_scale) * (n_queries / n_way) ** -count_exponent,
-
-    both scalars meta-learned. A step is a sum over the queries (`synthetic_step`), so the
-    step that suits 1 query per class is not the one that suits 15; count_exponent learns
-    how it should scale with the query count (0: the sum, 1: a mean) and log_scale the step
-    of the head's shot, instead of one lr fixed for every query set.
-    """
-    if "step_size" not in params:
-        return lr
-    learned = params["step_size"]
-    per_class = jnp.asarray(n_queries, jnp.float32) / n_way
-    return lr * jnp.exp(learned["log_scale"] - learned["count_exponent"] * jnp.log(per_class))
-
-
-def _real_queries(query_feats: jax.Array, query_mask: jax.Array | None):
-    """The number of real queries: static without a mask, per episode with one."""
-    if query_mask is None:
-        return query_feats.shape[-2]
-    return jnp.sum(query_mask, axis=-1)
 
 
 def _synthetic_cosine_gradient(params: Params, cos: jax.Array,
@@ -246,7 +195,6 @@ def apply_direct(params: Params, support_feats: jax.Array, support_labels: jax.A
     """
     support_feats, query_feats = transform_episode(params, support_feats, query_feats,
                                                    query_mask)
-    lr = step_size(params, lr, n_way_of(params), _real_queries(query_feats, query_mask))
     step = functools.partial(synthetic_step, lr=lr, query_mask=query_mask)
     if remat:
         step = jax.checkpoint(step)
@@ -288,7 +236,6 @@ def apply_gram(params: Params, support_feats: jax.Array, support_labels: jax.Arr
         clamped = jnp.maximum(norm, NORM_EPS)
         return proj / clamped[..., None, :], clamped, norm
 
-    lr = step_size(params, lr, n_way_of(params), _real_queries(query_feats, query_mask))
     lr = _episode_lr(lr, 1)  # against the (..., N) rows
 
     def one_step(params, a, b):

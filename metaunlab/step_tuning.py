@@ -58,7 +58,7 @@ def _preferred(candidates: Sequence[float], accuracies: Sequence[float]) -> floa
 
 def tune_step_scales(params: sib.Params, feats: np.ndarray,
                      episodes_by_count: Mapping[int, Episodes], *, steps: int, lr: float,
-                     candidates: Sequence[float], step_queries: int | None = None,
+                     candidates: Sequence[float],
                      desc: str | None = None) -> tuple[StepScales, dict[int, list[float]]]:
     """The best multiple of the head's step `lr` for each query count, on its episodes.
 
@@ -73,8 +73,7 @@ def tune_step_scales(params: sib.Params, feats: np.ndarray,
     for q in counts:
         accuracy[q] = []
         for scale in candidates:
-            head = sib_method(params, steps, lr, step_queries=step_queries,
-                              step_scales=StepScales((q,), (scale,)))
+            head = sib_method(params, steps, lr, step_scales=StepScales((q,), (scale,)))
             label = None if desc is None else f"{desc} {q}query x{scale:g}"
             result = evaluation.evaluate(head, feats, episodes_by_count[q], desc=label)
             accuracy[q].append(result.accuracy)

@@ -12,19 +12,8 @@ BatchNorm uses the statistics of its own Nq queries only. With `query_mask` (...
 the real queries of a padded query set enter those statistics (`metaunlab.data.episodes`);
 padded rows are normalised with them but influence nothing.
 
-The reference's phi reads each query's logits alone; only its BatchNorm statistics couple
-the queries. `init(..., class_marginal=True)` builds an optional variant: phi also reads
-the log of the query set's class marginal, log mean_q softmax(z_q), beside every query's
-logits (input width 2N instead of N, `with_class_marginal`). That is the quantity TIM's
-marginal-entropy term and PT-MAP's balanced assignment act on, which phi otherwise cannot
-see. The parameters say which variant they are (`reads_class_marginal`).
-
-`init(..., balanced_assignment=True)` adds a second optional input: the log of the query
-set's balanced assignment (`balanced_assignment`), the queries' class probabilities after
-Sinkhorn iterations that give every class an equal share of the query set, the step PT-MAP
-takes and phi cannot take from one query's logits. Its weights are a layer of their own,
-`dense1_assignment` (N -> 8N, no bias), added to the first layer's output
-(`reads_balanced_assignment`); the two inputs combine.
+`balanced_assignment` is the Sinkhorn assignment of a query set to equally frequent
+classes, which `metaunlab.sib.balanced_readout` reads the logits out as.
 """
 
 from __future__ import annotations
@@ -40,8 +29,7 @@ Params = dict[str, Any]
 
 BN_EPS = 1e-5
 HIDDEN_MULTIPLIER = 8
-# Sinkhorn iterations of `balanced_assignment`: chosen on validation episodes
-# (docs/omniglot.md, "A query set that is a matching problem").
+# Sinkhorn iterations of `balanced_assignment` by default.
 SINKHORN_ITERATIONS = 3
 
 
@@ -99,63 +87,36 @@ class QueryBatchNorm(nn.Module):
 class SyntheticGradientNet(nn.Module):
     """phi: query logits (..., Nq, N) -> synthetic gradient of the loss w.r.t. them.
 
-    Dense(N -> 8N) -> ReLU -> BN -> Dense(8N -> 8N) -> ReLU -> BN -> Dense(8N -> N); with
-    `class_marginal`, the first layer reads 2N inputs (`with_class_marginal`); with
-    `balanced_assignment`, `dense1_assignment` adds the balanced assignment's contribution
-    to the first layer's output (`balanced_assignment`).
+    Dense(N -> 8N) -> ReLU -> BN -> Dense(8N -> 8N) -> ReLU -> BN -> Dense(8N -> N).
     """
 
     n_way: int
     hidden_multiplier: int = HIDDEN_MULTIPLIER
-    class_marginal: bool = False
-    balanced_assignment: bool = False
 
     @nn.compact
     def __call__(self, logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:
         hidden = self.hidden_multiplier * self.n_way
         weights = None if query_mask is None else _mask_weights(query_mask, logits.dtype)
-        inputs = with_class_marginal(logits, query_mask) if self.class_marginal else logits
-        # The first layer's fan-in counts every input it reads, as one torch nn.Linear would.
-        fan_in = inputs.shape[-1] + (self.n_way if self.balanced_assignment else 0)
 
-        def dense(features: int, fan_in: int, name: str, use_bias: bool = True) -> nn.Dense:
+        def dense(features: int, fan_in: int, name: str) -> nn.Dense:
             init = _torch_linear_init(fan_in)
-            return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init,
-                            name=name)
+            return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
-        x = dense(hidden, fan_in, "dense1")(inputs)
-        if self.balanced_assignment:
-            x = x + dense(hidden, fan_in, "dense1_assignment", use_bias=False)(
-                balanced_assignment(logits, query_mask))
+        x = dense(hidden, self.n_way, "dense1")(logits)
         x = QueryBatchNorm(name="bn1")(nn.relu(x), weights)
         x = dense(hidden, hidden, "dense2")(x)
         x = QueryBatchNorm(name="bn2")(nn.relu(x), weights)
         return dense(self.n_way, hidden, "dense3")(x)
 
 
-def init(rng: jax.Array, n_way: int, *, class_marginal: bool = False,
-         balanced_assignment: bool = False) -> Params:
-    """Fresh phi parameters for `n_way`-way episodes (PyTorch's default initialisation);
-    `class_marginal` and `balanced_assignment` build the variants that also read the query
-    set's class marginal or its balanced assignment (module docstring)."""
-    net = SyntheticGradientNet(n_way, class_marginal=class_marginal,
-                               balanced_assignment=balanced_assignment)
-    return net.init(rng, jnp.zeros((2, n_way)))["params"]
+def init(rng: jax.Array, n_way: int) -> Params:
+    """Fresh phi parameters for `n_way`-way episodes (PyTorch's default initialisation)."""
+    return SyntheticGradientNet(n_way).init(rng, jnp.zeros((2, n_way)))["params"]
 
 
 def n_way_of(params: Params) -> int:
     """The number of ways phi was built for (static)."""
     return params["dense3"]["kernel"].shape[1]
-
-
-def reads_class_marginal(params: Params) -> bool:
-    """Whether these parameters are of the class-marginal variant (first layer 2N wide)."""
-    return params["dense1"]["kernel"].shape[0] == 2 * n_way_of(params)
-
-
-def reads_balanced_assignment(params: Params) -> bool:
-    """Whether these parameters read the balanced assignment (`dense1_assignment`)."""
-    return "dense1_assignment" in params
 
 
 def balanced_assignment(logits: jax.Array, query_mask: jax.Array | None = None,
@@ -180,26 +141,11 @@ def balanced_assignment(logits: jax.Array, query_mask: jax.Array | None = None,
     return log_plan
 
 
-def with_class_marginal(logits: jax.Array, query_mask: jax.Array | None = None) -> jax.Array:
-    """(..., Nq, N) -> (..., Nq, 2N): each query's logits beside log mean_q softmax(z_q),
-    the episode's class marginal over its (real) queries, the same for every query."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    if query_mask is None:
-        marginal = probs.mean(axis=-2, keepdims=True)
-    else:
-        weights = _mask_weights(query_mask, logits.dtype)
-        marginal = jnp.sum(weights * probs, axis=-2, keepdims=True) / _real_count(weights)
-    log_marginal = jnp.log(jnp.maximum(marginal, jnp.finfo(logits.dtype).tiny))
-    return jnp.concatenate([logits, jnp.broadcast_to(log_marginal, logits.shape)], axis=-1)
-
-
 def apply_autodiff(params: Params, logits: jax.Array,
                    query_mask: jax.Array | None = None) -> jax.Array:
     """phi(logits) by the Flax module, differentiated by autodiff (the tests' oracle for
     `apply`)."""
-    net = SyntheticGradientNet(n_way_of(params), class_marginal=reads_class_marginal(params),
-                               balanced_assignment=reads_balanced_assignment(params))
-    return net.apply({"params": params}, logits, query_mask)
+    return SyntheticGradientNet(n_way_of(params)).apply({"params": params}, logits, query_mask)
 
 
 def _flat_rows(x: jax.Array) -> jax.Array:
@@ -290,25 +236,7 @@ def apply(params: Params, logits: jax.Array, query_mask: jax.Array | None = None
 
     `query_mask` (..., Nq) bool: BatchNorm statistics over the real queries only.
     Reverse mode only: forward-mode transforms (`jax.jvp`, `jax.hessian`) are not defined.
-    The class-marginal and balanced-assignment inputs, where the parameters read them, are
-    built outside the hand-written VJP and differentiated by autodiff; so is the join of
-    `dense1_assignment` into the first layer (`_joined_first_layer`).
     """
-    inputs = with_class_marginal(logits, query_mask) if reads_class_marginal(params) else logits
-    if reads_balanced_assignment(params):
-        inputs = jnp.concatenate([inputs, balanced_assignment(logits, query_mask)], axis=-1)
-        params = _joined_first_layer(params)
     if query_mask is None:
-        return _apply_all(params, inputs)
-    return _apply_masked(params, inputs, _mask_weights(query_mask, logits.dtype))
-
-
-def _joined_first_layer(params: Params) -> Params:
-    """The parameters with `dense1_assignment`'s kernel stacked under `dense1`'s, one layer
-    that reads the inputs side by side (what `apply`'s hand-written VJP computes)."""
-    joined = {key: value for key, value in params.items() if key != "dense1_assignment"}
-    joined["dense1"] = {"kernel": jnp.concatenate([params["dense1"]["kernel"],
-                                                   params["dense1_assignment"]["kernel"]]),
-                        "bias": params["dense1"]["bias"]}
-    return joined
-
+        return _apply_all(params, logits)
+    return _apply_masked(params, logits, _mask_weights(query_mask, logits.dtype))

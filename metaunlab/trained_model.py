@@ -33,7 +33,7 @@ from metaunlab.data.features import load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.metatrain import training_query_counts
-from metaunlab.methods.sib_head import StepScales, sib_method, step_queries_of
+from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.prediction import (
     Predictions,
     query_images,
@@ -48,6 +48,15 @@ def _subset(total: int, max_rows: int | None, seed: int) -> np.ndarray:
     if max_rows is None or total <= max_rows:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, max_rows, replace=False))
+
+
+# The optional parts of a SIB head, by their parameter key, as `describe_head` names them.
+HEAD_PARTS = (
+    ("power", "a power transform of the features"),
+    ("centering", "features centred on the episode's mean (K = 0 reads the queries)"),
+    ("readout", "a balanced readout (assumes every class is about equally frequent among "
+                "the queries)"),
+)
 
 
 def setting_name(n_way: int, n_shot: int) -> str:
@@ -114,12 +123,12 @@ class TrainedModel:
         rows = _subset(len(dataset), max_rows, seed)
         return self.embed(dataset.images[rows], desc=f"embed {split}"), dataset.labels[rows]
 
-    def split_groups(self, split: str) -> np.ndarray | None:
-        """The alphabet id of each class of `split` when the run draws its test episodes
-        within one alphabet (`metaunlab.protocols`), else None."""
-        if self.features_file is not None or not self.config.test.get("within_alphabet"):
+    def split_groups(self, split: str, stage: str = "test") -> np.ndarray | None:
+        """The alphabet id of each class of `split` when the run draws its `stage` ("test" or
+        "metatrain") episodes within one alphabet (`metaunlab.protocols`), else None."""
+        if self.features_file is not None or not self.config[stage].get("within_alphabet"):
             return None
-        return episode_groups(self.config, self._dataset(split), "test")
+        return episode_groups(self.config, self._dataset(split), stage)
 
     def _dataset(self, split: str):
         if self._datasets is None:  # decoded once for every split asked for
@@ -201,8 +210,7 @@ class TrainedModel:
         support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
 
         def probabilities(steps, queries):
-            head = sib_method(params, steps, mt.inner_lr, step_queries=step_queries_of(mt),
-                              step_scales=scales if steps else None)
+            head = sib_method(params, steps, mt.inner_lr, step_scales=scales if steps else None)
             return np.asarray(head.predictor(n_way)(head.params, None, *support,
                                                     jnp.asarray(queries)[None])[0])
 
@@ -238,7 +246,18 @@ class TrainedModel:
         feats = self.embed_files([str(p) for p in support_files + queries])
         sib_probs, k0_probs = self.predict(feats[:len(labels)], labels, feats[len(labels):],
                                            checkpoint=checkpoint, seed=seed, step=step)
-        return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs)
+        n_way, n_shot = self._support_shape(labels)
+        return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs,
+                           head=self.describe_head(n_way, n_shot, checkpoint, step))
+
+    def describe_head(self, n_way: int, n_shot: int, checkpoint: str = "last",
+                      step: str = "trained") -> str:
+        """Which head serves n_way-way n_shot-shot tasks and what it assumes, in one line."""
+        params = self.sib_params(n_way, n_shot, checkpoint)
+        parts = [label for key, label in HEAD_PARTS if key in params]
+        return (f"SIB head {self.head_for(n_way, n_shot)} of {self.workdir} ({checkpoint} "
+                f"checkpoint), K = {self.config.metatrain.sib_steps} at the {step} step size"
+                + (f"; with {', '.join(parts)}" if parts else "; the reference head"))
 
     def evaluate_episode_file(self, episodes_path: str, image_root: str, *,
                               checkpoint: str = "last") -> dict:
@@ -264,7 +283,7 @@ class TrainedModel:
             name = f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query"
             by_shape[name] = {"episodes": len(episodes)}
             variants = evaluation.sib_variants(
-                params, steps=mt.sib_steps, lr=mt.inner_lr, step_queries=step_queries_of(mt),
+                params, steps=mt.sib_steps, lr=mt.inner_lr,
                 step_scales=scales[shape] if tuned else None)
             for method, head in variants.items():
                 result = evaluation.evaluate(head, feats, episodes)

@@ -47,6 +47,29 @@ def _is_resumable(field: str) -> bool:
     return any(field == r or field.startswith(r + ".") for r in RESUMABLE_FIELDS)
 
 
+# Options metaunlab no longer has. A stored config with one off (its default, the head
+# metaunlab still computes) is read without it; a head trained with it on cannot be.
+REMOVED_FLAGS = ("metatrain.query_scaled_step", "metatrain.phi_balanced_assignment",
+                 "metatrain.phi_class_marginal", "metatrain.learned_step_size")
+
+
+def _without_removed_flags(stored: dict, path: str) -> dict:
+    """`stored` (a config read from `path`) without the REMOVED_FLAGS it has off; a
+    ConfigError for one it has on."""
+    for field in REMOVED_FLAGS:
+        *parents, leaf = field.split(".")
+        node = stored
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        if node[leaf]:
+            raise ConfigError(f"{path} holds a run trained with {field}=True, an option "
+                              "metaunlab no longer has, so its head cannot be used any more.")
+        del node[leaf]
+    return stored
+
+
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Write `config.json`; refuse to resume a work dir that was trained with another config.
 
@@ -56,7 +79,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
-        old = read_json(path)
+        old = _without_removed_flags(read_json(path), path)
         changed = sorted(_differences(old, new))
         changed = [c for c in changed if not _is_resumable(c)]
         if changed:
@@ -77,7 +100,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                               "of them as --workdir.")
         raise ConfigError(f"{path} does not exist; --workdir must be a directory written "
                                 "by a metaunlab training run.")
-    return ml_collections.ConfigDict(read_json(path))
+    return ml_collections.ConfigDict(_without_removed_flags(read_json(path), path))
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

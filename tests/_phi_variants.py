@@ -1,5 +1,4 @@
-"""Float64 fixtures shared by the tests of phi's optional inputs (tests/test_class_marginal.py,
-tests/test_balanced_assignment.py, tests/test_phi_variants.py)."""
+"""Float64 fixtures of a SIB head and its episodes (tests/test_balanced_readout.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,17 +8,10 @@ from metaunlab import sib
 from metaunlab import synthetic_gradient as phi
 
 
-def max_rel(a, b):
-    """The largest relative difference between two pytrees, leaf by leaf."""
-    return max(float(jnp.abs(x - y).max() / (jnp.abs(x).max() + 1e-300))
-               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
-                               strict=True))
-
-
-def phi_params64(seed, n_way=5, **variant):
-    """phi of the given variant (`phi.init`'s keywords) in float64, its BatchNorm scales and
-    biases away from 1 and 0 so that no term hides."""
-    params = phi.init(jax.random.PRNGKey(seed), n_way, **variant)
+def phi_params64(seed, n_way=5):
+    """phi in float64, its BatchNorm scales and biases away from 1 and 0 so that no term
+    hides."""
+    params = phi.init(jax.random.PRNGKey(seed), n_way)
     rng = np.random.default_rng(seed)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     for bn in ("bn1", "bn2"):
@@ -29,11 +21,11 @@ def phi_params64(seed, n_way=5, **variant):
     return params
 
 
-def sib_params64(seed, dim=8, **variant):
-    """A 5-way SIB head on phi of the given variant, in float64."""
-    params = sib.init(jax.random.PRNGKey(seed), 5, dim, **variant)
+def sib_params64(seed, dim=8):
+    """A 5-way SIB head in float64."""
+    params = sib.init(jax.random.PRNGKey(seed), 5, dim)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
-    params["grad_net"] = phi_params64(seed, **variant)
+    params["grad_net"] = phi_params64(seed)
     params["classifier"] = {"scale": jnp.float64(7.0), "bias": jnp.float64(0.2)}
     return params
 

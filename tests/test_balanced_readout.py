@@ -33,7 +33,7 @@ def test_the_readout_is_the_balanced_assignment_of_the_heads_logits():
     equal share of the queries, and the argmax is that of the plan, not of the logits."""
     with jax.enable_x64(True):
         fs, ys, fq, _ = episode64(0, n_query=3)
-        base = sib_params64(0, balanced_assignment=True)
+        base = sib_params64(0)
         params = _with_readout(base, 0.3)
         got = sib.apply(params, fs, ys, fq, steps=3, lr=0.3)
         reference = sib.apply(base, fs, ys, fq, steps=3, lr=0.3)
@@ -71,7 +71,7 @@ def test_both_step_forms_and_padded_query_sets_agree_with_the_readout():
     """A batch of two takes the Gram form, one episode the direct form; the padded episode's
     real queries get the plan of the unpadded one (padded rows take no share)."""
     with jax.enable_x64(True):
-        params = _with_readout(sib_params64(2, balanced_assignment=True), -0.2)
+        params = _with_readout(sib_params64(2), -0.2)
         fs, ys, fq, _ = _batch(episode64(2, n_query=4), episode64(3, n_query=4))
         mask = np.ones((2, 20), bool)
         mask[1] = np.tile([True, True, False, False], 5)
@@ -87,7 +87,7 @@ def test_both_step_forms_and_padded_query_sets_agree_with_the_readout():
 def test_the_meta_gradient_through_the_readout_matches_finite_differences():
     with jax.enable_x64(True):
         fs, ys, fq, yq = episode64(4, n_query=3)
-        params = _with_readout(sib_params64(4, balanced_assignment=True), 0.4)
+        params = _with_readout(sib_params64(4), 0.4)
 
         def loss(p):
             return numerics.cross_entropy(sib.apply(p, fs, ys, fq, steps=3, lr=0.3), yq)
@@ -134,3 +134,23 @@ def test_compare_shows_k0_read_out_beside_k0_for_a_head_with_the_readout():
     methods = sib_methods(read_out, 1e-3, (0, 3))
     assert [m.name for m in methods] == ["sib_k0", "sib_k0_readout", "sib_k3"]
     assert [m.is_transductive for m in methods] == [False, True, True]
+
+
+def test_a_readout_heads_matched_k0_keeps_the_readout():
+    """evaluate_sib's K = 0 control of a head with the readout is K = 0 read out the same way
+    (transductive, so marked), and SIB's paired difference is taken from it."""
+    from metaunlab import evaluation
+    from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+    from metaunlab.methods.sib_head import sib_method
+    from tests._toy_meta_training import toy_features
+
+    feats, labels = toy_features()
+    params = sib.init(jax.random.PRNGKey(6), 5, feats.shape[1], balanced_readout=True)
+    params["readout"]["log_temperature"] = jnp.asarray(1.5, jnp.float32)
+    eps = EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=2).sample(0, 20)
+    methods = evaluation.evaluate_sib(params, feats, eps, steps=3, lr=0.05)
+    read_out = evaluation.evaluate(sib_method(params, 0, 0.05, readout=True), feats, eps)
+    plain = evaluation.evaluate(sib_method(params, 0, 0.05, readout=False), feats, eps)
+    assert methods["k0"]["accuracy"] == pytest.approx(read_out.accuracy)
+    assert not np.array_equal(read_out.accuracies, plain.accuracies)
+    assert methods["k0"]["transductive"] is True

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from metaunlab import evaluation, metatrain, optim, parallel, sib, synthetic_gradient
+from metaunlab import evaluation, metatrain, optim, parallel, sib
 from metaunlab.backbones import Conv4
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
@@ -309,28 +309,6 @@ def test_meta_training_on_several_query_counts(tmp_path, monkeypatch):
     chex.assert_trees_all_close(one, run("resumed", 40, 1), rtol=1e-6, atol=1e-8)
 
 
-def test_query_scaled_step_trains_with_the_rescaled_step_size():
-    """make_train_step(step_queries=Q) takes the loss of sib.loss at the step size of
-    sib.query_scaled_lr for the batch's query count."""
-    feats, labels = toy_features()
-    optimizer = optim.sgd_nesterov(0.05)
-    mesh = parallel.data_mesh()
-    params = sib.init(jax.random.PRNGKey(0), 5, 16)
-    batch = _episode_batch(labels, 0)  # 3 queries per class
-    state = parallel.replicate(metatrain.init_state(
-        jax.tree_util.tree_map(jnp.copy, params), optimizer, 0), mesh)  # donated by the step
-    step = metatrain.make_train_step(optimizer, steps=3, inner_lr=1e-3, step_queries=15)
-    _, metrics = step(state, None, parallel.replicate(feats, mesh),
-                      parallel.global_batch(batch, 4, mesh))
-    want, _ = sib.loss(params, feats[batch["support_idx"]], batch["support_labels"],
-                       feats[batch["query_idx"]], batch["query_labels"], steps=3,
-                       lr=sib.query_scaled_lr(1e-3, 5, 15, 15))
-    unscaled, _ = sib.loss(params, feats[batch["support_idx"]], batch["support_labels"],
-                           feats[batch["query_idx"]], batch["query_labels"], steps=3, lr=1e-3)
-    assert float(metrics["loss"]) == pytest.approx(float(want), rel=1e-5)
-    assert abs(float(want) - float(unscaled)) > 1e-6
-
-
 def test_decay_steps_divide_the_meta_learning_rate_by_ten():
     """decay_steps=(2,): the third update is a tenth of what a constant rate would take."""
     params = {"w": jnp.asarray(1.0)}
@@ -348,18 +326,42 @@ def test_decay_steps_divide_the_meta_learning_rate_by_ten():
     assert third_update(decay_steps=(2,)) == pytest.approx(-0.05)
 
 
-def test_phi_class_marginal_meta_trains_phis_class_marginal_variant(tmp_path):
-    """metatrain.phi_class_marginal=True builds and trains phi with the class-marginal input
-    (its first layer 2N wide), and the marginal's weights move."""
+def test_meta_training_on_mixed_query_distributions(tmp_path, monkeypatch):
+    """query_distribution="balanced,dirichlet:2": each iteration draws one of the two with a
+    seeded draw; Dirichlet sets only at the counts where they fit the classes (here 1 and 3
+    queries per class fit, 9 does not and stays balanced); every query set keeps its size."""
     feats, labels = toy_features()
-    writer = MetricWriter(tmp_path / "cm")
-    last, _ = metatrain.meta_train(
-        _metatrain_config(phi_class_marginal=True, iterations=10, checkpoint_every=0),
-        source=feats, train_labels=labels, feat_dim=16, val_feats=None, val_episodes=None,
-        workdir=str(tmp_path / "cm" / "mt"), writer=writer)
-    writer.close()
-    assert synthetic_gradient.reads_class_marginal(last["grad_net"])
-    start = sib.init(jax.random.PRNGKey(3), 5, 16, class_marginal=True)
-    moved = last["grad_net"]["dense1"]["kernel"][5:] - start["grad_net"]["dense1"]["kernel"][5:]
-    assert float(jnp.abs(moved).max()) > 1e-6
+    per_class = int(np.unique(labels, return_counts=True)[1].min())
+    assert metatrain.imbalanced_fits(3, 1, per_class)
+    assert not metatrain.imbalanced_fits(per_class // 2, 1, per_class)
+    seen = []
+    original = EpisodeSampler.sample
 
+    def spy(self, step, batch_size, **kwargs):
+        episodes = original(self, step, batch_size, **kwargs)
+        seen.append((self.shape.n_query, self.query_distribution.name, episodes))
+        return episodes
+
+    monkeypatch.setattr(EpisodeSampler, "sample", spy)
+    large = per_class // 2
+    writer = MetricWriter(tmp_path)
+    metatrain.meta_train(
+        _metatrain_config(query_counts=f"3,{large}", query_distribution="balanced,dirichlet:2",
+                          iterations=60, steps_per_call=1, checkpoint_every=0),
+        source=feats, train_labels=labels, feat_dim=16, val_feats=None, val_episodes=None,
+        workdir=str(tmp_path / "mt"), writer=writer)
+    writer.close()
+    assert {(q, d) for q, d, _ in seen} == {(3, "balanced"), (3, "dirichlet:2"),
+                                            (large, "balanced")}
+    for q, d, episodes in seen:
+        assert episodes.query_idx.shape[1] == 5 * q  # the same shape under both
+        counts = episodes.query_counts()
+        if d == "balanced":
+            assert np.all(counts == q)
+    assert any(np.any(e.query_counts() != q) for q, d, e in seen if d == "dirichlet:2")
+    draws = [metatrain.distribution_index(3, s, 2) for s in range(200)]
+    assert 60 < sum(draws) < 140 and draws == [metatrain.distribution_index(3, s, 2)
+                                               for s in range(200)]
+    with pytest.raises(ValueError, match="query_distribution='balanced,x'"):
+        metatrain.training_query_distributions(
+            _metatrain_config(query_distribution="balanced,x"))

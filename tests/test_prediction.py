@@ -66,3 +66,22 @@ def test_folders_are_read_as_classes_and_bad_ones_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"query folder .* holds no images"):
         query_images(tmp_path / "empty")
+
+
+def _one_hot_predictions(sib_labels, k0_labels, n_way=3):
+    eye = np.eye(n_way)
+    paths = [f"q/{i}.png" for i in range(len(sib_labels))]
+    return Predictions(paths, [f"c{i}" for i in range(n_way)], eye[sib_labels], eye[k0_labels])
+
+
+def test_class_counts_and_the_warning_when_sib_forces_even_counts():
+    forced = _one_hot_predictions([0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 1, 2])
+    assert forced.class_counts() == {"c0": 2, "c1": 2, "c2": 2}
+    assert forced.class_counts(k0=True) == {"c0": 4, "c1": 1, "c2": 1}
+    warning = forced.forced_even_warning()
+    assert warning is not None and "1 to 4" in warning and "balanced_readout" in warning
+    # Even counts that K = 0 agrees with, uneven SIB counts, or too few queries: no warning.
+    for sib_labels, k0_labels in (([0, 0, 1, 1, 2, 2], [0, 0, 1, 2, 1, 2]),
+                                  ([0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 1, 2]),
+                                  ([0, 1, 2], [0, 0, 0])):
+        assert _one_hot_predictions(sib_labels, k0_labels).forced_even_warning() is None

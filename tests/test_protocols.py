@@ -71,7 +71,7 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((workdir / "results.json").read_text())["protocols"]
     assert set(summary) == {"character", "within_alphabet"}
-    for protocol, extra in (("character", [1]), ("within_alphabet", [1, 5])):
+    for protocol, extra in (("character", [1, 5]), ("within_alphabet", [1, 5])):
         run = json.loads((workdir / protocol / "results.json").read_text())
         assert run == summary[protocol] and run["protocol"] == protocol
         keys = {"5way_1shot": 15, **{f"5way_1shot_{q}query": q for q in extra}}
@@ -86,13 +86,13 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
                 MINIMAL_ALPHABET_FOLDS[0][0])
         stored = json.loads((workdir / protocol / "config.json").read_text())
         assert stored["metatrain"]["query_counts"] == "1,3"  # overrides reach both protocols
-        # held-out alphabets meta-train with centred features, the character split does not;
-        # phi reads the balanced assignment in both, both read the queries out as one, and
-        # both heads power-transform their features
+        # held-out alphabets meta-train with centred, power-transformed features, the
+        # character split does not; both meta-train on balanced and imbalanced query sets
+        # and assume no balance
         assert stored["metatrain"]["center_features"] == (protocol == "within_alphabet")
-        assert stored["metatrain"]["phi_balanced_assignment"]
-        assert stored["metatrain"]["balanced_readout"]
-        assert stored["metatrain"]["power_transform"]
+        assert stored["metatrain"]["power_transform"] == (protocol == "within_alphabet")
+        assert stored["metatrain"]["query_distribution"] == "balanced,dirichlet:2"
+        assert not stored["metatrain"]["balanced_readout"]
     table = (workdir / "results.md").read_text()
     assert "## character" in table and "## within_alphabet" in table
     assert "5way_1shot_5query" in proc.stdout

@@ -30,12 +30,10 @@ def _episode(seed=0):
 def _all_methods():
     params = sib.init(jax.random.PRNGKey(0), N_WAY, DIM)
     params["init"]["w"] = params["init"]["w"] * 3.0  # steps that move the logits
-    heads = [sib_method(params, 3, lr=0.05), sib_method(params, 3, lr=0.05, step_queries=4)]
-    return list(METHODS.values()) + heads
+    return [*METHODS.values(), sib_method(params, 3, lr=0.05)]
 
 
-METHOD_CASES = [pytest.param(m, id=f"{m.name}{'_scaled' if i == len(METHODS) + 1 else ''}")
-                for i, m in enumerate(_all_methods())]
+METHOD_CASES = [pytest.param(m, id=m.name) for m in _all_methods()]
 
 
 @pytest.mark.parametrize("method", METHOD_CASES)

@@ -401,29 +401,3 @@ def test_sib_remat_gives_the_same_loss_and_meta_gradient(perturbed_sib_params):
     # lr=0.5 makes the K steps matter, so a remat that skipped them would show.
     assert float(plain[0]) != pytest.approx(float(sib.loss(
         params, fs, ys, fq, yq, steps=0, lr=0.5)[0]), rel=1e-3)
-
-
-def test_query_scaled_steps_do_not_depend_on_how_often_each_query_is_repeated(
-        perturbed_sib_params):
-    """Repeating every query r times leaves phi's BatchNorm statistics and outputs unchanged
-    and multiplies each synthetic gradient (a sum over queries) by r. With the step size of
-    `sib.query_scaled_lr` the repeated set therefore gives every query the logits of the
-    original set; with the reference's fixed step it does not."""
-    params = perturbed_sib_params(0, 5, 16)
-    rng = np.random.default_rng(0)
-    support = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)
-    labels = jnp.arange(5)
-    query = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)  # one query per class
-    repeated = jnp.tile(query, (15, 1))  # 15 per class
-    lr = 5e-2
-
-    def logits(queries, step):
-        return sib.apply(params, support, labels, queries, steps=3, lr=step)
-
-    one = logits(query, sib.query_scaled_lr(lr, 5, 5, 15))
-    fifteen = logits(repeated, sib.query_scaled_lr(lr, 5, 75, 15))
-    np.testing.assert_allclose(fifteen[:5], one, rtol=1e-4, atol=1e-4)
-    assert sib.query_scaled_lr(lr, 5, 75, 15) == lr  # the training count: the reference step
-    fixed_one, fixed_fifteen = logits(query, lr), logits(repeated, lr)
-    assert np.abs(np.asarray(fixed_fifteen[:5] - fixed_one)).max() > 1e-2
-    assert np.abs(np.asarray(one - logits(query, 0.0))).max() > 1e-2  # the steps do move

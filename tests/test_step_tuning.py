@@ -15,6 +15,7 @@ from metaunlab.config_checks import check_config
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import StepScales, sib_method
+from tests._toy_meta_training import toy_features
 
 
 def _head(n_way=5, dim=8, seed=0, **kwargs):
@@ -55,25 +56,18 @@ def test_a_malformed_table_is_refused(counts, values):
         StepScales(counts, values)
 
 
-@pytest.mark.parametrize("head_options, step_queries", [({}, None),
-                                                        ({"learned_step_size": True}, None),
-                                                        ({}, 3)])
 @pytest.mark.parametrize("n_episodes", [1, 3])  # direct form, and the Gram form
-def test_a_scaled_head_is_the_head_at_the_multiplied_step(head_options, step_queries,
-                                                          n_episodes):
-    params = _head(**head_options)
-    if "step_size" in params:  # a learned step size away from the reference
-        params["step_size"] = {"log_scale": jnp.asarray(0.3), "count_exponent": jnp.asarray(0.4)}
+def test_a_scaled_head_is_the_head_at_the_multiplied_step(n_episodes):
+    params = _head()
     fs, ys, fq, _ = _episodes(1, n_episodes=n_episodes)
     lr = 0.02
-    scaled = sib_method(params, 3, lr, step_queries=step_queries,
-                        step_scales=StepScales((2.0, 8.0), (3.0, 0.25)))
+    scaled = sib_method(params, 3, lr, step_scales=StepScales((2.0, 8.0), (3.0, 0.25)))
     # 4 queries per class: log-linear between x3 at 2 and x0.25 at 8, i.e. sqrt(0.75).
-    plain = sib_method(params, 3, lr * np.sqrt(0.75), step_queries=step_queries)
+    plain = sib_method(params, 3, lr * np.sqrt(0.75))
     chex.assert_trees_all_close(_probs(scaled, fs, ys, fq), _probs(plain, fs, ys, fq),
                                 atol=2e-6)
     # And the multiple matters: the head at its own step predicts otherwise.
-    own = _probs(sib_method(params, 3, lr, step_queries=step_queries), fs, ys, fq)
+    own = _probs(sib_method(params, 3, lr), fs, ys, fq)
     assert np.abs(own - _probs(scaled, fs, ys, fq)).max() > 1e-4
 
 
@@ -84,7 +78,7 @@ def test_padded_episodes_each_take_the_multiple_of_their_own_query_count():
     mask[0, 5:] = False  # episode 0: 5 real queries, 1 per class; episode 1: 4 per class
     scales = StepScales((1.0, 4.0), (8.0, 0.5))
     lr = 0.02
-    padded = _probs(sib_method(params, 3, lr, step_queries=None, step_scales=scales),
+    padded = _probs(sib_method(params, 3, lr, step_scales=scales),
                     fs, ys, fq, jnp.asarray(mask))
     for episode, real, scale in ((0, 5, 8.0), (1, 20, 0.5)):
         alone = _probs(sib_method(params, 3, lr * scale), fs[episode:episode + 1],
@@ -169,3 +163,21 @@ def test_tuning_without_candidates_is_refused():
         step_tuning.tune_step_scales(_head(), np.zeros((4, 8), np.float32),
                                      {1: Episodes(*(np.zeros((1, 5), np.int32),) * 4)},
                                      steps=3, lr=1e-3, candidates=())
+
+
+def test_evaluate_sib_reports_sibs_paired_difference_from_its_matched_k0():
+    """"minus_k0" is the mean and 1.96 standard errors of SIB's per-episode accuracy minus K =
+    0's on the same episodes; K = 0 is marked inductive for a head that centres nothing."""
+    feats, labels = toy_features()
+    params = sib.init(jax.random.PRNGKey(0), 5, feats.shape[1])
+    eps = EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=4).sample(0, 40)
+    methods = evaluation.evaluate_sib(params, feats, eps, steps=3, lr=0.05)
+    sib_acc = evaluation.evaluate(evaluation.sib_variants(params, steps=3, lr=0.05)["sib"],
+                                  feats, eps).accuracies
+    k0_acc = evaluation.evaluate(evaluation.sib_variants(params, steps=3, lr=0.05)["k0"],
+                                 feats, eps).accuracies
+    diff = sib_acc - k0_acc
+    assert methods["sib"]["minus_k0"]["mean"] == pytest.approx(diff.mean())
+    assert methods["sib"]["minus_k0"]["ci95"] == pytest.approx(1.96 * diff.std() / np.sqrt(40))
+    assert methods["k0"]["transductive"] is False
+    assert evaluation.k0_reads_queries({**params, "centering": {}})

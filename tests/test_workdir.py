@@ -43,3 +43,24 @@ def test_a_workdir_of_protocol_runs_names_them(tmp_path):
         (tmp_path / protocol / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"holds the runs .*character, .*within_alphabet; pass"):
         load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("flag", ["query_scaled_step", "learned_step_size"])
+def test_a_stored_removed_flag_loads_when_off_and_is_refused_when_on(tmp_path, flag):
+    """metatrain.query_scaled_step (and the like) is gone: a run stored with it off (its
+    default) loads and resumes; one trained with it on is refused, naming the field."""
+    from metaunlab.errors import ConfigError
+    from metaunlab.workdir import load_config
+
+    config = get_config()
+    save_config(str(tmp_path), config)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    stored["metatrain"][flag] = False  # as written while the option existed
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert flag not in load_config(str(tmp_path)).metatrain
+    save_config(str(tmp_path), config)  # resumes
+    stored["metatrain"][flag] = True
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    for read in (load_config, lambda w: save_config(w, config)):
+        with pytest.raises(ConfigError, match=rf"metatrain\.{flag}=True"):
+            read(str(tmp_path))

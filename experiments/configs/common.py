@@ -93,26 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
     # reference) or "dirichlet:ALPHA" (class proportions ~ Dirichlet(ALPHA), the realistic
     # imbalanced sets of Veilleux et al.; metaunlab/data/query_sets.py).
     c.metatrain.query_distribution = "balanced"
-    # False (the reference): every synthetic step has size inner_lr, so a step, a sum over
-    # the queries, grows with the query set. True: inner_lr is the step for n_query queries
-    # per class, rescaled to each episode's count (metaunlab.sib.query_scaled_lr), in
-    # meta-training and in every evaluation of the head.
-    c.metatrain.query_scaled_step = False
     # The cosine classifier's initial inverse temperature (learned; the reference: 10).
     c.metatrain.init_scale = 10.0
-    # False (the reference): phi reads each query's logits alone. True: phi also reads the
-    # log of the query set's class marginal, log mean_q softmax(z_q) (its first layer 2N
-    # wide), the quantity balance priors such as TIM's act on (metaunlab.synthetic_gradient).
-    c.metatrain.phi_class_marginal = False
-    # False (the reference). True: phi also reads the log of the query set's balanced
-    # assignment, its class probabilities after Sinkhorn iterations that give every class
-    # an equal share of the queries (metaunlab.synthetic_gradient.balanced_assignment), the
-    # matching that one query per class makes of an episode and that PT-MAP solves.
-    c.metatrain.phi_balanced_assignment = False
-    # False (the reference): every synthetic step has size inner_lr. True: the step size is
-    # inner_lr * exp(a) * (queries per class) ** -b with a and b meta-learned, from 0
-    # (metaunlab.sib.step_size), so one head steps as far as suits each query-set size.
-    c.metatrain.learned_step_size = False
     # False (the reference): the head reads the features as they are. True: each episode's
     # L2-normalised features are moved by a meta-learned multiple (from 1) of their mean
     # over its support and queries (metaunlab.episode_features.center_episode), so features that new

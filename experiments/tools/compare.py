@@ -50,7 +50,7 @@ from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock
 from metaunlab.methods import METHODS, Method, sib_method
-from metaunlab.methods.sib_head import StepScales, step_queries_of
+from metaunlab.methods.sib_head import StepScales
 from metaunlab.protocols import protocol_name
 from metaunlab.results import methods_table
 from metaunlab.trained_model import TrainedModel, setting_name
@@ -109,7 +109,6 @@ def method_order(names: Sequence[str] | None = None) -> list[Method]:
 
 
 def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
-                step_queries: int | None = None,
                 step_scales: Sequence[float] = (1.0,), tuned: StepScales | None = None,
                 tuned_steps: int | None = None) -> list[Method]:
     """SIB at each K of `steps` and each multiple of the trained step size `lr` in
@@ -123,32 +122,43 @@ def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
     for k in steps:
         for scale in (step_scales if k > 0 else (1.0,)):
             name = f"sib_k{k}" if scale == 1.0 else f"sib_k{k}_lr{scale:g}x"
-            methods.append(sib_method(params, k, lr * scale, name=name,
-                                      step_queries=step_queries))
+            methods.append(sib_method(params, k, lr * scale, name=name))
         if k == 0 and "readout" in params:
             methods.append(sib_method(params, 0, lr, name="sib_k0_readout", readout=True))
         if tuned is not None and k == tuned_steps and k > 0:
-            methods.append(sib_method(params, k, lr, name=f"sib_k{k}_tuned",
-                                      step_queries=step_queries, step_scales=tuned))
+            methods.append(sib_method(params, k, lr, name=f"sib_k{k}_tuned", step_scales=tuned))
     return methods
 
 
 def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequence[Method], *,
                     base_mean: np.ndarray | None = None, chunk: int = 100,
-                    progress: bool = True) -> dict[str, dict]:
+                    progress: bool = True, k0_transductive: bool = False) -> dict[str, dict]:
     """`{method name: {"accuracy", "ci95", "ms_per_episode", "warm_up_s", "transductive",
-    "paper"}}`."""
-    results = {}
+    "paper"}}`; every SIB head that takes steps (`sib_k<K>...`, K > 0) also has "minus_k0",
+    its paired difference from its matched control (`sib_k0_readout` for a head with a
+    balanced readout, else `sib_k0`) over the same episodes (`evaluation.
+    paired_difference`). `k0_transductive`: the head's K = 0 reads the queries (its
+    features are centred on the episode's mean), so `sib_k0` is marked transductive."""
+    results, per_episode = {}, {}
     bar = tqdm(methods, desc=f"compare {episode_set.name}", disable=not progress, leave=False)
     for method in bar:
         bar.set_postfix(method=method.name)
         result = evaluation.evaluate(method, feats, episode_set.episodes, base_mean=base_mean,
                                      chunk=chunk, timed=True)
+        per_episode[method.name] = result.accuracies
+        transductive = method.is_transductive or (method.name == "sib_k0" and k0_transductive)
         results[method.name] = {"accuracy": result.accuracy, "ci95": result.ci95,
                                 "query_distribution": episode_set.query_distribution,
                                 "ms_per_episode": result.ms_per_episode,
                                 "warm_up_s": result.warm_up_s,
-                                "transductive": method.is_transductive, "paper": method.paper}
+                                "transductive": transductive, "paper": method.paper}
+    # The matched control keeps every part of the head: its readout where it has one.
+    control = next((n for n in ("sib_k0_readout", "sib_k0") if n in per_episode), None)
+    if control is not None:
+        for name in results:
+            if name.startswith("sib_k") and not name.startswith("sib_k0"):
+                results[name]["minus_k0"] = evaluation.paired_difference(
+                    per_episode[name], per_episode[control])
     return results
 
 
@@ -257,15 +267,17 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             shape = episode_set.shape
             entry_methods = list(baselines)
             sib_head = model.head_for(shape.n_way, shape.n_shot)
+            k0_transductive = False
             if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
                 params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
+                k0_transductive = evaluation.k0_reads_queries(params)
                 entry_methods += sib_methods(
-                    params, config.metatrain.inner_lr, sib_steps,
-                    step_queries_of(config.metatrain), sib_step_scales,
+                    params, config.metatrain.inner_lr, sib_steps, sib_step_scales,
                     tuned=model.step_scales(shape.n_way, shape.n_shot, checkpoint),
                     tuned_steps=config.metatrain.sib_steps)
             results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
-                                      chunk=chunk, progress=progress)
+                                      chunk=chunk, progress=progress,
+                                      k0_transductive=k0_transductive)
             settings[episode_set.name] = {
                 "n_way": shape.n_way, "n_shot": shape.n_shot, "n_query": shape.n_query,
                 "query_distribution": episode_set.query_distribution,
@@ -339,6 +351,12 @@ def _time_cell(entry: dict | None) -> str:
     return "n/a" if entry is None else f"{entry['ms_per_episode']:.2f} ({entry['warm_up_s']:.1f} s)"
 
 
+def _paired_cell(entry: dict | None) -> str:
+    if entry is None or "minus_k0" not in entry:
+        return "n/a"
+    return f"{entry['minus_k0']['mean']:+.2f} +- {entry['minus_k0']['ci95']:.2f}"
+
+
 def format_markdown(results: dict) -> str:
     source = results["source"]
     if source["kind"] == "random":
@@ -369,6 +387,12 @@ def format_markdown(results: dict) -> str:
     names, methods = setting_names(results), method_names(results)
     transductive = {m: _lookup(results, m)["transductive"] for m in methods}
     lines.append(methods_table(results["settings"], names, methods, transductive=transductive))
+    paired = [m for m in methods if any("minus_k0" in results["settings"][s]["methods"].get(m, {})
+                                        for s in names)]
+    if paired:
+        lines += ["", "## SIB's steps against the same head at K = 0 (paired difference over "
+                  "the same episodes, +- its 95% interval)", "",
+                  methods_table(results["settings"], names, paired, cell=_paired_cell)]
     lines += ["", "## Milliseconds per episode (in brackets: seconds of the untimed first "
               "call, i.e. compilation plus one chunk)", "",
               methods_table(results["settings"], names, methods, cell=_time_cell)]
@@ -422,7 +446,7 @@ def plot_comparison(results: dict, path: str) -> None:
             ax.text(a + c, yi, f" {a:.1f}", va="center", fontsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange",
                                                              "tab:green")]
-    fig.legend(handles, ["inductive", "transductive", "SIB (K=0 inductive)"],
+    fig.legend(handles, ["inductive", "transductive", "SIB heads (K steps; K = 0 the control)"],
                loc="lower center", ncol=3, frameon=False)
     fig.suptitle(f"{results['dataset']}: accuracy +- 95% interval on identical episodes")
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))

@@ -8,7 +8,6 @@ from metaunlab import diagnostics
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.evaluation import mean_and_ci95, sib_variants
-from metaunlab.methods.sib_head import step_queries_of
 from metaunlab.trained_model import TrainedModel
 
 
@@ -36,8 +35,7 @@ def crowding_report(workdir: str, *, n_way: int, n_query: int, num_episodes: int
               f"class{', within one alphabet' if groups is not None else ''} (a balanced "
               f"query set: share {1 / n_way:.3f})", "",
               "| K | accuracy | largest class share | classes predicted |", "|---|---|---|---|"]
-    variants = sib_variants(params, steps=mt.sib_steps, lr=mt.inner_lr,
-                            step_queries=step_queries_of(mt))
+    variants = sib_variants(params, steps=mt.sib_steps, lr=mt.inner_lr)
     for steps, head in ((0, variants["k0"]), (mt.sib_steps, variants["sib"])):
         probs = np.asarray(head.predictor(n_way)(
             head.params, None, feats[episodes.support_idx], episodes.support_labels,

@@ -28,7 +28,6 @@ from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.methods import sib_method
-from metaunlab.methods.sib_head import step_queries_of
 from metaunlab.metrics import read_metrics
 from metaunlab.pipeline import parse_settings
 from metaunlab.results import markdown_table, methods_table, sib_table
@@ -111,8 +110,7 @@ def accuracy_against_k(model, test_feats: np.ndarray, test_labels: np.ndarray,
         params = model.sib_params(n_way, n_shot, checkpoint)
         per_episode = {}
         for k in steps:
-            head = sib_method(params, int(k), lr,
-                              step_queries=step_queries_of(model.config.metatrain))
+            head = sib_method(params, int(k), lr)
             per_episode[int(k)] = evaluation.evaluate(head, test_feats, episodes).accuracies
         stats = [evaluation.mean_and_ci95(per_episode[int(k)]) for k in steps]
         out[setting_name(n_way, n_shot)] = {

@@ -269,14 +269,9 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
     except (KeyError, TypeError, IndexError) as error:
         raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
-    reads_marginal = n_way != int(np.shape(params["grad_net"]["dense3"]["kernel"])[1])
-    reads_assignment = "dense1_assignment" in params["grad_net"]
-    if (any(key in params for key in ("step_size", "centering", "readout", "power"))
-            or reads_marginal or reads_assignment):
-        raise DataError("this SIB head was meta-trained with metatrain.learned_step_size, "
-                        "metatrain.phi_class_marginal, metatrain.phi_balanced_assignment, "
-                        "metatrain.center_features, metatrain.power_transform or "
-                        "metatrain.balanced_readout, which the "
+    if any(key in params for key in ("centering", "readout", "power")):
+        raise DataError("this SIB head was meta-trained with metatrain.center_features, "
+                        "metatrain.power_transform or metatrain.balanced_readout, which the "
                         "reference ClassifierSIB does not have; only heads of the reference "
                         "architecture convert.")
     out = _convert_to_torch(params, sib_layout(n_way, feat_dim), "SIB head")

@@ -26,9 +26,8 @@ PAPER = ("Hu et al., Empirical Bayes Transductive Meta-Learning with Synthetic G
 
 
 @functools.cache
-def _probabilities(steps: int, lr: float, step_queries: int | None, scaled: bool = False,
-                   readout: bool | None = None):
-    """The method function for (steps, lr, step_queries); cached, so that every head of the
+def _probabilities(steps: int, lr: float, scaled: bool = False, readout: bool | None = None):
+    """The method function for (steps, lr); cached, so that every head of the
     same K and step size shares one compiled predictor (`Method.predictor`). With `scaled`
     its params are `{"head": SIB params, "step_scales": StepScales.table()}` and each
     episode's step is multiplied by the scale of its query count, a traced input: every
@@ -40,8 +39,7 @@ def _probabilities(steps: int, lr: float, step_queries: int | None, scaled: bool
                              f"episodes, not {n_way}-way")
         queries = (query_feats.shape[-2] if query_mask is None
                    else jnp.sum(query_mask, axis=-1).astype(query_feats.dtype))
-        step = lr if step_queries is None else sib.query_scaled_lr(lr, n_way, queries,
-                                                                   step_queries)
+        step = lr
         if scaled:
             step = step * scale_of_table(params["step_scales"], queries / n_way)
         logits = sib.apply(head, support_feats, support_labels, query_feats, steps=steps,
@@ -93,31 +91,18 @@ class StepScales:
 
 
 def sib_method(params: sib.Params, steps: int, lr: float = 1e-3,
-               name: str | None = None, step_queries: int | None = None,
+               name: str | None = None,
                step_scales: StepScales | None = None, readout: bool | None = None) -> Method:
     """A trained SIB head with K = `steps` synthetic steps of size `lr` as a `Method`.
 
-    `step_queries`: None (the reference) steps by `lr` whatever the query set; an integer
-    Q means `lr` is the step for Q queries per class, rescaled to each episode's query count
-    (`sib.query_scaled_lr`), as a head meta-trained with `metatrain.query_scaled_step` was.
     `step_scales`: None (the reference), or multiples of that step by each episode's number
     of queries per class (`StepScales`).
     `readout`: as in `sib.apply`; None reads a head with a balanced readout out with it at
     K > 0 only, so its K = 0 stays inductive.
     """
     reads_out = readout if readout is not None else steps > 0 and "readout" in params
-    fn = _probabilities(int(steps), float(lr),
-                        None if step_queries is None else int(step_queries),
-                        step_scales is not None, readout)
+    fn = _probabilities(int(steps), float(lr), step_scales is not None, readout)
     if step_scales is not None:
         params = {"head": params, "step_scales": step_scales.table()}
     return Method(name=name or f"sib_k{steps}", fn=fn, is_transductive=steps > 0 or reads_out,
                   paper=PAPER, params=params, episode_axes=True)
-
-
-def step_queries_of(metatrain_config) -> int | None:
-    """`sib_method`'s step_queries for a head trained with this `metatrain` config group:
-    its n_query with `query_scaled_step`, else None."""
-    if metatrain_config.get("query_scaled_step", False):
-        return int(metatrain_config.n_query)
-    return None

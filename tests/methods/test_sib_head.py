@@ -22,13 +22,3 @@ def test_sib_method_wraps_a_head_and_checks_n_way(separated, sib_params):
     np.testing.assert_allclose(probs, np.asarray(want), atol=1e-5)
     with pytest.raises(ValueError, match="5-way"):
         k3(support[0], ys[0] % 4, query[0], 4)
-
-
-def test_sib_method_rescales_its_step_to_the_query_count(separated, sib_params):
-    support, ys, query, _ = separated  # (B, 5, D), (B, 5), (B, Nq, D)
-    n_queries = query.shape[-2]
-    scaled = sib_method(sib_params, 3, lr=1e-3, step_queries=15)
-    want = jax.nn.softmax(jax.jit(sib.apply, static_argnames="steps")(
-        sib_params, support, ys, query, steps=3, lr=1e-3 * 15 * 5 / n_queries))
-    np.testing.assert_allclose(np.asarray(scaled.batched(5)(support, ys, query)),
-                               np.asarray(want), atol=1e-5)

@@ -89,8 +89,7 @@ def test_compare_cli_writes_table_plot_and_results_section(tiny):
     assert "settings" in on_disk and "5way_1shot" in on_disk["settings"]  # kept
     out = on_disk["compare"]
     setting = out["settings"]["5way_1shot"]
-    # The demo's heads read the queries out as a balanced assignment: K = 0 also read out.
-    expected = list(DEFAULT_METHODS) + ["sib_k0", "sib_k0_readout", "sib_k3"]
+    expected = list(DEFAULT_METHODS) + ["sib_k0", "sib_k3"]
     assert setting["method_order"] == expected and set(setting["methods"]) == set(expected)
     assert setting["episodes"] == 6 and setting["sib_head"] == "5way_1shot"
     for name, entry in setting["methods"].items():
@@ -111,6 +110,7 @@ def test_compare_cli_writes_table_plot_and_results_section(tiny):
     for name in expected:
         assert f"| {name} |" in table
     assert "5way_1shot" in table and "ms" in table
+    assert "| sib_k3 | " in table.split("SIB's steps against the same head at K = 0")[1]
     assert (workdir / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -262,17 +262,21 @@ def test_sib_at_multiples_of_its_trained_step_size(tiny):
                       methods=["protonet_cosine"], sib_steps=(0, 3), sib_step_scales=(1, 4),
                       chunk=5, write=False, progress=False)
     methods = out["settings"]["5way_1shot"]["methods"]
-    assert set(methods) == {"protonet_cosine", "sib_k0", "sib_k0_readout", "sib_k3",
-                            "sib_k3_lr4x"}
+    assert set(methods) == {"protonet_cosine", "sib_k0", "sib_k3", "sib_k3_lr4x"}
     model = TrainedModel.load(str(workdir))
     feats, labels = model.split_features("test")
     episodes = EpisodeSampler(labels, EpisodeShape(5, 1, 2), seed=7,
                               split_name="test").sample(0, 5)
     params = model.sib_params(5, 1)
     lr = config.metatrain.inner_lr
+    k0 = evaluation.evaluate(sib_method(params, 0, lr), feats, episodes).accuracies
     for name, scale in (("sib_k3", 1.0), ("sib_k3_lr4x", 4.0)):
         expected = evaluation.evaluate(sib_method(params, 3, lr * scale), feats, episodes)
         assert methods[name]["accuracy"] == pytest.approx(expected.accuracy, abs=1e-4)
+        # each head that steps is paired with the same head at K = 0 on the same episodes
+        paired = evaluation.paired_difference(expected.accuracies, k0)
+        assert methods[name]["minus_k0"] == pytest.approx(paired, abs=1e-4)
+    assert "minus_k0" not in methods["sib_k0"] and not methods["sib_k0"]["transductive"]
     with pytest.raises(Exception, match="sib_step_scales"):
         run_compare(str(workdir), sib_step_scales=(0.0,), write=False, progress=False)
 
@@ -308,3 +312,36 @@ def test_crowding_cli_reports_splits_and_the_heads_accuracy(tiny):
     with pytest.raises(Exception, match="--ways=20"):
         crowding_report(str(workdir), n_way=20, n_query=2, num_episodes=5, seed=7,
                         split="test")
+
+
+def test_head_study_scores_each_recipe_against_its_matched_k0_on_validation(tiny):
+    """Each recipe meta-trains its own head; SIB and K = 0 are scored on the same validation
+    episodes, the paired difference is SIB's minus K = 0's per episode, the baselines see the
+    same episodes, and a recipe naming no metatrain field is refused."""
+    from experiments.tools.head_study import format_study, parse_variants, run_head_study
+
+    workdir, _ = tiny
+    variants = parse_variants('{"plain": {"iterations": 4}, '
+                              '"mixed": {"iterations": 4, "query_distribution": '
+                              '"balanced,dirichlet:2"}}')
+    study = run_head_study(str(workdir), variants, settings=[(5, 1)], query_counts=[2],
+                           distributions=["balanced", "dirichlet:2"], episodes=6,
+                           baselines=["protonet_cosine"], progress=False)
+    assert study["split"] == "val"
+    assert study["cells"] == ["5way_1shot_q2_balanced", "5way_1shot_q2_dir2"]
+    for recipe in ("plain", "mixed"):
+        for cell in study["cells"]:
+            entry = study["results"][recipe][cell]
+            assert len(entry["sib"]) == len(entry["k0"]) == 1
+            assert entry["minus_k0"][0]["mean"] == pytest.approx(entry["sib"][0] - entry["k0"][0])
+            # the demo's config tunes the step on validation: so is every head of a study
+            assert entry["tuned_minus_k0"][0]["mean"] == pytest.approx(
+                entry["sib_tuned"][0] - entry["k0"][0])
+    assert 0 <= study["baselines"]["5way_1shot_q2_dir2"]["protonet_cosine"]["accuracy"] <= 100
+    assert "| mixed | 5way_1shot_q2_dir2 |" in format_study(study)
+    with pytest.raises(Exception, match="not a metatrain field"):
+        run_head_study(str(workdir), {"bad": {"no_such_field": 1}}, settings=[(5, 1)],
+                       query_counts=[2], distributions=["balanced"], episodes=2,
+                       baselines=[], progress=False)
+    with pytest.raises(Exception, match="not JSON"):
+        parse_variants("{plain")
