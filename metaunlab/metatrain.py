@@ -38,7 +38,7 @@ from metaunlab.backbones import cast_floats, compute_dtype
 from metaunlab.config_checks import RULES, parse_counts
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
-from metaunlab.data.query_sets import QueryDistribution
+from metaunlab.data.query_sets import QueryDistribution, imbalanced_fits
 from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import sib_method
 from metaunlab.metrics import MetricWriter
@@ -196,14 +196,6 @@ def training_query_distributions(config: ml_collections.ConfigDict) -> list[Quer
         if distribution not in out:
             out.append(distribution)
     return out
-
-
-def imbalanced_fits(n_query: int, n_shot: int, images_per_class: int) -> bool:
-    """Whether meta-training draws class-imbalanced query sets at `n_query` queries per class:
-    when they average at most half of the images a class has left after its support, so a
-    class the Dirichlet makes twice as frequent as average still fits. Above that, only a
-    near-balanced draw fits (the sampler redraws until one does), which is no imbalance."""
-    return 2 * n_query <= images_per_class - n_shot
 
 
 def distribution_index(seed: int, step: int, choices: int) -> int:

@@ -38,7 +38,7 @@ from metaunlab.data.features import FEATURES_FORMAT, load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock, write_error
-from metaunlab.metatrain import meta_train, training_query_counts
+from metaunlab.metatrain import meta_train, training_query_counts, training_query_distributions
 from metaunlab.methods.sib_head import StepScales
 from metaunlab.metrics import MetricWriter
 from metaunlab.parallel import is_primary
@@ -345,17 +345,17 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricW
 def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, params,
                mt: ml_collections.ConfigDict, head_dir: str) -> StepScales | None:
     """With `test.step_scales`, the best of those multiples of the head's step for each
-    meta-tested query count, on seeded validation episodes of that count (never the test
-    episodes), kept in `<head_dir>/step_scales.json`; None without."""
+    meta-tested query count, on seeded validation episodes of that count from each query
+    distribution the head was meta-trained on (never the test episodes), kept in
+    `<head_dir>/step_scales.json`; None without."""
     candidates = parse_candidates(config.test.get("step_scales", ""))
     if not candidates:
         return None
-    episodes = {}
-    for n_query in meta_test_query_counts(config):
-        sampler = EpisodeSampler(inputs.val_labels, EpisodeShape(mt.n_way, mt.n_shot, n_query),
-                                 seed=config.val_seed, split_name="val",
-                                 groups=inputs.val_groups)
-        episodes[n_query] = sampler.sample(0, config.val_episodes)
+    distributions = [d.name for d in training_query_distributions(mt)]
+    episodes = {n_query: step_tuning.tuning_episodes(
+        inputs.val_labels, EpisodeShape(mt.n_way, mt.n_shot, n_query),
+        distributions=distributions, seed=config.val_seed, count=config.val_episodes,
+        groups=inputs.val_groups) for n_query in meta_test_query_counts(config)}
     name = setting_name(mt.n_way, mt.n_shot)
     scales, accuracy = step_tuning.tune_step_scales(
         params, inputs.val_feats, episodes, steps=mt.sib_steps, lr=mt.inner_lr,

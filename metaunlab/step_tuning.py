@@ -9,6 +9,9 @@ and keeps the best one per count: a `StepScales` that `sib_method(..., step_scal
 to any query count (interpolated between the tuned counts). The head's parameters are not
 changed and no test episode is read.
 
+`tuning_episodes` draws them from every query distribution the head was meta-trained on
+(balanced and Dirichlet in the Omniglot demo), so the chosen step suits both.
+
 `save` / `load` keep the choice beside the head, in `metatrain/<setting>/step_scales.json`:
 
     {"checkpoint", "steps", "candidates", "episodes", "queries_per_class",
@@ -24,7 +27,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from metaunlab import evaluation, sib
-from metaunlab.data.episodes import Episodes
+from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape, batch_episodes
+from metaunlab.data.query_sets import QueryDistribution, imbalanced_fits
 from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.workdir import read_json, write_json_atomic
@@ -54,6 +58,28 @@ def _preferred(candidates: Sequence[float], accuracies: Sequence[float]) -> floa
     best = max(accuracies)
     tied = [c for c, a in zip(candidates, accuracies, strict=True) if a == best]
     return min(tied, key=lambda c: abs(math.log(c)))
+
+
+def tuning_episodes(labels: np.ndarray, shape: EpisodeShape, *, distributions: Sequence[str],
+                    seed: int, count: int, groups: np.ndarray | None = None) -> Episodes:
+    """`count` seeded validation episodes of `shape` for each of `distributions` (the query
+    distributions a head was meta-trained on) that fits the classes at that many queries per
+    class (`query_sets.imbalanced_fits`), one batch: a step chosen on balanced episodes alone
+    would be chosen for balanced query sets."""
+    smallest = int(np.unique(np.asarray(labels), return_counts=True)[1].min())
+    batches = []
+    for spec in distributions:
+        distribution = QueryDistribution.parse(spec)
+        if not (distribution.is_balanced
+                or imbalanced_fits(shape.n_query, shape.n_shot, smallest)):
+            continue
+        sampler = EpisodeSampler(labels, shape, seed=seed, split_name="val", groups=groups,
+                                 query_distribution=distribution)
+        batches.append(sampler.sample(0, count))
+    if not batches:  # no distribution fits: balanced sets, as meta-training then draws
+        batches.append(EpisodeSampler(labels, shape, seed=seed, split_name="val",
+                                      groups=groups).sample(0, count))
+    return batch_episodes(batches)
 
 
 def tune_step_scales(params: sib.Params, feats: np.ndarray,

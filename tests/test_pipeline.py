@@ -50,6 +50,7 @@ def _tiny(config, data_root, settings="5way_1shot"):
 def _omniglot_tiny(data_root):
     config = _tiny(omniglot_config(), data_root)
     config.data.fractions = (0.5, 0.25, 0.25)
+    config.test.step_scales = "0.25,1,4"  # the tuned step, evaluated beside the trained one
     return config
 
 

@@ -181,3 +181,21 @@ def test_evaluate_sib_reports_sibs_paired_difference_from_its_matched_k0():
     assert methods["sib"]["minus_k0"]["ci95"] == pytest.approx(1.96 * diff.std() / np.sqrt(40))
     assert methods["k0"]["transductive"] is False
     assert evaluation.k0_reads_queries({**params, "centering": {}})
+
+
+def test_tuning_episodes_come_from_every_query_distribution_that_fits():
+    """Balanced and Dirichlet validation episodes side by side, each seeded as the sampler
+    draws them alone; at a count where imbalanced sets do not fit, balanced ones only."""
+    _, labels = toy_features()  # 20 images per class
+    shape = EpisodeShape(5, 1, 3)
+    mixed = step_tuning.tuning_episodes(labels, shape, distributions=["balanced", "dirichlet:2"],
+                                        seed=1, count=6)
+    assert len(mixed) == 12
+    dirichlet = EpisodeSampler(labels, shape, seed=1, split_name="val",
+                               query_distribution="dirichlet:2").sample(0, 6)
+    np.testing.assert_array_equal(mixed.query_idx[6:], dirichlet.query_idx)
+    assert np.all(mixed.query_counts()[:6] == 3) and np.any(mixed.query_counts()[6:] != 3)
+    large = step_tuning.tuning_episodes(labels, EpisodeShape(5, 1, 12),
+                                        distributions=["balanced", "dirichlet:2"], seed=1,
+                                        count=4)
+    assert len(large) == 4 and np.all(large.query_counts() == 12)

@@ -30,12 +30,12 @@ from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
-from metaunlab.metatrain import meta_train
+from metaunlab.metatrain import meta_train, training_query_distributions
 from metaunlab.methods import METHODS
 from metaunlab.metrics import MetricWriter
 from metaunlab.protocols import meta_test_query_counts
 from metaunlab.results import markdown_table
-from metaunlab.step_tuning import parse_candidates, tune_step_scales
+from metaunlab.step_tuning import parse_candidates, tune_step_scales, tuning_episodes
 from metaunlab.trained_model import TrainedModel, setting_name
 
 
@@ -152,10 +152,11 @@ def run_head_study(workdir: str, variants: Mapping[str, Mapping], *, settings: S
         minutes[variant] = minutes.get(variant, 0.0) + (time.time() - t0) / 60
         scales = None
         if candidates:
-            tuning = {q: EpisodeSampler(tune_labels, EpisodeShape(n_way, n_shot, q),
-                                        seed=config.val_seed, split_name="val",
-                                        groups=tune_groups).sample(0, config.val_episodes)
-                      for q in meta_test_query_counts(config)}
+            tuning = {q: tuning_episodes(
+                tune_labels, EpisodeShape(n_way, n_shot, q),
+                distributions=[d.name for d in training_query_distributions(mt)],
+                seed=config.val_seed, count=config.val_episodes, groups=tune_groups)
+                for q in meta_test_query_counts(config)}
             scales, _ = tune_step_scales(params, tune_feats, tuning, steps=mt.sib_steps,
                                          lr=mt.inner_lr, candidates=candidates)
         methods = evaluation.sib_variants(params, steps=mt.sib_steps, lr=mt.inner_lr,

@@ -113,6 +113,15 @@ class QueryDistribution:
                         "after the support; lower the number of queries per class.")
 
 
+def imbalanced_fits(n_query: int, n_shot: int, images_per_class: int) -> bool:
+    """Whether class-imbalanced query sets are drawn at `n_query` queries per class, where
+    classes hold `images_per_class` images: when the queries average at most half of the
+    images a class has left after its support, so a class that a Dirichlet draw makes twice
+    as frequent as average still fits. Above that only a near-balanced draw fits (the sampler
+    redraws until one does), which is no imbalance."""
+    return 2 * n_query <= images_per_class - n_shot
+
+
 def dirichlet_counts(proportions: np.ndarray, total: int) -> np.ndarray:
     """Integer counts summing to `total` from class proportions (the authors' rounding; see
     the module docstring)."""
