@@ -189,11 +189,11 @@ def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: i
     "k0" is the same trained model with zero synthetic gradient steps and every other part
     it has (feature transforms, readout): the matched control. It reads the unlabeled
     queries only where the head centres features on the episode's mean or reads its logits
-    out as a balanced assignment ("transductive": true, `k0_reads_queries`). "minus_k0" is SIB's paired difference from
-    it over the same episodes, `{"mean", "ci95"}` (`paired_difference`): what the synthetic
-    gradient steps add. With `step_scales` (`metaunlab.step_tuning`), "sib_tuned" is SIB at
-    those multiples of its step, its entry with the "step_scale" of the episodes' query
-    count.
+    out as a balanced assignment ("transductive": true, `k0_reads_queries`). "minus_k0" is
+    SIB's paired difference from it over the same episodes, `{"mean", "ci95"}`
+    (`paired_difference`): what the synthetic gradient steps add. With `step_scales`
+    (`metaunlab.step_tuning`), "sib_tuned" is SIB at those multiples of its step, its entry
+    with the "step_scale" of the episodes' query count.
     """
     results, per_episode = {}, {}
     for name, method in sib_variants(params, steps=steps, lr=lr, step_scales=step_scales).items():
