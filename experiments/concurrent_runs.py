@@ -32,8 +32,8 @@ def _child(config, workdir: str, log_path: str, conn) -> None:
     descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
-    from metaunlab.pipeline import train_and_evaluate
-    from metaunlab.preemption import Preempted
+    from metaunlab.train.pipeline import train_and_evaluate
+    from metaunlab.train.preemption import Preempted
 
     try:
         conn.send(("ok", train_and_evaluate(config, workdir)))

@@ -4,11 +4,11 @@ how the trained head spreads its predictions, on a trained work dir.
     python -m experiments.crowding --workdir=W/within_alphabet --ways=20 --n_query=15
 
 Prints, for each split, the mean cosine between features of different classes and of the
-same class (`metaunlab.diagnostics.feature_crowding`), then, on `--num_episodes` seeded
+same class (`metaunlab.research.diagnostics.feature_crowding`), then, on `--num_episodes` seeded
 1-shot episodes of `--split` (within one alphabet when the run tests that way), the
 accuracy of the head at K = 0 and at its trained K, with the mean share of queries given
 to the most-predicted class and the number of classes predicted
-(`metaunlab.diagnostics.prediction_shares`; a balanced query set has share 1 / N).
+(`metaunlab.research.diagnostics.prediction_shares`; a balanced query set has share 1 / N).
 """
 
 from absl import app, flags

@@ -35,7 +35,7 @@ def main(argv):
         results = model.evaluate_episode_file(FLAGS.episodes, FLAGS.image_root,
                                               checkpoint=FLAGS.checkpoint)
         if FLAGS.output:
-            from metaunlab.workdir import write_json_atomic
+            from metaunlab.train.workdir import write_json_atomic
 
             write_json_atomic(FLAGS.output, results)
     for name, entry in results["methods"].items():

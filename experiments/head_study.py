@@ -40,7 +40,7 @@ def main(argv):
     del argv
     cli.set_default_verbosity()
     from experiments.tools.head_study import format_study, parse_variants, run_head_study
-    from metaunlab.config_checks import parse_settings
+    from metaunlab.train.config_checks import parse_settings
     from metaunlab.trained_model import TrainedModel
 
     with cli.user_errors():

@@ -32,7 +32,7 @@ def main(argv):
         if not FLAGS.workdir:
             raise ConfigError("--workdir is not set; name a directory for the fold runs.")
         from metaunlab.data.omniglot_splits import MINIMAL_ALPHABET_FOLDS
-        from metaunlab.folds import summarize_folds, write_fold_summary
+        from metaunlab.research.folds import summarize_folds, write_fold_summary
 
         try:
             folds = [int(f) for f in FLAGS.folds]

@@ -14,8 +14,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from metaunlab.config_checks import unknown_field_message
 from metaunlab.errors import ConfigError
+from metaunlab.train.config_checks import unknown_field_message
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Exit status after a clean stop on SIGTERM: that of a process killed by SIGTERM, so a
@@ -41,7 +41,7 @@ def _stored_config_with_overrides(workdir: str, experiment_config):
     so the user need not repeat its overrides; fields that may not change are still refused
     by `save_config`.
     """
-    from metaunlab.workdir import load_config
+    from metaunlab.train.workdir import load_config
 
     config = _with_missing_fields(load_config(workdir), experiment_config)
     if config.data.name != experiment_config.data.name:
@@ -134,9 +134,11 @@ def main(config_name: str, *, data_dir_flag: bool = False,
                 raise ConfigError("--coordinator_address, --num_processes and --process_id go "
                                   "together and need --distributed; pass all three with it, "
                                   "or none.")
-            from metaunlab import parallel
-            from metaunlab.pipeline import train_and_evaluate  # after flag parsing: fast --help
-            from metaunlab.preemption import Preempted
+            from metaunlab.train import parallel
+            from metaunlab.train.pipeline import (
+                train_and_evaluate,  # after flag parsing: fast --help
+            )
+            from metaunlab.train.preemption import Preempted
 
             if FLAGS.distributed:
                 parallel.initialize_distributed(*manual)  # before anything touches a device
@@ -207,7 +209,7 @@ def run_protocols(FLAGS, config_file: str, known: tuple[str, ...], data_dir_flag
     if not FLAGS.workdir:
         raise ConfigError("--workdir is not set; name a directory for the run's checkpoints "
                           "and results.")
-    from metaunlab.pipeline import write_protocol_summary
+    from metaunlab.train.pipeline import write_protocol_summary
 
     results = run_each({protocol: (config, os.path.join(FLAGS.workdir, protocol))
                         for protocol, config in configs.items()}, label="protocol",
@@ -257,8 +259,8 @@ def run_each(runs: dict, *, label: str, processes: int = 1) -> dict:
         except RunsPreempted as stop:
             print(f"preempted: {stop}", file=sys.stderr)
             sys.exit(PREEMPTED_EXIT_STATUS)
-    from metaunlab.pipeline import train_and_evaluate
-    from metaunlab.preemption import Preempted
+    from metaunlab.train.pipeline import train_and_evaluate
+    from metaunlab.train.preemption import Preempted
 
     results = {}
     try:

@@ -31,11 +31,11 @@ def __getattr__(name):
 
         return TrainedModel
     if name == "train_and_evaluate":
-        from metaunlab.pipeline import train_and_evaluate
+        from metaunlab.train.pipeline import train_and_evaluate
 
         return train_and_evaluate
     if name == "train_on_features":
-        from metaunlab.metatrain import train_on_features
+        from metaunlab.train.metatrain import train_on_features
 
         return train_on_features
     raise AttributeError(f"module 'metaunlab' has no attribute {name!r}")

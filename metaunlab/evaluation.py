@@ -170,8 +170,8 @@ def k0_reads_queries(params: Any) -> bool:
 def sib_variants(params: Any, *, steps: int, lr: float,
                  step_scales: StepScales | None = None) -> dict[str, Method]:
     """The trained head as the methods a run reports: "sib" (K = `steps` at step `lr`),
-    "sib_tuned" with `step_scales` (`metaunlab.step_tuning`), and "k0" (no step, every other
-    part of the head kept: its matched control)."""
+    "sib_tuned" with `step_scales` (`metaunlab.research.step_tuning`), and "k0" (no step,
+    every other part of the head kept: its matched control)."""
     variants = {"sib": sib_method(params, steps, lr)}
     if step_scales is not None:
         variants["sib_tuned"] = sib_method(params, steps, lr, step_scales=step_scales)
@@ -192,7 +192,7 @@ def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: i
     out as a balanced assignment ("transductive": true, `k0_reads_queries`). "minus_k0" is
     SIB's paired difference from it over the same episodes, `{"mean", "ci95"}`
     (`paired_difference`): what the synthetic gradient steps add. With `step_scales`
-    (`metaunlab.step_tuning`), "sib_tuned" is SIB at those multiples of its step, its entry
+    (`metaunlab.research.step_tuning`), "sib_tuned" is SIB at those multiples of its step, its entry
     with the "step_scale" of the episodes' query count.
     """
     results, per_episode = {}, {}

@@ -22,9 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from metaunlab import evaluation, sib, step_tuning
+from metaunlab import evaluation, sib
 from metaunlab.backbones import Backbone, get_backbone, init_backbone
-from metaunlab.checkpoints import Checkpointer
 from metaunlab.data import augment
 from metaunlab.data.decode import ImageFormat, load_image_files
 from metaunlab.data.episode_files import read_episode_file
@@ -32,7 +31,6 @@ from metaunlab.data.errors import DataError
 from metaunlab.data.features import load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
-from metaunlab.metatrain import training_query_counts
 from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.prediction import (
     Predictions,
@@ -40,8 +38,11 @@ from metaunlab.prediction import (
     support_images,
     transductive_chunks,
 )
-from metaunlab.protocols import episode_groups
-from metaunlab.workdir import load_config, read_json
+from metaunlab.research import step_tuning
+from metaunlab.research.protocols import episode_groups
+from metaunlab.train.checkpoints import Checkpointer
+from metaunlab.train.metatrain import training_query_counts
+from metaunlab.train.workdir import load_config, read_json
 
 
 def _subset(total: int, max_rows: int | None, seed: int) -> np.ndarray:
@@ -125,7 +126,7 @@ class TrainedModel:
 
     def split_groups(self, split: str, stage: str = "test") -> np.ndarray | None:
         """The alphabet id of each class of `split` when the run draws its `stage` ("test" or
-        "metatrain") episodes within one alphabet (`metaunlab.protocols`), else None."""
+        "metatrain") episodes within one alphabet (`metaunlab.research.protocols`), else None."""
         if self.features_file is not None or not self.config[stage].get("within_alphabet"):
             return None
         return episode_groups(self.config, self._dataset(split), stage)
@@ -174,7 +175,7 @@ class TrainedModel:
     def step_scales(self, n_way: int, n_shot: int,
                     checkpoint: str = "last") -> StepScales | None:
         """The multiples of the step of the head for n_way-way episodes (`head_for`) chosen
-        on validation (`test.step_scales`, `metaunlab.step_tuning`) for `checkpoint`, or
+        on validation (`test.step_scales`, `metaunlab.research.step_tuning`) for `checkpoint`, or
         None when the run tuned none."""
         name = self.head_for(n_way, n_shot)
         if name is None:

@@ -31,9 +31,9 @@ def metatrain_config(iterations: int, checkpoint_every: int):
 
 def run_meta_train(workdir: str, iterations: int, checkpoint_every: int):
     """Meta-train on toy features; returns the last parameters (process-local arrays)."""
-    from metaunlab import metatrain
     from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
-    from metaunlab.metrics import MetricWriter
+    from metaunlab.train import metatrain
+    from metaunlab.train.metrics import MetricWriter
 
     feats, labels = toy_features()
     val_feats, val_labels = toy_features(n_classes=6, seed=1)
@@ -53,9 +53,9 @@ def run_pretrain_steps(steps: int):
     """`steps` Conv-4 pretraining steps on a fixed batch of 8 images; returns the params."""
     import jax
 
-    from metaunlab import optim, parallel, pretrain
     from metaunlab.backbones import Conv4, init_backbone
     from metaunlab.data import augment
+    from metaunlab.train import optim, parallel, pretrain
 
     module = Conv4(width=8)
     backbone = init_backbone(module, 8, (16, 16, 1), seed=0)
@@ -78,8 +78,9 @@ def step_input_sharding() -> dict:
     """How the meta-training step shards a global batch of 4 episodes over the mesh."""
     import jax
 
-    from metaunlab import metatrain, optim, parallel, sib
+    from metaunlab import sib
     from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+    from metaunlab.train import metatrain, optim, parallel
 
     feats, labels = toy_features()
     mesh = parallel.data_mesh()
@@ -117,8 +118,8 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=0)
     args = parser.parse_args()
 
-    from metaunlab import parallel, workdir
-    from metaunlab.preemption import Preempted
+    from metaunlab.train import parallel, workdir
+    from metaunlab.train.preemption import Preempted
 
     if args.coordinator:
         parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)

@@ -33,8 +33,8 @@ def meta_train_toy(workdir, shared_offset=0.0, **options):
     parameters."""
     import ml_collections
 
-    from metaunlab import metatrain
-    from metaunlab.metrics import MetricWriter
+    from metaunlab.train import metatrain
+    from metaunlab.train.metrics import MetricWriter
 
     feats, labels = toy_features(shared_offset=shared_offset)
     config = ml_collections.ConfigDict(dict(

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import metatrain, optim, sib
-from metaunlab.checkpoints import Checkpointer, CheckpointError, tree_digest
+from metaunlab import sib
 from metaunlab.errors import ConfigError
+from metaunlab.train import metatrain, optim
+from metaunlab.train.checkpoints import Checkpointer, CheckpointError, tree_digest
 
 
 def _flip_bytes(directory, count=256):

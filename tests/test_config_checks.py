@@ -5,9 +5,9 @@ import math
 import pytest
 
 from experiments.configs.omniglot import get_config
-from metaunlab.config_checks import check_config, unknown_field_message
 from metaunlab.errors import ConfigError
-from metaunlab.pipeline import train_and_evaluate
+from metaunlab.train.config_checks import check_config, unknown_field_message
+from metaunlab.train.pipeline import train_and_evaluate
 
 
 @pytest.mark.parametrize("field,value,message", [

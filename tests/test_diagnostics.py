@@ -1,9 +1,10 @@
-"""metaunlab.diagnostics on features and predictions whose answers are known by construction."""
+"""metaunlab.research.diagnostics on features and predictions whose answers are known by
+construction."""
 
 import numpy as np
 import pytest
 
-from metaunlab import diagnostics
+from metaunlab.research import diagnostics
 
 
 def _two_directions(offset: float, per_class: int = 30, dim: int = 8):

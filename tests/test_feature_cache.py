@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metaunlab import feature_cache
 from metaunlab.data import augment
+from metaunlab.train import feature_cache
 
 
 def test_unaugmented_cache_equals_features_recomputed_image_by_image(conv4_toy, conv4_feature_fn,

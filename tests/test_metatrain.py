@@ -8,11 +8,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from metaunlab import evaluation, metatrain, optim, parallel, sib
+from metaunlab import evaluation, sib
 from metaunlab.backbones import Conv4
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
-from metaunlab.metrics import MetricWriter, read_metrics
+from metaunlab.train import metatrain, optim, parallel
+from metaunlab.train.metrics import MetricWriter, read_metrics
 from tests._toy_meta_training import toy_features
 
 

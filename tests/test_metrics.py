@@ -1,12 +1,12 @@
 """The metric writer of a multi-host run."""
 
-from metaunlab.metrics import MetricWriter, read_metrics
+from metaunlab.train.metrics import MetricWriter, read_metrics
 
 
 def test_only_the_writing_process_creates_metric_files(tmp_path, monkeypatch):
     """A non-primary process of a multi-host run leaves the shared work dir untouched (it
     used to create an empty TensorBoard event file beside process 0's)."""
-    from metaunlab import metrics
+    from metaunlab.train import metrics
 
     monkeypatch.setattr(metrics, "is_primary", lambda: False)
     writer = MetricWriter(tmp_path / "w")

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from metaunlab import optim
+from metaunlab.train import optim
 
 
 def test_sgd_nesterov_matches_the_torch_update_rule():

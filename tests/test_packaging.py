@@ -35,7 +35,8 @@ def test_matplotlib_is_needed_only_by_the_reports():
     assert not any(dep.startswith("matplotlib") for dep in project["dependencies"])
     assert any(dep.startswith("matplotlib") for dep in project["optional-dependencies"]["reports"])
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys, metaunlab, metaunlab.pipeline, metaunlab.trained_model"
+        [sys.executable, "-c", "import sys, metaunlab, metaunlab.train.pipeline,"
+         " metaunlab.trained_model"
          "; print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -15,8 +15,8 @@ import types
 import numpy as np
 import pytest
 
-from metaunlab import parallel
-from metaunlab.metrics import read_metrics
+from metaunlab.train import parallel
+from metaunlab.train.metrics import read_metrics
 from tests import _tiny_run
 
 

@@ -17,7 +17,7 @@ from metaunlab.data import augment
 from metaunlab.data.episode_files import fixed_episodes_to_json
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
-from metaunlab.pipeline import build_backbone, load_splits, train_and_evaluate
+from metaunlab.train.pipeline import build_backbone, load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_cifar_fs_reference_layout_runs_with_augmentation(tmp_path, write_refere
 
 
 def test_reference_val_episode_file_is_used_when_present(tmp_path, write_reference_layout):
-    from metaunlab.pipeline import validation_episodes
+    from metaunlab.train.pipeline import validation_episodes
 
     root = tmp_path / "mini"
     write_reference_layout(root, 8, classes_per_split=5, per_class=4)
@@ -222,7 +222,7 @@ def test_too_few_images_per_class_is_a_clear_error(few_characters, tmp_path):
 
 
 def test_bad_settings_string_is_a_clear_error():
-    from metaunlab.pipeline import parse_settings
+    from metaunlab.train.pipeline import parse_settings
 
     assert parse_settings("5way_1shot, 20way_5shot") == [(5, 1), (20, 5)]
     with pytest.raises(ValueError, match=r"--config\.settings"):
@@ -244,7 +244,7 @@ def test_cached_augmented_views_mode_trains_and_keeps_its_cache(few_characters, 
 
 
 def test_auto_source_is_faithful_when_meta_training_augments(few_characters, tmp_path):
-    from metaunlab.pipeline import meta_training_source
+    from metaunlab.train.pipeline import meta_training_source
 
     config = _omniglot_tiny(few_characters)
     config.metatrain.transform = "omniglot_shift"
@@ -422,8 +422,8 @@ def test_mirrored_training_characters_are_new_classes(few_characters):
 
 def test_a_step_tuned_on_validation_is_tested_beside_the_reference(tmp_path):
     from experiments.configs.features import get_config as features_config
-    from metaunlab import step_tuning
     from metaunlab.methods.sib_head import sib_method
+    from metaunlab.research import step_tuning
 
     _write_features(tmp_path / "feats.npz")
     config = _tiny(features_config(), tmp_path / "feats.npz")

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import optim, parallel, pretrain
 from metaunlab.backbones import Conv4, init_backbone
 from metaunlab.data import augment
+from metaunlab.train import optim, parallel, pretrain
 
 
 def test_pretrain_step_compiles_once_and_learns():

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.configs.omniglot import get_config as omniglot_config
 from metaunlab.data.omniglot import MINIMAL_ALPHABET_FOLDS, alphabet_of
-from metaunlab.pipeline import load_splits
+from metaunlab.train.pipeline import load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVES = ROOT.parent / "shared" / "data" / "omniglot"
@@ -104,7 +104,7 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
 
 
 def test_fold_summary_is_the_mean_over_folds_with_a_student_t_interval(tmp_path):
-    from metaunlab.folds import summarize_folds, write_fold_summary
+    from metaunlab.research.folds import summarize_folds, write_fold_summary
 
     def run(sib, k0):
         return {"settings": {"20way_1shot_1query": {

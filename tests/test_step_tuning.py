@@ -1,4 +1,4 @@
-"""SIB's step size tuned on validation per query count (`metaunlab.step_tuning`,
+"""SIB's step size tuned on validation per query count (`metaunlab.research.step_tuning`,
 `StepScales`): the interpolation, the scaled head against the head at the multiplied step
 (padded query sets included), the choice on validation episodes, its record and flags."""
 
@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import evaluation, sib, step_tuning
-from metaunlab.config_checks import check_config
+from metaunlab import evaluation, sib
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import StepScales, sib_method
+from metaunlab.research import step_tuning
+from metaunlab.train.config_checks import check_config
 from tests._toy_meta_training import toy_features
 
 

@@ -3,9 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 
-from metaunlab import parallel
-from metaunlab.metrics import MetricWriter, read_metrics
-from metaunlab.train_loop import TrainLoop
+from metaunlab.train import parallel
+from metaunlab.train.metrics import MetricWriter, read_metrics
+from metaunlab.train.train_loop import TrainLoop
 
 
 def _loop(tmp_path, steps_per_call, checkpoint_every=0):

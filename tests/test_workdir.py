@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments.configs.omniglot import get_config
-from metaunlab.workdir import save_config
+from metaunlab.train.workdir import save_config
 
 
 def test_schedule_length_data_location_and_new_fields_may_change_on_resume(tmp_path):
@@ -36,7 +36,7 @@ def test_what_is_trained_may_not_change_on_resume(tmp_path, field, value):
 
 def test_a_workdir_of_protocol_runs_names_them(tmp_path):
     from metaunlab.errors import ConfigError
-    from metaunlab.workdir import load_config
+    from metaunlab.train.workdir import load_config
 
     for protocol in ("character", "within_alphabet"):
         (tmp_path / protocol).mkdir()
@@ -50,7 +50,7 @@ def test_a_stored_removed_flag_loads_when_off_and_is_refused_when_on(tmp_path, f
     """metatrain.query_scaled_step (and the like) is gone: a run stored with it off (its
     default) loads and resumes; one trained with it on is refused, naming the field."""
     from metaunlab.errors import ConfigError
-    from metaunlab.workdir import load_config
+    from metaunlab.train.workdir import load_config
 
     config = get_config()
     save_config(str(tmp_path), config)

@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.metatrain.val_every = 1000
     c.metatrain.log_every = 100
     # "images": features recomputed on freshly augmented images every episode (faithful);
-    # "features": the frozen-feature cache, computed once (metaunlab/feature_cache.py);
+    # "features": the frozen-feature cache, computed once (metaunlab/train/feature_cache.py);
     # "auto": features when the meta-training transform draws nothing at random.
     c.metatrain.source = "auto"
     # With source "features": 0 = one un-augmented feature per image; M > 0 = M views per
@@ -84,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.metatrain.remat = False
     c.metatrain.backbone_dtype = "float32"
     # Speed only (the same iterations): meta-training iterations per dispatched call
-    # (0 = automatic: 10 on features, 1 on images; metaunlab/metatrain.py).
+    # (0 = automatic: 10 on features, 1 on images; metaunlab/train/metatrain.py).
     c.metatrain.steps_per_call = 0
     # Queries per class of meta-training episodes: "" = n_query always; "1,5,15" = each
     # block of steps_per_call iterations draws one of these (each compiles once).
@@ -124,7 +124,7 @@ def base_config() -> ml_collections.ConfigDict:
     # "" (the reference): SIB steps by metatrain.inner_lr whatever the query set. Multiples
     # of that step ("0.25,0.5,1,2,4"): for each meta-tested query count, the multiple with
     # the best accuracy on seeded validation episodes of that count is chosen
-    # (metaunlab.step_tuning) and results.json adds "sib_tuned" beside "sib" and "k0".
+    # (metaunlab.research.step_tuning) and results.json adds "sib_tuned" beside "sib" and "k0".
     c.test.step_scales = ""
     c.log_every = 100
     return c

@@ -108,7 +108,7 @@ def get_config(protocol: str = "character"):
     # Validation and test episodes draw all their classes from one alphabet.
     c.test.within_alphabet = False
     # SIB steps at its trained step size. `--config.test.step_scales=0.125,...,8` adds SIB at
-    # the multiple of it chosen on validation for each query count (metaunlab.step_tuning);
+    # the multiple of it chosen on validation for each query count (metaunlab.research.step_tuning);
     # it is off here (docs/realistic_query_sets.md says why).
 
     if protocol == "within_alphabet":

@@ -51,10 +51,10 @@ from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock
 from metaunlab.methods import METHODS, Method, sib_method
 from metaunlab.methods.sib_head import StepScales
-from metaunlab.protocols import protocol_name
+from metaunlab.research.protocols import protocol_name
 from metaunlab.results import methods_table
+from metaunlab.train.workdir import read_json, write_json_atomic
 from metaunlab.trained_model import TrainedModel, setting_name
-from metaunlab.workdir import read_json, write_json_atomic
 
 # Table order: inductive first, then transductive, each roughly by publication.
 DEFAULT_METHODS = ("protonet_cosine", "simpleshot", "logreg", "transductive_ft", "bd_cspn",
@@ -114,7 +114,7 @@ def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
     """SIB at each K of `steps` and each multiple of the trained step size `lr` in
     `step_scales` (K = 0 once: it takes no step): `sib_k3`, or `sib_k3_lr0.5x` at half the
     trained step size. With `tuned`, the multiples chosen on validation for K =
-    `tuned_steps` (`metaunlab.step_tuning`), also `sib_k3_tuned` after `sib_k3`. A head
+    `tuned_steps` (`metaunlab.research.step_tuning`), also `sib_k3_tuned` after `sib_k3`. A head
     with a balanced readout (`metatrain.balanced_readout`) also gets `sib_k0_readout`, its
     initialization network read out as the balanced assignment without a synthetic step:
     what the readout adds apart from the steps."""

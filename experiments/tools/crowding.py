@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from metaunlab import diagnostics
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.evaluation import mean_and_ci95, sib_variants
+from metaunlab.research import diagnostics
 from metaunlab.trained_model import TrainedModel
 
 

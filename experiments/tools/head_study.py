@@ -30,12 +30,12 @@ from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
-from metaunlab.metatrain import meta_train, training_query_distributions
 from metaunlab.methods import METHODS
-from metaunlab.metrics import MetricWriter
-from metaunlab.protocols import meta_test_query_counts
+from metaunlab.research.protocols import meta_test_query_counts
+from metaunlab.research.step_tuning import parse_candidates, tune_step_scales, tuning_episodes
 from metaunlab.results import markdown_table
-from metaunlab.step_tuning import parse_candidates, tune_step_scales, tuning_episodes
+from metaunlab.train.metatrain import meta_train, training_query_distributions
+from metaunlab.train.metrics import MetricWriter
 from metaunlab.trained_model import TrainedModel, setting_name
 
 
@@ -100,7 +100,7 @@ def run_head_study(workdir: str, variants: Mapping[str, Mapping], *, settings: S
     "baselines": {cell: {method: {"accuracy", "ci95"}}}, "minutes": {recipe: ...}}`.
 
     Where the run tunes SIB's step on validation (`test.step_scales`), every head is tuned
-    the same way (`metaunlab.step_tuning`, on the run's seeded validation episodes of each
+    the same way (`metaunlab.research.step_tuning`, on the run's seeded validation episodes of each
     of its meta-tested query counts) and each cell adds "sib_tuned" and "tuned_minus_k0"."""
     if split not in ("val", "test"):
         raise ConfigError(f"--split={split!r}: use val (to choose) or test (to report).")

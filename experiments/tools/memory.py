@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metaunlab import metatrain, optim, parallel, pretrain, sib
+from metaunlab import sib
 from metaunlab.backbones import get_backbone, init_backbone
 from metaunlab.data import augment
+from metaunlab.train import metatrain, optim, parallel, pretrain
 
 MiB = 2 ** 20
 

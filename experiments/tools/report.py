@@ -28,11 +28,11 @@ from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.methods import sib_method
-from metaunlab.metrics import read_metrics
-from metaunlab.pipeline import parse_settings
 from metaunlab.results import markdown_table, methods_table, sib_table
+from metaunlab.train.metrics import read_metrics
+from metaunlab.train.pipeline import parse_settings
+from metaunlab.train.workdir import read_json
 from metaunlab.trained_model import TrainedModel, setting_name
-from metaunlab.workdir import read_json
 
 REPORT_STEPS = (0, 1, 2, 3, 5, 8)
 CURVES = "report_curves.png"

@@ -32,10 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from metaunlab import metatrain
 from metaunlab.backbones import get_backbone
-from metaunlab.checkpoints import Checkpointer
-from metaunlab.config_checks import MAX_SIB_STEPS
 from metaunlab.data import augment
 from metaunlab.data.errors import DataError
 from metaunlab.errors import ConfigError
@@ -46,7 +43,10 @@ from metaunlab.interop.convert import (
     split_checkpoint,
 )
 from metaunlab.interop.pth import load_pth
-from metaunlab.workdir import save_config, write_json_atomic
+from metaunlab.train import metatrain
+from metaunlab.train.checkpoints import Checkpointer
+from metaunlab.train.config_checks import MAX_SIB_STEPS
+from metaunlab.train.workdir import save_config, write_json_atomic
 
 
 def _workdir_is_free(workdir: str) -> None:

@@ -64,7 +64,7 @@ class StepScales:
     `queries_per_class` increasing, `scales` positive, one per count; between two counts
     the multiple is interpolated linearly in log(count) and log(scale), and beyond the ends
     it is that of the nearest end (`scale_at`). Chosen on validation episodes by
-    `metaunlab.step_tuning.tune_step_scales`.
+    `metaunlab.research.step_tuning.tune_step_scales`.
     """
 
     queries_per_class: tuple[float, ...]

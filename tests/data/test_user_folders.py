@@ -12,7 +12,7 @@ from PIL import Image
 from experiments.configs.folders import get_config as folders_config
 from metaunlab.data.errors import DataError
 from metaunlab.data.user_folders import load_user_folders, read_split_file
-from metaunlab.pipeline import check_shapes_before_training, load_splits, train_and_evaluate
+from metaunlab.train.pipeline import check_shapes_before_training, load_splits, train_and_evaluate
 
 CLASSES = {"train": ["cat", "dog", "emu"], "val": ["owl", "yak"], "test": ["fox", "gnu"]}
 

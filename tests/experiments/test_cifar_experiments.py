@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metaunlab.pipeline import train_and_evaluate
+from metaunlab.train.pipeline import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -64,7 +64,7 @@ def test_a_missing_data_dir_is_one_sentence_and_exit_status_2(tmp_path):
 
 def test_a_bug_shows_its_traceback_not_one_sentence(tmp_path):
     # A deliberate bug inside the pipeline: a ValueError the library did not mean for users.
-    inject = ("import sys, metaunlab.pipeline as p\n"
+    inject = ("import sys, metaunlab.train.pipeline as p\n"
               "def broken(config, workdir):\n"
               "    raise ValueError('an injected bug')\n"
               "p.train_and_evaluate = broken\n"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from experiments.configs.miniimagenet import get_config as mini_config
-from metaunlab.pipeline import train_and_evaluate
+from metaunlab.train.pipeline import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,10 +25,11 @@ from experiments.tools.benchmark.cases import (
     device_name,
 )
 from experiments.tools.benchmark.timing import compile_with_stats
-from metaunlab import evaluation, metatrain, optim, sib
+from metaunlab import evaluation, sib
 from metaunlab.backbones import get_backbone
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.methods import Method, sib_method
+from metaunlab.train import metatrain, optim
 
 
 def _labels(rows: int, case: Case, classes: int = TRAIN_CLASSES) -> np.ndarray:

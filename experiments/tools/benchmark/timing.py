@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from metaunlab.train_loop import step_barrier
+from metaunlab.train.train_loop import step_barrier
 
 
 def memory_stats(compiled: Any) -> dict[str, int]:

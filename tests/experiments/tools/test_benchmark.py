@@ -16,7 +16,8 @@ import pytest
 
 from experiments.tools import benchmark
 from experiments.tools.benchmark import cases, timing, torch_step, variants
-from metaunlab import metatrain, numerics, optim, sib
+from metaunlab import numerics, sib
+from metaunlab.train import metatrain, optim
 
 REPO = Path(__file__).resolve().parents[3]
 

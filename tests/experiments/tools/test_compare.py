@@ -23,7 +23,7 @@ from metaunlab import evaluation
 from metaunlab.data.episode_files import fixed_episodes_to_json
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.methods import get_method, sib_method
-from metaunlab.pipeline import load_splits, train_and_evaluate
+from metaunlab.train.pipeline import load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,7 +9,7 @@ on freshly augmented images every episode) or precomputed features. When the tra
 transform has no randomness the two are the same computation, since the frozen backbone
 maps each image to one feature vector.
 
-Devices (`metaunlab.parallel`): the episode batch is split over a `data` mesh of all devices
+Devices (`metaunlab.train.parallel`): the episode batch is split over a `data` mesh of all devices
 of all processes; the SIB parameters, optimizer state and the source are replicated (each
 device holds the whole training set, as each GPU does in the reference).
 `config.batch_size` is the global batch and must be a multiple of the device count.
@@ -17,7 +17,7 @@ device holds the whole training set, as each GPU does in the reference).
 Dispatch: with `steps_per_call` = S > 1 one jitted call runs S meta-training iterations in a
 `lax.scan` over S stacked episode batches: the same iterations, in the same order, with the
 same RNG draws, minus S - 1 dispatches. Checkpoints, resumption and the loop around the
-step: `metaunlab.train_loop`.
+step: `metaunlab.train.train_loop`.
 """
 
 from __future__ import annotations
@@ -33,16 +33,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from metaunlab import evaluation, optim, parallel, sib
+from metaunlab import evaluation, sib
 from metaunlab.backbones import cast_floats, compute_dtype
-from metaunlab.config_checks import RULES, parse_counts
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.data.query_sets import QueryDistribution, imbalanced_fits
 from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import sib_method
-from metaunlab.metrics import MetricWriter
-from metaunlab.train_loop import TrainLoop
+from metaunlab.train import optim, parallel
+from metaunlab.train.config_checks import RULES, parse_counts
+from metaunlab.train.metrics import MetricWriter
+from metaunlab.train.train_loop import TrainLoop
 
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from metaunlab.files import atomic_path, write_error
-from metaunlab.parallel import is_primary
+from metaunlab.train.parallel import is_primary
 
 
 class MetricWriter:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from metaunlab.config_checks import parse_counts
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.omniglot_splits import alphabet_groups
 from metaunlab.errors import ConfigError
+from metaunlab.train.config_checks import parse_counts
 
 
 def episode_groups(config: ml_collections.ConfigDict, split, stage: str) -> np.ndarray | None:

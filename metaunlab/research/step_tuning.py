@@ -31,7 +31,7 @@ from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape, batc
 from metaunlab.data.query_sets import QueryDistribution, imbalanced_fits
 from metaunlab.errors import ConfigError
 from metaunlab.methods.sib_head import StepScales, sib_method
-from metaunlab.workdir import read_json, write_json_atomic
+from metaunlab.train.workdir import read_json, write_json_atomic
 
 FILE_NAME = "step_scales.json"
 

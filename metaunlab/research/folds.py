@@ -15,9 +15,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import stats
 
-from metaunlab.parallel import is_primary
 from metaunlab.results import accuracy_cell, markdown_table, setting_key
-from metaunlab.workdir import write_json_atomic
+from metaunlab.train.parallel import is_primary
+from metaunlab.train.workdir import write_json_atomic
 
 
 def mean_over_folds(values: list[float]) -> dict[str, float]:

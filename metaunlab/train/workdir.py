@@ -10,7 +10,7 @@ import ml_collections
 
 from metaunlab.errors import ConfigError
 from metaunlab.files import atomic_path
-from metaunlab.parallel import is_primary
+from metaunlab.train.parallel import is_primary
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -25,9 +25,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from metaunlab import evaluation, feature_cache, step_tuning
+from metaunlab import evaluation
 from metaunlab.backbones import Backbone, get_backbone, init_backbone
-from metaunlab.config_checks import check_config, parse_settings
 from metaunlab.data import augment
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import ImageFormat
@@ -38,21 +37,28 @@ from metaunlab.data.features import FEATURES_FORMAT, load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock, write_error
-from metaunlab.metatrain import meta_train, training_query_counts, training_query_distributions
 from metaunlab.methods.sib_head import StepScales
-from metaunlab.metrics import MetricWriter
-from metaunlab.parallel import is_primary
-from metaunlab.pretrain import pretrain
-from metaunlab.protocols import (
+from metaunlab.research import step_tuning
+from metaunlab.research.protocols import (
     episode_group_names,
     episode_groups,
     meta_test_query_counts,
     protocol_name,
 )
+from metaunlab.research.step_tuning import parse_candidates
 from metaunlab.results import sib_table
-from metaunlab.step_tuning import parse_candidates
+from metaunlab.train import feature_cache
+from metaunlab.train.config_checks import check_config, parse_settings
+from metaunlab.train.metatrain import (
+    meta_train,
+    training_query_counts,
+    training_query_distributions,
+)
+from metaunlab.train.metrics import MetricWriter
+from metaunlab.train.parallel import is_primary
+from metaunlab.train.pretrain import pretrain
+from metaunlab.train.workdir import save_config, write_json_atomic
 from metaunlab.trained_model import setting_name
-from metaunlab.workdir import save_config, write_json_atomic
 
 
 @dataclasses.dataclass
@@ -123,7 +129,7 @@ def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, 
     `config.metatrain.source` is "images" (faithful: features recomputed inside every step
     on images augmented with the meta-training transform), "features" (the frozen-feature
     cache of `metatrain.feature_views` augmented views per image, or un-augmented features
-    when 0; see `metaunlab.feature_cache`) or "auto" (features when the transform draws
+    when 0; see `metaunlab.train.feature_cache`) or "auto" (features when the transform draws
     nothing at random, where both are the same computation, else images).
     """
     mt = config.metatrain

@@ -27,7 +27,7 @@ from metaunlab import evaluation
 from metaunlab.data.augment import ImageTransform
 from metaunlab.errors import ConfigError
 from metaunlab.files import atomic_path
-from metaunlab.workdir import read_json, write_json_atomic
+from metaunlab.train.workdir import read_json, write_json_atomic
 
 
 def fingerprint(tree: Any) -> str:

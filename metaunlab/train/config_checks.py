@@ -90,7 +90,7 @@ def _query_distribution() -> tuple[Check, str]:
 def _scale_list() -> tuple[Check, str]:
     def check(v):
         from metaunlab.errors import ConfigError
-        from metaunlab.step_tuning import parse_candidates
+        from metaunlab.research.step_tuning import parse_candidates
         try:
             parse_candidates(v)
         except (ConfigError, AttributeError):

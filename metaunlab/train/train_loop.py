@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from metaunlab import parallel
-from metaunlab.checkpoints import Checkpointer
 from metaunlab.errors import NonFiniteError
-from metaunlab.metrics import MetricWriter
-from metaunlab.preemption import PreemptionGuard, stop_if_requested
+from metaunlab.train import parallel
+from metaunlab.train.checkpoints import Checkpointer
+from metaunlab.train.metrics import MetricWriter
+from metaunlab.train.preemption import PreemptionGuard, stop_if_requested
 
 State = dict[str, Any]
 # (state, first step, number of steps) -> (new state, metrics of the call)

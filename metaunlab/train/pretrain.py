@@ -7,9 +7,9 @@ one with the best accuracy of the class-mean cosine classifier (SIB with K = 0 a
 initial values) on fixed validation episodes: model selection by the few-shot task, not
 by base-class accuracy.
 
-The image batch is split over all devices (`metaunlab.parallel`; `config.batch_size` is the
+The image batch is split over all devices (`metaunlab.train.parallel`; `config.batch_size` is the
 global batch); BatchNorm statistics are those of the whole global batch, so the result does
-not depend on the device count. Checkpoints and resumption: `metaunlab.train_loop`.
+not depend on the device count. Checkpoints and resumption: `metaunlab.train.train_loop`.
 """
 
 from __future__ import annotations
@@ -26,17 +26,18 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from metaunlab import evaluation, optim, parallel
+from metaunlab import evaluation
 from metaunlab.backbones import Backbone, cast_floats, compute_dtype
-from metaunlab.checkpoints import Checkpointer
 from metaunlab.data.augment import ImageTransform
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.episodes import Episodes
 from metaunlab.errors import ConfigError
 from metaunlab.methods.protonet import METHOD as CLASS_MEAN_COSINE
-from metaunlab.metrics import MetricWriter
 from metaunlab.numerics import cross_entropy, l2_normalize
-from metaunlab.train_loop import TrainLoop
+from metaunlab.train import optim, parallel
+from metaunlab.train.checkpoints import Checkpointer
+from metaunlab.train.metrics import MetricWriter
+from metaunlab.train.train_loop import TrainLoop
 
 
 def cosine_head_logits(head: dict, feats: jax.Array) -> jax.Array:
