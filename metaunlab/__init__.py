@@ -6,21 +6,28 @@ The SIB head (`metaunlab.sib`) is a set of pure functions on pytrees:
     logits = metaunlab.sib.apply(params, support_feats, support_labels, query_feats,
                                  steps=3, lr=1e-3)
 
-Where things are: the SIB head `sib` (its synthetic-gradient network `synthetic_gradient`),
-backbones `backbones`, the baselines `methods`, data and episodes `data`, the training loop
-`train_loop` with `pretrain` and `metatrain`, evaluation `evaluation`, a trained work dir
-`trained_model.TrainedModel`, and the whole published pipeline
-`pipeline.train_and_evaluate(config, workdir)`.
+A head built with parts (feature transforms, a readout) is a `Head`, whose description is
+saved with its checkpoints:
+
+    head = metaunlab.Head(n_way, feat_dim, transforms=("power", "centering"))
+    logits = head.apply(head.init(rng), support_feats, support_labels, query_feats)
+
+Where things are: the reference SIB head `sib` (its synthetic-gradient network
+`synthetic_gradient`), composable head parts `head`, backbones `backbones`, the baselines
+`methods`, data and episodes `data`, training `train` (`pretrain`, `metatrain`, the whole
+pipeline `train.pipeline.train_and_evaluate(config, workdir)`), evaluation `evaluation`, a
+trained work dir `trained_model.TrainedModel`, the Omniglot research tools `research`.
 """
 
-from metaunlab import methods, sib
+from metaunlab import head, methods, sib
 from metaunlab.backbones import get_backbone
 from metaunlab.evaluation import evaluate, mean_and_ci95
+from metaunlab.head import Head
 from metaunlab.methods import Method, get_method, sib_method
 
 __version__ = "0.1.0"
-__all__ = ["Method", "TrainedModel", "evaluate", "get_backbone", "get_method",
-           "mean_and_ci95", "methods", "sib", "sib_method", "train_and_evaluate",
+__all__ = ["Head", "Method", "TrainedModel", "evaluate", "get_backbone", "get_method",
+           "head", "mean_and_ci95", "methods", "sib", "sib_method", "train_and_evaluate",
            "train_on_features"]
 
 
@@ -39,3 +46,7 @@ def __getattr__(name):
 
         return train_on_features
     raise AttributeError(f"module 'metaunlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from metaunlab.data.episodes import Episodes
 from metaunlab.errors import NonFiniteError
+from metaunlab.head import Head
 from metaunlab.methods.base import Method
 from metaunlab.methods.sib_head import StepScales, sib_method
 
@@ -159,28 +160,31 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "ci95": ci95}
 
 
-def k0_reads_queries(params: Any) -> bool:
-    """Whether the head at K = 0 reads the query set: true where its features are centred on
-    their mean over support and queries (`metatrain.center_features`) or its logits are
-    read out as the query set's balanced assignment (`metatrain.balanced_readout`), so its
-    "K = 0" control is transductive too."""
-    return "centering" in params or "readout" in params
-
-
-def sib_variants(params: Any, *, steps: int, lr: float,
+def sib_variants(head: Head, params: Any, *, steps: int, lr: float,
                  step_scales: StepScales | None = None) -> dict[str, Method]:
-    """The trained head as the methods a run reports: "sib" (K = `steps` at step `lr`),
-    "sib_tuned" with `step_scales` (`metaunlab.research.step_tuning`), and "k0" (no step,
-    every other part of the head kept: its matched control)."""
-    variants = {"sib": sib_method(params, steps, lr)}
+    """The trained head as the methods a run reports.
+
+    Args:
+      head: the head's composition; params: its parameters.
+      steps, lr: K and the synthetic step size.
+      step_scales: the step multiples tuned on validation (`metaunlab.research.
+        step_tuning`), or None.
+
+    Returns:
+      {"sib": K = `steps` at step `lr`, ["sib_tuned": at the tuned multiples,] "k0": no
+      step, every other part of the head kept (its matched control)}.
+    """
+    variants = {"sib": sib_method(params, steps, lr, head=head)}
     if step_scales is not None:
-        variants["sib_tuned"] = sib_method(params, steps, lr, step_scales=step_scales)
-    # The matched control keeps every part of the head, the balanced readout included.
-    variants["k0"] = sib_method(params, 0, lr, readout=True if "readout" in params else None)
+        variants["sib_tuned"] = sib_method(params, steps, lr, step_scales=step_scales,
+                                           head=head)
+    # The matched control keeps every part of the head, the readout included.
+    variants["k0"] = sib_method(params, 0, lr, readout=True if head.readout else None,
+                                head=head)
     return variants
 
 
-def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
+def evaluate_sib(head: Head, params: Any, feats: np.ndarray, episodes: Episodes, *, steps: int,
                  lr: float, desc: str = "meta-test",
                  step_scales: StepScales | None = None) -> dict[str, dict[str, float]]:
     """`{"sib": {"accuracy", "ci95", "steps", "minus_k0"}, "k0": {..., "transductive"}}` on
@@ -189,14 +193,15 @@ def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: i
     "k0" is the same trained model with zero synthetic gradient steps and every other part
     it has (feature transforms, readout): the matched control. It reads the unlabeled
     queries only where the head centres features on the episode's mean or reads its logits
-    out as a balanced assignment ("transductive": true, `k0_reads_queries`). "minus_k0" is
+    out as a balanced assignment ("transductive": true, `Head.k0_reads_queries`). "minus_k0" is
     SIB's paired difference from it over the same episodes, `{"mean", "ci95"}`
     (`paired_difference`): what the synthetic gradient steps add. With `step_scales`
     (`metaunlab.research.step_tuning`), "sib_tuned" is SIB at those multiples of its step, its entry
     with the "step_scale" of the episodes' query count.
     """
     results, per_episode = {}, {}
-    for name, method in sib_variants(params, steps=steps, lr=lr, step_scales=step_scales).items():
+    for name, method in sib_variants(head, params, steps=steps, lr=lr,
+                                             step_scales=step_scales).items():
         result = evaluate(method, feats, episodes, desc=f"{desc} {name}")
         per_episode[name] = result.accuracies
         results[name] = {"accuracy": result.accuracy, "ci95": result.ci95,
@@ -204,7 +209,7 @@ def evaluate_sib(params: Any, feats: np.ndarray, episodes: Episodes, *, steps: i
         if name == "sib_tuned":
             per_class = float(episodes.mask_or_ones.sum(-1).mean()) / episodes.n_way
             results[name]["step_scale"] = step_scales.scale_at(per_class)
-    results["k0"]["transductive"] = k0_reads_queries(params)
+    results["k0"]["transductive"] = head.k0_reads_queries
     for name in results:
         if name != "k0":
             results[name]["minus_k0"] = paired_difference(per_episode[name], per_episode["k0"])

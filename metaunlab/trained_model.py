@@ -3,7 +3,8 @@
     model = TrainedModel.load("workdirs/omniglot")
     feats = model.embed_files(paths)                 # images read exactly as in training
     feats, labels = model.split_features("test")     # a split of the run's own data
-    params = model.sib_params(n_way=5, n_shot=1)     # the head meta-trained for 5-way
+    head = model.head(n_way=5, n_shot=1)             # the head meta-trained for 5-way
+    params = model.sib_params(n_way=5, n_shot=1)     # and its parameters
     results = model.evaluate_episode_file("episodes.json", image_root="images/")
     predictions = model.predict_folders("support/", "queries/")   # metaunlab.prediction
 
@@ -31,6 +32,7 @@ from metaunlab.data.errors import DataError
 from metaunlab.data.features import load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
+from metaunlab.head import HEAD_FILE, Head
 from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.prediction import (
     Predictions,
@@ -49,15 +51,6 @@ def _subset(total: int, max_rows: int | None, seed: int) -> np.ndarray:
     if max_rows is None or total <= max_rows:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, max_rows, replace=False))
-
-
-# The optional parts of a SIB head, by their parameter key, as `describe_head` names them.
-HEAD_PARTS = (
-    ("power", "a power transform of the features"),
-    ("centering", "features centred on the episode's mean (K = 0 reads the queries)"),
-    ("readout", "a balanced readout (assumes every class is about equally frequent among "
-                "the queries)"),
-)
 
 
 def setting_name(n_way: int, n_shot: int) -> str:
@@ -160,14 +153,31 @@ class TrainedModel:
                                                       if s.startswith(f"{n_way}way_")]
         return next((c for c in candidates if c in settings), None)
 
-    def sib_params(self, n_way: int, n_shot: int, checkpoint: str = "last") -> sib.Params:
-        """The SIB head meta-trained for n_way-way episodes (`head_for`)."""
+    def head(self, n_way: int, n_shot: int) -> Head:
+        """The composition of the head meta-trained for n_way-way episodes (`head_for`),
+        from the description saved beside its checkpoints (`Head.save`)."""
+        name = self._require_head(n_way, n_shot)
+        folder = os.path.join(self.workdir, "metatrain", name)
+        if os.path.exists(os.path.join(folder, HEAD_FILE)):
+            return Head.load(folder)
+        # A work dir written before heads were described: its parameters name the parts.
+        params = self.sib_params(n_way, n_shot)
+        return Head(sib.n_way_of(params), int(params["init"]["w"].shape[-1]),
+                    tuple(k for k in ("power", "centering") if k in params),
+                    "balanced" if "readout" in params else None)
+
+    def _require_head(self, n_way: int, n_shot: int) -> str:
         name = self.head_for(n_way, n_shot)
         if name is None:
             raise ConfigError(f"no SIB head for {n_way}-way episodes in {self.workdir} (trained: "
                               f"{', '.join(self.trained_settings()) or 'none'}); meta-train "
                               f"--config.settings={setting_name(n_way, n_shot)} in a new work "
                               "dir.")
+        return name
+
+    def sib_params(self, n_way: int, n_shot: int, checkpoint: str = "last") -> sib.Params:
+        """The parameters of the SIB head meta-trained for n_way-way episodes (`head_for`)."""
+        name = self._require_head(n_way, n_shot)
         saved = Checkpointer(os.path.join(self.workdir, "metatrain", name, checkpoint)).restore()
         # `last` holds the whole training state, `best` the parameters alone.
         return saved["params"] if checkpoint == "last" else saved
@@ -198,6 +208,7 @@ class TrainedModel:
             raise ConfigError(f"step={step!r}: use 'trained' or 'tuned'.")
         n_way, n_shot = self._support_shape(support_labels)
         params = self.sib_params(n_way, n_shot, checkpoint)
+        head = self.head(n_way, n_shot)
         scales = None
         if step == "tuned":
             scales = self.step_scales(n_way, n_shot, checkpoint)
@@ -211,9 +222,10 @@ class TrainedModel:
         support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
 
         def probabilities(steps, queries):
-            head = sib_method(params, steps, mt.inner_lr, step_scales=scales if steps else None)
-            return np.asarray(head.predictor(n_way)(head.params, None, *support,
-                                                    jnp.asarray(queries)[None])[0])
+            method = sib_method(params, steps, mt.inner_lr,
+                                step_scales=scales if steps else None, head=head)
+            return np.asarray(method.predictor(n_way)(method.params, None, *support,
+                                                      jnp.asarray(queries)[None])[0])
 
         sib_probs = np.zeros((len(query_feats), n_way), np.float32)
         largest = max(training_query_counts(mt))  # the largest query set meta-training saw
@@ -254,11 +266,9 @@ class TrainedModel:
     def describe_head(self, n_way: int, n_shot: int, checkpoint: str = "last",
                       step: str = "trained") -> str:
         """Which head serves n_way-way n_shot-shot tasks and what it assumes, in one line."""
-        params = self.sib_params(n_way, n_shot, checkpoint)
-        parts = [label for key, label in HEAD_PARTS if key in params]
         return (f"SIB head {self.head_for(n_way, n_shot)} of {self.workdir} ({checkpoint} "
-                f"checkpoint), K = {self.config.metatrain.sib_steps} at the {step} step size"
-                + (f"; with {', '.join(parts)}" if parts else "; the reference head"))
+                f"checkpoint), K = {self.config.metatrain.sib_steps} at the {step} step size; "
+                + self.head(n_way, n_shot).describe())
 
     def evaluate_episode_file(self, episodes_path: str, image_root: str, *,
                               checkpoint: str = "last") -> dict:
@@ -284,7 +294,7 @@ class TrainedModel:
             name = f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query"
             by_shape[name] = {"episodes": len(episodes)}
             variants = evaluation.sib_variants(
-                params, steps=mt.sib_steps, lr=mt.inner_lr,
+                self.head(shape.n_way, shape.n_shot), params, steps=mt.sib_steps, lr=mt.inner_lr,
                 step_scales=scales[shape] if tuned else None)
             for method, head in variants.items():
                 result = evaluation.evaluate(head, feats, episodes)

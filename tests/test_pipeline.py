@@ -126,7 +126,7 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(omniglot_run, few
     feats = model.embed(test.images)
     scales = model.step_scales(5, 1)
     assert scales is not None  # the demo's config tunes the step on validation
-    want = evaluation.evaluate_sib(model.sib_params(5, 1), feats, episodes,
+    want = evaluation.evaluate_sib(model.head(5, 1), model.sib_params(5, 1), feats, episodes,
                                    steps=config.metatrain.sib_steps,
                                    lr=config.metatrain.inner_lr, step_scales=scales)
     assert got["episodes"] == 12

@@ -1,10 +1,10 @@
 """Tests of the SIB head: against an independent numpy transcription of the reference maths,
 the Gram form of the K synthetic steps against the direct form, and remat.
 
-The Gram form (`sib.apply_gram`) is the direct form, exactly: checked in float64, where the
-only difference between the two is rounding, on the published episode shape (5-way, 75
-queries, 640-d features), for logits and the whole meta-gradient, including the
-gradient-matching loss and remat.
+The Gram form of `sib.apply` (`metaunlab._unrolled`) is the direct form, exactly: checked
+in float64, where the only difference between the two is rounding, on the published
+episode shape (5-way, 75 queries, 640-d features), for logits and the whole meta-gradient,
+including the gradient-matching loss and remat.
 """
 
 import contextlib
@@ -16,10 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import numerics, sib, synthetic_gradient
+from metaunlab import _unrolled, numerics, sib, synthetic_gradient
 from tests._finite_differences import assert_gradient_matches_finite_differences
 
-FORMS = {"direct": sib.apply_direct, "gram": sib.apply_gram}
+# `sib.apply` in each form, whatever the number of episodes.
+FORMS = {form: functools.partial(sib._apply_form, form=form) for form in ("direct", "gram")}
 
 
 @contextlib.contextmanager
@@ -155,7 +156,8 @@ def _autodiff_step(params, theta, query_feats, lr):
 
 @pytest.mark.parametrize("steps,lr", [(1, 0.5), (3, 1e-3), (5, 0.5)])
 def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr, perturbed_sib_params):
-    """`sib.synthetic_step` writes the VJP out; autodiff must agree, meta-gradient included."""
+    """`_unrolled.synthetic_step` writes the VJP out; autodiff must agree, meta-gradient
+    included."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(steps)
         fs, ys, fq, yq = _episode(rng, n_query=15, dim=64, dtype=np.float64)
@@ -171,7 +173,7 @@ def test_closed_form_step_equals_the_autodiff_vjp_in_float64(steps, lr, perturbe
             return numerics.cross_entropy(logits, yq), theta
 
         def closed(p, t):
-            return sib.synthetic_step(p, t, numerics.l2_normalize(fq), lr=lr)
+            return _unrolled.synthetic_step(p, t, numerics.l2_normalize(fq), lr=lr)
 
         def autodiff(p, t):
             return _autodiff_step(p, t, fq, lr)
@@ -270,7 +272,7 @@ def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float6
     ((4,), 0, "direct")])
 def test_apply_and_loss_take_the_gram_form_for_batches_of_episodes(lead, steps, want,
                                                                    perturbed_sib_params):
-    """`sib.apply` is `apply_gram` for two or more episodes and K > 0, else `apply_direct`,
+    """`sib.apply` is the Gram form for two or more episodes and K > 0, else the direct form,
     bit for bit, and `sib.loss` is the cross-entropy of its logits."""
     rng = np.random.default_rng(9)
     count = int(np.prod(lead, dtype=int))
@@ -372,8 +374,8 @@ def test_gram_form_float32_matches_within_float32_rounding(perturbed_sib_params)
     fs, ys, fq, _ = (np.asarray(a, np.float32) if a.dtype == np.float64 else a
                      for a in _episode64(3))
     params = perturbed_sib_params(3, 5, 640)
-    direct = sib.apply_direct(params, fs, ys, fq, steps=3, lr=1e-3)
-    gram = sib.apply_gram(params, fs, ys, fq, steps=3, lr=1e-3)
+    direct = FORMS["direct"](params, fs, ys, fq, steps=3, lr=1e-3)
+    gram = FORMS["gram"](params, fs, ys, fq, steps=3, lr=1e-3)
     np.testing.assert_allclose(np.asarray(gram), np.asarray(direct), rtol=1e-5, atol=1e-5)
 
 

@@ -13,6 +13,7 @@ import pytest
 from metaunlab import evaluation, sib
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
+from metaunlab.head import Head
 from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.research import step_tuning
 from metaunlab.train.config_checks import check_config
@@ -108,8 +109,8 @@ def test_tuning_keeps_the_best_validation_multiple_for_each_count():
     episodes = {q: EpisodeSampler(labels, EpisodeShape(5, 1, q), seed=7).sample(0, 40)
                 for q in (1, 6)}
     candidates = (0.1, 1.0, 30.0, 300.0)
-    chosen, accuracy = step_tuning.tune_step_scales(params, feats, episodes, steps=3, lr=1e-2,
-                                                    candidates=candidates)
+    chosen, accuracy = step_tuning.tune_step_scales(Head(5, 8), params, feats, episodes,
+                                                    steps=3, lr=1e-2, candidates=candidates)
     for q, eps in episodes.items():
         expected = [evaluation.evaluate(sib_method(params, 3, 1e-2 * c), feats, eps).accuracy
                     for c in candidates]
@@ -151,17 +152,19 @@ def test_evaluate_sib_reports_the_tuned_step_beside_the_reference():
     params = _head(seed=1)
     eps = EpisodeSampler(labels, EpisodeShape(5, 1, 2), seed=3).sample(0, 20)
     scales = StepScales((1.0, 4.0), (4.0, 1.0))
-    methods = evaluation.evaluate_sib(params, feats, eps, steps=3, lr=0.01, step_scales=scales)
+    methods = evaluation.evaluate_sib(Head(5, 8), params, feats, eps, steps=3, lr=0.01,
+                                      step_scales=scales)
     assert list(methods) == ["sib", "sib_tuned", "k0"]
     assert methods["sib_tuned"]["step_scale"] == pytest.approx(2.0, rel=1e-5)  # 2 per class
     at_double = evaluation.evaluate(sib_method(params, 3, 0.02), feats, eps)
     assert methods["sib_tuned"]["accuracy"] == pytest.approx(at_double.accuracy)
-    assert "sib_tuned" not in evaluation.evaluate_sib(params, feats, eps, steps=3, lr=0.01)
+    assert "sib_tuned" not in evaluation.evaluate_sib(Head(5, 8), params, feats, eps, steps=3,
+                                                      lr=0.01)
 
 
 def test_tuning_without_candidates_is_refused():
     with pytest.raises(ValueError, match="at least one candidate"):
-        step_tuning.tune_step_scales(_head(), np.zeros((4, 8), np.float32),
+        step_tuning.tune_step_scales(Head(5, 8), _head(), np.zeros((4, 8), np.float32),
                                      {1: Episodes(*(np.zeros((1, 5), np.int32),) * 4)},
                                      steps=3, lr=1e-3, candidates=())
 
@@ -170,18 +173,17 @@ def test_evaluate_sib_reports_sibs_paired_difference_from_its_matched_k0():
     """"minus_k0" is the mean and 1.96 standard errors of SIB's per-episode accuracy minus K =
     0's on the same episodes; K = 0 is marked inductive for a head that centres nothing."""
     feats, labels = toy_features()
-    params = sib.init(jax.random.PRNGKey(0), 5, feats.shape[1])
+    head = Head(5, feats.shape[1])
+    params = head.init(jax.random.PRNGKey(0))
     eps = EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=4).sample(0, 40)
-    methods = evaluation.evaluate_sib(params, feats, eps, steps=3, lr=0.05)
-    sib_acc = evaluation.evaluate(evaluation.sib_variants(params, steps=3, lr=0.05)["sib"],
-                                  feats, eps).accuracies
-    k0_acc = evaluation.evaluate(evaluation.sib_variants(params, steps=3, lr=0.05)["k0"],
-                                 feats, eps).accuracies
+    methods = evaluation.evaluate_sib(head, params, feats, eps, steps=3, lr=0.05)
+    variants = evaluation.sib_variants(head, params, steps=3, lr=0.05)
+    sib_acc = evaluation.evaluate(variants["sib"], feats, eps).accuracies
+    k0_acc = evaluation.evaluate(variants["k0"], feats, eps).accuracies
     diff = sib_acc - k0_acc
     assert methods["sib"]["minus_k0"]["mean"] == pytest.approx(diff.mean())
     assert methods["sib"]["minus_k0"]["ci95"] == pytest.approx(1.96 * diff.std() / np.sqrt(40))
     assert methods["k0"]["transductive"] is False
-    assert evaluation.k0_reads_queries({**params, "centering": {}})
 
 
 def test_tuning_episodes_come_from_every_query_distribution_that_fits():

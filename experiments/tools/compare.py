@@ -49,6 +49,7 @@ from metaunlab.data.errors import DataError
 from metaunlab.data.query_sets import QueryDistribution
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock
+from metaunlab.head import Head
 from metaunlab.methods import METHODS, Method, sib_method
 from metaunlab.methods.sib_head import StepScales
 from metaunlab.research.protocols import protocol_name
@@ -108,7 +109,7 @@ def method_order(names: Sequence[str] | None = None) -> list[Method]:
     return [METHODS[n] for n in names]
 
 
-def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
+def sib_methods(head: Head, params, lr: float, steps: Sequence[int] = SIB_STEPS,
                 step_scales: Sequence[float] = (1.0,), tuned: StepScales | None = None,
                 tuned_steps: int | None = None) -> list[Method]:
     """SIB at each K of `steps` and each multiple of the trained step size `lr` in
@@ -122,11 +123,13 @@ def sib_methods(params, lr: float, steps: Sequence[int] = SIB_STEPS,
     for k in steps:
         for scale in (step_scales if k > 0 else (1.0,)):
             name = f"sib_k{k}" if scale == 1.0 else f"sib_k{k}_lr{scale:g}x"
-            methods.append(sib_method(params, k, lr * scale, name=name))
-        if k == 0 and "readout" in params:
-            methods.append(sib_method(params, 0, lr, name="sib_k0_readout", readout=True))
+            methods.append(sib_method(params, k, lr * scale, name=name, head=head))
+        if k == 0 and head.readout is not None:
+            methods.append(sib_method(params, 0, lr, name="sib_k0_readout", readout=True,
+                                      head=head))
         if tuned is not None and k == tuned_steps and k > 0:
-            methods.append(sib_method(params, k, lr, name=f"sib_k{k}_tuned", step_scales=tuned))
+            methods.append(sib_method(params, k, lr, name=f"sib_k{k}_tuned", step_scales=tuned,
+                                      head=head))
     return methods
 
 
@@ -270,9 +273,10 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             k0_transductive = False
             if sib_head is not None:  # else no SIB head for this n_way: the baselines still run
                 params = model.sib_params(shape.n_way, shape.n_shot, checkpoint)
-                k0_transductive = evaluation.k0_reads_queries(params)
+                head = model.head(shape.n_way, shape.n_shot)
+                k0_transductive = head.k0_reads_queries
                 entry_methods += sib_methods(
-                    params, config.metatrain.inner_lr, sib_steps, sib_step_scales,
+                    head, params, config.metatrain.inner_lr, sib_steps, sib_step_scales,
                     tuned=model.step_scales(shape.n_way, shape.n_shot, checkpoint),
                     tuned_steps=config.metatrain.sib_steps)
             results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,

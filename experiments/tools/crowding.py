@@ -35,7 +35,7 @@ def crowding_report(workdir: str, *, n_way: int, n_query: int, num_episodes: int
               f"class{', within one alphabet' if groups is not None else ''} (a balanced "
               f"query set: share {1 / n_way:.3f})", "",
               "| K | accuracy | largest class share | classes predicted |", "|---|---|---|---|"]
-    variants = sib_variants(params, steps=mt.sib_steps, lr=mt.inner_lr)
+    variants = sib_variants(model.head(n_way, 1), params, steps=mt.sib_steps, lr=mt.inner_lr)
     for steps, head in ((0, variants["k0"]), (mt.sib_steps, variants["sib"])):
         probs = np.asarray(head.predictor(n_way)(
             head.params, None, feats[episodes.support_idx], episodes.support_labels,

@@ -34,7 +34,7 @@ from metaunlab.methods import METHODS
 from metaunlab.research.protocols import meta_test_query_counts
 from metaunlab.research.step_tuning import parse_candidates, tune_step_scales, tuning_episodes
 from metaunlab.results import markdown_table
-from metaunlab.train.metatrain import meta_train, training_query_distributions
+from metaunlab.train.metatrain import head_of_config, meta_train, training_query_distributions
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.trained_model import TrainedModel, setting_name
 
@@ -150,6 +150,7 @@ def run_head_study(workdir: str, variants: Mapping[str, Mapping], *, settings: S
                                    writer=MetricWriter(tmp, enabled=False),
                                    phase=f"study_{variant}", train_groups=train_groups)
         minutes[variant] = minutes.get(variant, 0.0) + (time.time() - t0) / 60
+        head = head_of_config(mt, train_feats.shape[1])
         scales = None
         if candidates:
             tuning = {q: tuning_episodes(
@@ -157,9 +158,9 @@ def run_head_study(workdir: str, variants: Mapping[str, Mapping], *, settings: S
                 distributions=[d.name for d in training_query_distributions(mt)],
                 seed=config.val_seed, count=config.val_episodes, groups=tune_groups)
                 for q in meta_test_query_counts(config)}
-            scales, _ = tune_step_scales(params, tune_feats, tuning, steps=mt.sib_steps,
+            scales, _ = tune_step_scales(head, params, tune_feats, tuning, steps=mt.sib_steps,
                                          lr=mt.inner_lr, candidates=candidates)
-        methods = evaluation.sib_variants(params, steps=mt.sib_steps, lr=mt.inner_lr,
+        methods = evaluation.sib_variants(head, params, steps=mt.sib_steps, lr=mt.inner_lr,
                                           step_scales=scales)
         for cell in cells:
             if (cell.n_way, cell.n_shot) != (n_way, n_shot):

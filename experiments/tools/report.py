@@ -108,10 +108,11 @@ def accuracy_against_k(model, test_feats: np.ndarray, test_labels: np.ndarray,
         episodes = EpisodeSampler(test_labels, shape, seed=seed, split_name="test",
                                   groups=model.split_groups("test")).sample(0, num_episodes)
         params = model.sib_params(n_way, n_shot, checkpoint)
+        head = model.head(n_way, n_shot)
         per_episode = {}
         for k in steps:
-            head = sib_method(params, int(k), lr)
-            per_episode[int(k)] = evaluation.evaluate(head, test_feats, episodes).accuracies
+            method = sib_method(params, int(k), lr, head=head)
+            per_episode[int(k)] = evaluation.evaluate(method, test_feats, episodes).accuracies
         stats = [evaluation.mean_and_ci95(per_episode[int(k)]) for k in steps]
         out[setting_name(n_way, n_shot)] = {
             "steps": [int(k) for k in steps], "accuracy": [m for m, _ in stats],

@@ -150,4 +150,5 @@ def import_checkpoint(checkpoint: str, arch: str, config: ml_collections.ConfigD
         root = os.path.join(workdir, "metatrain", summary["sib"]["setting"])
         Checkpointer(os.path.join(root, "last")).save(0, state)
         Checkpointer(os.path.join(root, "best")).save(0, params)
+        metatrain.head_of_config(mt, feat_dim).save(root)  # the authors' head: the reference
     return summary

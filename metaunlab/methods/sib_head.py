@@ -1,12 +1,14 @@
 """SIB as a `Method`: a trained SIB head (the computation itself is `metaunlab.sib`).
 
 Hu et al., "Empirical Bayes Transductive Meta-Learning with Synthetic Gradients", ICLR
-2020. `sib_method(params, steps, lr)` wraps meta-trained parameters; its probabilities are
-the softmax of `sib.apply` logits after K = `steps` synthetic-gradient steps. K = 0 is the
-learned initialization network alone (inductive: it never looks at the queries); K > 0 is
-transductive (the synthetic-gradient network reads the query logits, and its BatchNorm
-uses query statistics). The published setting is K = 3, lr = 1e-3. The method takes
-leading episode axes itself, so a batch of episodes runs as one `sib.apply` call.
+2020. `sib_method(params, steps, lr, head=head)` wraps meta-trained parameters of a
+`metaunlab.head.Head` (the reference head when none is given); its probabilities are the
+softmax of `Head.apply` logits after K = `steps` synthetic-gradient steps. K = 0 is the
+learned initialization network alone, inductive unless a part of the head reads the
+queries (`Head.k0_reads_queries`); K > 0 is transductive (the synthetic-gradient network
+reads the query logits, and its BatchNorm uses query statistics). The published setting is
+K = 3, lr = 1e-3. The method takes leading episode axes itself, so a batch of episodes
+runs as one call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from metaunlab import sib
+from metaunlab.head import Head
 from metaunlab.methods.base import Method
 
 PAPER = ("Hu et al., Empirical Bayes Transductive Meta-Learning with Synthetic Gradients, "
@@ -26,24 +29,26 @@ PAPER = ("Hu et al., Empirical Bayes Transductive Meta-Learning with Synthetic G
 
 
 @functools.cache
-def _probabilities(steps: int, lr: float, scaled: bool = False, readout: bool | None = None):
-    """The method function for (steps, lr); cached, so that every head of the
-    same K and step size shares one compiled predictor (`Method.predictor`). With `scaled`
+def _probabilities(head: Head, steps: int, lr: float, scaled: bool = False,
+                   readout: bool | None = None):
+    """The method function of `head` for (steps, lr); cached, so that every head of the
+    same composition, K and step size shares one compiled predictor (`Method.predictor`).
+    With `scaled`
     its params are `{"head": SIB params, "step_scales": StepScales.table()}` and each
     episode's step is multiplied by the scale of its query count, a traced input: every
     scale of a search shares one compilation too."""
     def fn(support_feats, support_labels, query_feats, n_way, *, params, query_mask=None):
-        head = params["head"] if scaled else params
-        if n_way != sib.n_way_of(head):
-            raise ValueError(f"this SIB head was meta-trained for {sib.n_way_of(head)}-way "
+        head_params = params["head"] if scaled else params
+        if n_way != head.n_way:
+            raise ValueError(f"this SIB head was meta-trained for {head.n_way}-way "
                              f"episodes, not {n_way}-way")
         queries = (query_feats.shape[-2] if query_mask is None
                    else jnp.sum(query_mask, axis=-1).astype(query_feats.dtype))
         step = lr
         if scaled:
             step = step * scale_of_table(params["step_scales"], queries / n_way)
-        logits = sib.apply(head, support_feats, support_labels, query_feats, steps=steps,
-                           lr=step, query_mask=query_mask, readout=readout)
+        logits = head.apply(head_params, support_feats, support_labels, query_feats,
+                            steps=steps, lr=step, query_mask=query_mask, readout=readout)
         return jax.nn.softmax(logits, axis=-1)
 
     return fn
@@ -92,16 +97,31 @@ class StepScales:
 
 def sib_method(params: sib.Params, steps: int, lr: float = 1e-3,
                name: str | None = None,
-               step_scales: StepScales | None = None, readout: bool | None = None) -> Method:
+               step_scales: StepScales | None = None, readout: bool | None = None, *,
+               head: Head | None = None) -> Method:
     """A trained SIB head with K = `steps` synthetic steps of size `lr` as a `Method`.
 
-    `step_scales`: None (the reference), or multiples of that step by each episode's number
-    of queries per class (`StepScales`).
-    `readout`: as in `sib.apply`; None reads a head with a balanced readout out with it at
-    K > 0 only, so its K = 0 stays inductive.
+    Args:
+      params: the head's parameters.
+      steps: K.
+      lr: the synthetic step size.
+      name: the method's name; `sib_k<steps>` by default.
+      step_scales: None (the reference), or multiples of that step by each episode's number
+        of queries per class (`StepScales`).
+      readout: as in `Head.apply`; None reads a head with a readout out with it at K > 0
+        only.
+      head: the head's composition (`TrainedModel.head`); None for the reference head.
+        Parameters with entries the head does not list are refused.
+
+    Returns:
+      A transductive `Method` where K > 0 or the head reads the queries at K = 0.
     """
-    reads_out = readout if readout is not None else steps > 0 and "readout" in params
-    fn = _probabilities(int(steps), float(lr), step_scales is not None, readout)
+    if head is None:
+        head = Head(sib.n_way_of(params), int(params["init"]["w"].shape[-1]))
+    head.check(params)
+    reads_out = (readout if readout is not None
+                 else steps > 0 and head.readout is not None)
+    fn = _probabilities(head, int(steps), float(lr), step_scales is not None, readout)
     if step_scales is not None:
         params = {"head": params, "step_scales": step_scales.table()}
     return Method(name=name or f"sib_k{steps}", fn=fn, is_transductive=steps > 0 or reads_out,

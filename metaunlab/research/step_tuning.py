@@ -1,6 +1,6 @@
 """SIB's synthetic step size chosen on validation episodes, one multiple per query count.
 
-A synthetic step is a sum over the queries (`sib.synthetic_step`), and the reference takes
+A synthetic step of `metaunlab.sib` is a sum over the queries, and the reference takes
 one step size `lr` whatever the query set. A head meta-trained on query sets of 1 to 15
 queries per class therefore steps too short on the smallest and too far on the largest
 (docs/omniglot.md, "The size of SIB's steps"). `tune_step_scales` measures the trained head
@@ -30,6 +30,7 @@ from metaunlab import evaluation, sib
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape, batch_episodes
 from metaunlab.data.query_sets import QueryDistribution, imbalanced_fits
 from metaunlab.errors import ConfigError
+from metaunlab.head import Head
 from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.train.workdir import read_json, write_json_atomic
 
@@ -82,11 +83,12 @@ def tuning_episodes(labels: np.ndarray, shape: EpisodeShape, *, distributions: S
     return batch_episodes(batches)
 
 
-def tune_step_scales(params: sib.Params, feats: np.ndarray,
+def tune_step_scales(head: Head, params: sib.Params, feats: np.ndarray,
                      episodes_by_count: Mapping[int, Episodes], *, steps: int, lr: float,
                      candidates: Sequence[float],
                      desc: str | None = None) -> tuple[StepScales, dict[int, list[float]]]:
-    """The best multiple of the head's step `lr` for each query count, on its episodes.
+    """The best multiple of the step `lr` of `head` (with `params`) for each query count, on
+    its episodes.
 
     `episodes_by_count` maps queries per class to validation episodes of that count (with
     indices into `feats`). Returns the `StepScales` and the validation accuracy of every
@@ -99,9 +101,10 @@ def tune_step_scales(params: sib.Params, feats: np.ndarray,
     for q in counts:
         accuracy[q] = []
         for scale in candidates:
-            head = sib_method(params, steps, lr, step_scales=StepScales((q,), (scale,)))
+            method = sib_method(params, steps, lr, step_scales=StepScales((q,), (scale,)),
+                                head=head)
             label = None if desc is None else f"{desc} {q}query x{scale:g}"
-            result = evaluation.evaluate(head, feats, episodes_by_count[q], desc=label)
+            result = evaluation.evaluate(method, feats, episodes_by_count[q], desc=label)
             accuracy[q].append(result.accuracy)
     chosen = StepScales(tuple(float(q) for q in counts),
                         tuple(_preferred(candidates, accuracy[q]) for q in counts))

@@ -23,6 +23,7 @@ step: `metaunlab.train.train_loop`.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ from metaunlab.data.augment import ImageTransform
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
 from metaunlab.data.query_sets import QueryDistribution, imbalanced_fits
 from metaunlab.errors import ConfigError
+from metaunlab.head import Head
 from metaunlab.methods.sib_head import sib_method
 from metaunlab.train import optim, parallel
 from metaunlab.train.config_checks import RULES, parse_counts
@@ -61,6 +63,16 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
                               weight_decay=config.weight_decay)
 
 
+def head_of_config(config: ml_collections.ConfigDict, feat_dim: int) -> Head:
+    """The head a `metatrain` config group builds: the reference head, with the power
+    transform, then centring, and the balanced readout where the config turns them on."""
+    transforms = tuple(name for name, field in (("power", "power_transform"),
+                                                ("centering", "center_features"))
+                       if config.get(field, False))
+    readout = "balanced" if config.get("balanced_readout", False) else None
+    return Head(config.n_way, feat_dim, transforms, readout)
+
+
 def init_state(params: sib.Params, optimizer: optax.GradientTransformation,
                seed: int) -> dict[str, Any]:
     return {"step": jnp.asarray(0, jnp.int32), "params": params,
@@ -79,7 +91,7 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
                     grad_coeff: float = 0.0, feature_fn: FeatureFn | None = None,
                     transform: ImageTransform | None = None, mesh: jax.sharding.Mesh | None = None,
                     remat: bool = False, backbone_dtype: Any = jnp.float32,
-                    steps_per_call: int = 1):
+                    steps_per_call: int = 1, head: Head | None = None):
     """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
 
     `source` is (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
@@ -90,7 +102,8 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
     K SIB steps in the backward pass; `backbone_dtype` is the compute dtype of the frozen
     backbone forward. With `steps_per_call` = S > 1 every array of `episodes` has a leading
     axis of S iterations (episodes then split along axis 1) and the call runs them in
-    order; metrics are their means. Pass a state placed by
+    order; metrics are their means. `head` is the composition the parameters are of
+    (`head_of_config`); None for the reference head. Pass a state placed by
     `parallel.replicate`: the step returns it replicated, and an input placed otherwise
     costs one more compilation.
     """
@@ -119,9 +132,10 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
         fq = episode_features(backbone_variables, query_rng, source, episodes["query_idx"])
 
         def loss_fn(params):
-            return sib.loss(params, fs, episodes["support_labels"], fq,
-                            episodes["query_labels"], steps=steps, lr=inner_lr,
-                            grad_coeff=grad_coeff, remat=remat)
+            composition = head or Head(sib.n_way_of(params), params["init"]["w"].shape[-1])
+            return composition.loss(params, fs, episodes["support_labels"], fq,
+                                    episodes["query_labels"], steps=steps, lr=inner_lr,
+                                    grad_coeff=grad_coeff, remat=remat)
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -253,11 +267,11 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                                       seed=config.seed, split_name="train", groups=train_groups,
                                       query_distribution=d) for d in usable]
     optimizer = make_optimizer(config)
-    params = sib.init(jax.random.PRNGKey(config.seed), config.n_way, feat_dim,
-                      scale=config.get("init_scale", 10.0),
-                      centering=config.get("center_features", False),
-                      power_transform=config.get("power_transform", False),
-                      balanced_readout=config.get("balanced_readout", False))
+    head = head_of_config(config, feat_dim)
+    params = head.init(jax.random.PRNGKey(config.seed), scale=config.get("init_scale", 10.0))
+    if parallel.is_primary():  # what the checkpoints hold, for whoever reads them back
+        os.makedirs(workdir, exist_ok=True)
+        head.save(workdir)
     per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
     loop = TrainLoop(
         phase, workdir, config.iterations, writer, mesh,
@@ -270,7 +284,8 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
 
     step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
                        grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
-                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype)
+                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype,
+                       head=head)
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
     # would cross a log, validation or checkpoint step.
     train_step = make_train_step(optimizer, **step_kwargs)
@@ -304,8 +319,9 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     def validate(state):
         # Every process validates the same episodes on its own first device, so all of
         # them agree on the best accuracy without communicating.
-        head = sib_method(parallel.to_local(state["params"]), config.sib_steps, config.inner_lr)
-        result = evaluation.evaluate(head, val_feats, val_episodes)
+        method = sib_method(parallel.to_local(state["params"]), config.sib_steps,
+                            config.inner_lr, head=head)
+        result = evaluation.evaluate(method, val_feats, val_episodes)
         return {"accuracy": result.accuracy, "ci95": result.ci95}
 
     state = loop.run(state, advance, validate=validate, best_of=lambda s: s["params"])

@@ -37,6 +37,7 @@ from metaunlab.data.features import FEATURES_FORMAT, load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.files import WorkdirLock, write_error
+from metaunlab.head import Head
 from metaunlab.methods.sib_head import StepScales
 from metaunlab.research import step_tuning
 from metaunlab.research.protocols import (
@@ -50,6 +51,7 @@ from metaunlab.results import sib_table
 from metaunlab.train import feature_cache
 from metaunlab.train.config_checks import check_config, parse_settings
 from metaunlab.train.metatrain import (
+    head_of_config,
     meta_train,
     training_query_counts,
     training_query_distributions,
@@ -311,7 +313,8 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricW
             transform=inputs.transform, phase=f"metatrain_{name}",
             train_groups=inputs.train_groups)
         params = last if config.eval_checkpoint == "last" else best
-        step_scales = tune_steps(config, inputs, params, mt,
+        head = head_of_config(mt, inputs.feat_dim)
+        step_scales = tune_steps(config, inputs, head, params, mt,
                                  os.path.join(workdir, "metatrain", name))
         for n_query in meta_test_query_counts(config):
             key = name if n_query == config.test.n_query else f"{name}_{n_query}query"
@@ -319,7 +322,7 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricW
             sampler = EpisodeSampler(inputs.test_labels, shape, seed=config.test.seed,
                                      split_name="test", groups=inputs.test_groups)
             test_eps = sampler.sample(0, config.test.episodes)
-            methods = evaluation.evaluate_sib(params, inputs.test_feats, test_eps,
+            methods = evaluation.evaluate_sib(head, params, inputs.test_feats, test_eps,
                                               steps=mt.sib_steps, lr=mt.inner_lr,
                                               step_scales=step_scales, desc=f"test {key}")
             results["settings"][key] = {
@@ -348,7 +351,8 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricW
     return results
 
 
-def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, params,
+def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, head: Head,
+               params,
                mt: ml_collections.ConfigDict, head_dir: str) -> StepScales | None:
     """With `test.step_scales`, the best of those multiples of the head's step for each
     meta-tested query count, on seeded validation episodes of that count from each query
@@ -364,7 +368,7 @@ def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, pa
         groups=inputs.val_groups) for n_query in meta_test_query_counts(config)}
     name = setting_name(mt.n_way, mt.n_shot)
     scales, accuracy = step_tuning.tune_step_scales(
-        params, inputs.val_feats, episodes, steps=mt.sib_steps, lr=mt.inner_lr,
+        head, params, inputs.val_feats, episodes, steps=mt.sib_steps, lr=mt.inner_lr,
         candidates=candidates, desc=f"tune step {name}")
     if is_primary():
         step_tuning.save(head_dir, scales, accuracy, candidates=candidates,

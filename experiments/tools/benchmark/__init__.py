@@ -12,7 +12,7 @@ Cases (`name`):
                  arrays: K synthetic-gradient steps, query cross-entropy, meta-gradient, SGD
                  update. `inner` is "unroll" (`sib` itself) or one of the variants of
                  `variants.py` (scan, autodiff, phi_autodiff, vmap); `form` is the SIB
-                 form, "direct" (`sib.apply_direct`) or "gram" (`sib.apply_gram`);
+                 form, "direct" or "gram" (`metaunlab._unrolled`);
                  `donate` says whether the training state is donated to the step.
   cached_step    `metatrain.make_train_step` on a device-resident feature table (the whole
                  train split) gathered by index inside the step: meta-training on cached

@@ -135,8 +135,9 @@ def _eval_method(params: sib.Params, case: Case) -> Method:
 
     def direct(support_feats, support_labels, query_feats, n_way, *, params):
         del n_way
-        return jax.nn.softmax(sib.apply_direct(params, support_feats, support_labels,
-                                               query_feats, steps=case.k, lr=INNER_LR), -1)
+        return jax.nn.softmax(sib._apply_form(params, support_feats, support_labels,
+                                              query_feats, form="direct", steps=case.k,
+                                              lr=INNER_LR), -1)
 
     return Method("sib_direct", direct, case.k > 0, "", params=params, episode_axes=True)
 

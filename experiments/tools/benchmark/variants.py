@@ -3,7 +3,7 @@
 Each variant computes the same function as `sib.loss` (the tests check it) and differs by
 one lever, so its speed ratio to `sib` measures that lever:
 
-  unroll        `sib.apply_direct` / `sib.apply_gram`: the library's own step;
+  unroll        the direct or Gram form of `sib.apply`: the library's own step;
   scan          the K steps as a `lax.scan` instead of a Python loop (direct form);
   autodiff      each step's VJP through the cosine classifier by `jax.vjp`, as the
                 reference takes it with torch.autograd, instead of written out (direct);
@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterator
 import jax
 import optax
 
-from metaunlab import sib
+from metaunlab import _unrolled, sib
 from metaunlab import synthetic_gradient as phi
 from metaunlab.numerics import cosine_logits, cross_entropy, l2_normalize
 
 INNERS = ("unroll", "scan", "autodiff", "phi_autodiff", "vmap")
-FORMS = {"direct": sib.apply_direct, "gram": sib.apply_gram}
+# `sib.apply` in each of its two forms (`metaunlab._unrolled`), whatever the batch size.
+FORMS = {form: functools.partial(sib._apply_form, form=form) for form in ("direct", "gram")}
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def phi_by_autodiff() -> Iterator[None]:
 
 def autodiff_synthetic_step(params: sib.Params, theta: jax.Array, query_hat: jax.Array, *,
                             lr: float) -> jax.Array:
-    """`sib.synthetic_step` with the VJP through the cosine classifier taken by `jax.vjp`."""
+    """`_unrolled.synthetic_step` with the VJP through the cosine classifier taken by `jax.vjp`."""
     logits, vjp = jax.vjp(lambda t: cosine_logits(params["classifier"], t, query_hat), theta)
     (grad_theta,) = vjp(phi.apply(params["grad_net"], logits))
     return theta - lr * grad_theta
@@ -59,7 +60,7 @@ def _refine(params: sib.Params, theta: jax.Array, query_feats: jax.Array, *, ste
     query_hat = l2_normalize(query_feats)
     if inner == "scan":
         def body(theta, _):
-            return sib.synthetic_step(params, theta, query_hat, lr=lr), None
+            return _unrolled.synthetic_step(params, theta, query_hat, lr=lr), None
 
         theta, _ = jax.lax.scan(body, theta, None, length=steps)
         return theta
@@ -73,8 +74,8 @@ def _refine(params: sib.Params, theta: jax.Array, query_feats: jax.Array, *, ste
 def variant_apply(params: sib.Params, support_feats: jax.Array, support_labels: jax.Array,
                   query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
                   inner: str) -> jax.Array:
-    """`sib.apply_direct` with the K steps of `inner` ("scan" or "autodiff"): query logits,
-    with the inputs' leading episode axes."""
+    """The direct form of `sib.apply` with the K steps of `inner` ("scan" or "autodiff"):
+    query logits, with the inputs' leading episode axes."""
     if support_feats.ndim == 3 and support_feats.shape[0] == 1:
         # One episode without its axis, as `sib` passes it.
         return variant_apply(params, support_feats[0], support_labels[0], query_feats[0],

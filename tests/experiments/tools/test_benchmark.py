@@ -41,7 +41,7 @@ def test_k_step_variants_give_the_logits_of_sib_apply(inner, perturbed_sib_param
     def both(params, fs, ys, fq):
         out = []
         for steps in (0, 1, 3):
-            out.append((sib.apply_direct(params, fs, ys, fq, steps=steps, lr=0.5),
+            out.append((variants.FORMS["direct"](params, fs, ys, fq, steps=steps, lr=0.5),
                         variants.variant_apply(params, fs, ys, fq, steps=steps, lr=0.5,
                                                 inner=inner)))
         return out
