@@ -8,8 +8,11 @@ cifar-100-python/ folder), regrouped by superclass into 60/20/20 classes (Oreshk
 2018; lists in metaunlab/data/splits/fc100), or `--config.data.format=tfds` with a data dir
 built by `metaunlab.data.tfds.builders` (see docs/data.md).
 
+Hardware and time: an accelerator (WRN-28-10, the CIFAR-FS schedule); not run here, so no
+wall time is measured.
+
 Expected: the SIB paper reports no FC100 result, so there is no published number to match;
-the settings are the CIFAR-FS ones. Not run here: WRN-28-10 needs an accelerator.
+the settings are the CIFAR-FS ones. Not reproduced here.
 """
 
 from experiments.configs.common import published_config

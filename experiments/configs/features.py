@@ -8,8 +8,10 @@ FEATS.npz holds train/val/test `_features` (N, D) float and `_labels` (N,) int a
 pretrained: meta-training and testing read the features as they are. Any experiment reads
 features the same way with --config.data.format=features --config.data.root=FEATS.npz.
 
-The schedule is the Omniglot demo's (4000 iterations of 8 episodes), a few minutes on a CPU
-for 640-d features; there is no expected accuracy, it depends on your features.
+Hardware and time: a CPU is enough; 4000 iterations of 8 episodes take a few minutes on a
+CPU for 640-d features.
+
+Expected: no fixed accuracy; it depends on your features.
 """
 
 from experiments.configs.common import base_config

@@ -11,9 +11,11 @@ split file elsewhere. Images of any size and channel count are converted to RGB
 at least n_way classes of at least n_shot + n_query images (15 queries by default), which
 is checked before training starts.
 
-The defaults are the Conv-4 backbone with the miniImageNet augmentation and a shorter
-schedule than the paper's, sized for a few thousand images; there is no expected accuracy,
-it depends on your data.
+Hardware and time: the defaults (Conv-4, the miniImageNet augmentation, a shorter schedule
+than the paper's) are sized for a few thousand images on a CPU or one accelerator; the wall
+time depends on the data and is not measured here.
+
+Expected: no fixed accuracy; it depends on your data.
 """
 
 from experiments.configs.common import base_config

@@ -11,10 +11,12 @@ files present (or forced with --config.data.format=folders|pickle):
     --imagenet_dir=IMAGENET --csv_dir=CSVS --out=DATA/Mini-ImageNet` builds it from ImageNet;
   - the pickle caches DATA/mini-imagenet-cache-{train,val,test}.pkl.
 
-Expected (authors' code, WRN-28-10, K = 3, last checkpoint, 2000 test episodes):
-5-way 1-shot 70.70 +- 0.59, 5-way 5-shot 80.05 +- 0.36. Pretraining (60 epochs) and 50,000
-meta-training iterations need an accelerator; on this project's 2-core CPU they are not
-practical, and the numbers above have not been reproduced here.
+Hardware and time: an accelerator (WRN-28-10, 60 pretraining epochs, 50,000 meta-training
+iterations); not practical on a 2-core CPU and not run here, so no wall time is measured.
+
+Expected (published, the authors' code: WRN-28-10, K = 3, last checkpoint, 2000 test episodes;
+../shared/docs/sib-reference.md): 5-way 1-shot 70.70 +- 0.59, 5-way 5-shot 80.05 +- 0.36 (the
+paper: 70.0 / 79.2). Not reproduced here.
 """
 
 from experiments.configs.common import published_config

@@ -8,10 +8,12 @@ Data: DATA/tiered-imagenet/{train,val,test}_images.npz and {train,val,test}_labe
 Uncompressed .npz files are memory-mapped, so the 12.5 GB of train images are not read
 into memory at start.
 
+Hardware and time: an accelerator (WRN-28-10, 50,000 meta-training iterations); not run here,
+so no wall time is measured.
+
 Expected: the SIB paper reports no tieredImageNet result, so there is no published number
 to match; the settings are the miniImageNet ones (WRN-28-10, pretraining with the
-miniImageNet augmentation, K = 3, 50,000 meta-training iterations). Not run here: it needs
-an accelerator.
+miniImageNet augmentation, K = 3, 50,000 meta-training iterations). Not reproduced here.
 """
 
 from experiments.configs.common import published_config
