@@ -74,6 +74,12 @@ class TrainedModel:
     features_file: str | None = None
     _datasets: dict | None = dataclasses.field(default=None, init=False, repr=False)
 
+    def __repr__(self) -> str:
+        source = (f"features={self.features_file!r}" if self.features_file is not None
+                  else f"backbone={self.config.backbone!r}, image_shape={self.image_shape}")
+        return (f"TrainedModel(workdir={self.workdir!r}, {source}, feat_dim={self.feat_dim}, "
+                f"heads={self.trained_settings()})")
+
     @classmethod
     def load(cls, workdir: str) -> TrainedModel:
         config = load_config(workdir)

@@ -3,6 +3,7 @@
 import ml_collections
 
 from metaunlab.errors import ConfigError
+from metaunlab.train import metatrain_config
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -52,67 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.pretrain.backbone_remat = False
     c.pretrain.backbone_dtype = "float32"
 
-    # SIB meta-training on the frozen backbone (the reference's published settings).
-    c.metatrain = ml_collections.ConfigDict()
-    c.metatrain.seed = 100
-    c.metatrain.iterations = 50_000
-    c.metatrain.batch_size = 1  # global: split over all devices, so a multiple of their count
-    c.metatrain.n_query = 15
-    c.metatrain.sib_steps = 3
-    c.metatrain.inner_lr = 1e-3
-    c.metatrain.lr = 1e-3
-    # Iterations after which lr is divided by 10 (the reference: none, a constant rate).
-    c.metatrain.decay_steps = ()
-    c.metatrain.momentum = 0.9
-    c.metatrain.weight_decay = 5e-4
-    c.metatrain.grad_coeff = 0.0
-    c.metatrain.val_every = 1000
-    c.metatrain.log_every = 100
-    # "images": features recomputed on freshly augmented images every episode (faithful);
-    # "features": the frozen-feature cache, computed once (metaunlab/train/feature_cache.py);
-    # "auto": features when the meta-training transform draws nothing at random.
-    c.metatrain.source = "auto"
-    # With source "features": 0 = one un-augmented feature per image; M > 0 = M views per
-    # image augmented by the meta-training transform, one picked at random per episode.
-    c.metatrain.feature_views = 0
-    # A preset of metaunlab.data.augment for meta-training only ("" = data.transform).
-    c.metatrain.transform = ""
-    # Save the full state this often (steps; 0 = only at validation and on SIGTERM).
-    c.metatrain.checkpoint_every = 500
-    # Memory levers: recompute the K SIB steps in the backward pass, and the compute dtype
-    # of the frozen backbone when source = "images" ("float32" or "bfloat16").
-    c.metatrain.remat = False
-    c.metatrain.backbone_dtype = "float32"
-    # Speed only (the same iterations): meta-training iterations per dispatched call
-    # (0 = automatic: 10 on features, 1 on images; metaunlab/train/metatrain.py).
-    c.metatrain.steps_per_call = 0
-    # Queries per class of meta-training episodes: "" = n_query always; "1,5,15" = each
-    # block of steps_per_call iterations draws one of these (each compiles once).
-    c.metatrain.query_counts = ""
-    # How each meta-training query set splits between its classes: "balanced" (the
-    # reference) or "dirichlet:ALPHA" (class proportions ~ Dirichlet(ALPHA), the realistic
-    # imbalanced sets of Veilleux et al.; metaunlab/data/query_sets.py).
-    c.metatrain.query_distribution = "balanced"
-    # The cosine classifier's initial inverse temperature (learned; the reference: 10).
-    c.metatrain.init_scale = 10.0
-    # False (the reference): the head reads the features as they are. True: each episode's
-    # L2-normalised features are moved by a meta-learned multiple (from 1) of their mean
-    # over its support and queries (metaunlab.episode_features.center_episode), so features that new
-    # alphabets crowd around one direction spread out again before phi steps on them.
-    c.metatrain.center_features = False
-    # False (the reference): the head reads the backbone's features. True: it reads them
-    # raised elementwise to a meta-learned exponent, from 0.5 (PT-MAP's power transform,
-    # metaunlab.episode_features.power_transform_episode), before any centring.
-    c.metatrain.power_transform = False
-    # False (the reference): SIB predicts each query's softmax of its logits. True: after the
-    # K steps the logits are read out as the query set's balanced assignment (Sinkhorn at a
-    # meta-learned temperature, metaunlab.sib.balanced_readout), in meta-training and in every
-    # evaluation; K = 0 stays the inductive classifier. It assumes classes of about equal
-    # frequency in the query set, as PT-MAP's assignment does.
-    c.metatrain.balanced_readout = False
-    # Filled in per setting by the pipeline.
-    c.metatrain.n_way = 5
-    c.metatrain.n_shot = 1
+    # SIB meta-training on the frozen backbone (the reference's published settings; each
+    # field's meaning beside its default in metaunlab/train/metatrain_config.py).
+    c.metatrain = metatrain_config.default_config()
 
     c.test = ml_collections.ConfigDict()
     c.test.episodes = 2000

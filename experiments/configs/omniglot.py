@@ -116,12 +116,12 @@ def get_config(protocol: str = "character"):
         c.test.within_alphabet = True
         c.metatrain.within_alphabet = True
         # Centre each episode's features on their mean over support and queries before the
-        # head reads them (metaunlab.episode_features.center_episode): new alphabets crowd
+        # head reads them (metaunlab.head.parts.centering): new alphabets crowd
         # the backbone's features around one direction. The mean reads the queries, so this
         # protocol's K = 0 is transductive too (results.json marks it).
         c.metatrain.center_features = True
         # The head reads its features raised to a meta-learned exponent, from PT-MAP's 0.5
-        # (metaunlab.episode_features.power_transform_episode); elementwise. Chosen on
+        # (metaunlab.head.parts.power_transform); elementwise. Chosen on
         # validation (docs/realistic_query_sets.md, "The recipe, chosen on validation").
         c.metatrain.power_transform = True
     return c

@@ -44,6 +44,7 @@ from metaunlab.head import Head
 from metaunlab.methods.sib_head import sib_method
 from metaunlab.train import optim, parallel
 from metaunlab.train.config_checks import RULES, parse_counts
+from metaunlab.train.metatrain_config import with_defaults
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.train.train_loop import TrainLoop
 
@@ -54,7 +55,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     """The outer optimizer of `config` (a `metatrain` config group): SGD with Nesterov
     momentum at `lr`, divided by 10 at each iteration of `decay_steps` (none: the
     reference's constant rate)."""
-    decay_steps = tuple(config.get("decay_steps", ()))
+    config = with_defaults(config)
+    decay_steps = tuple(config.decay_steps)
     learning_rate = config.lr
     if decay_steps:
         learning_rate = optax.piecewise_constant_schedule(
@@ -66,10 +68,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 def head_of_config(config: ml_collections.ConfigDict, feat_dim: int) -> Head:
     """The head a `metatrain` config group builds: the reference head, with the power
     transform, then centring, and the balanced readout where the config turns them on."""
-    transforms = tuple(name for name, field in (("power", "power_transform"),
-                                                ("centering", "center_features"))
-                       if config.get(field, False))
-    readout = "balanced" if config.get("balanced_readout", False) else None
+    config = with_defaults(config)
+    transforms = tuple(name for name, on in (("power", config.power_transform),
+                                             ("centering", config.center_features)) if on)
+    readout = "balanced" if config.balanced_readout else None
     return Head(config.n_way, feat_dim, transforms, readout)
 
 
@@ -173,7 +175,7 @@ def auto_steps_per_call(config_value: int, from_images: bool) -> int:
 def training_query_counts(config: ml_collections.ConfigDict) -> list[int]:
     """The queries per class meta-training draws from: `metatrain.query_counts` ("1,5,15"),
     or `metatrain.n_query` alone when that is empty."""
-    text = str(config.get("query_counts", "") or "")
+    text = str(with_defaults(config).query_counts or "")
     check, what = RULES["metatrain.query_counts"]
     if not check(text):
         raise ConfigError(f"--config.metatrain.query_counts={text!r} is not allowed; it must "
@@ -200,7 +202,7 @@ def query_count_index(seed: int, step: int, choices: int) -> int:
 def training_query_distributions(config: ml_collections.ConfigDict) -> list[QueryDistribution]:
     """The query distributions meta-training draws from: `metatrain.query_distribution`, one
     or several separated by commas ("balanced,dirichlet:2")."""
-    text = str(config.get("query_distribution", "balanced") or "")
+    text = str(with_defaults(config).query_distribution or "")
     check, what = RULES["metatrain.query_distribution"]
     if not check(text):
         raise ConfigError(f"--config.metatrain.query_distribution={text!r} is not allowed; it "
@@ -250,8 +252,9 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     id per class label, e.g. its alphabet) makes every
     episode draw its classes from one group (`EpisodeSampler`).
     """
+    config = with_defaults(config)
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.metatrain.batch_size")
-    backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
+    backbone_dtype = compute_dtype(config.backbone_dtype,
                                    "--config.metatrain.backbone_dtype")
     query_counts = training_query_counts(config)
     distributions = training_query_distributions(config)
@@ -268,23 +271,23 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                                       query_distribution=d) for d in usable]
     optimizer = make_optimizer(config)
     head = head_of_config(config, feat_dim)
-    params = head.init(jax.random.PRNGKey(config.seed), scale=config.get("init_scale", 10.0))
+    params = head.init(jax.random.PRNGKey(config.seed), scale=config.init_scale)
     if parallel.is_primary():  # what the checkpoints hold, for whoever reads them back
         os.makedirs(workdir, exist_ok=True)
         head.save(workdir)
-    per_call = auto_steps_per_call(config.get("steps_per_call", 0), feature_fn is not None)
+    per_call = auto_steps_per_call(config.steps_per_call, feature_fn is not None)
     loop = TrainLoop(
         phase, workdir, config.iterations, writer, mesh,
         log_at=lambda done: done % config.log_every == 0,
         validate_at=(lambda done: val_feats is not None and (
             done % config.val_every == 0 or done == config.iterations)),
-        checkpoint_every=config.get("checkpoint_every", 0),
+        checkpoint_every=config.checkpoint_every,
         items_per_step=config.batch_size, items="episodes", steps_per_call=per_call)
     state = loop.resume(parallel.replicate(init_state(params, optimizer, config.seed), mesh))
 
     step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
                        grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
-                       mesh=mesh, remat=config.get("remat", False), backbone_dtype=backbone_dtype,
+                       mesh=mesh, remat=config.remat, backbone_dtype=backbone_dtype,
                        head=head)
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
     # would cross a log, validation or checkpoint step.
@@ -349,11 +352,10 @@ def train_on_features(features: np.ndarray, labels: np.ndarray, *, n_way: int, n
     training query set between its classes ("balanced" or "dirichlet:ALPHA"); validation
     episodes are balanced.
     """
-    config = ml_collections.ConfigDict({
+    config = with_defaults({  # the reference's outer optimizer, as the defaults have it
         "seed": seed, "iterations": iterations, "batch_size": batch_size, "n_way": n_way,
         "n_shot": n_shot, "n_query": n_query, "sib_steps": steps, "inner_lr": inner_lr,
-        "lr": lr, "momentum": 0.9, "weight_decay": 5e-4, "grad_coeff": 0.0,
-        "val_every": max(1, iterations // 4), "log_every": max(1, iterations // 10),
+        "lr": lr, "val_every": max(1, iterations // 4), "log_every": max(1, iterations // 10),
         "checkpoint_every": 0, "query_distribution": query_distribution})
     features = np.asarray(features, np.float32)
     val = None

@@ -56,6 +56,7 @@ from metaunlab.train.metatrain import (
     training_query_counts,
     training_query_distributions,
 )
+from metaunlab.train.metatrain_config import with_defaults
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.train.parallel import is_primary
 from metaunlab.train.pretrain import pretrain
@@ -134,8 +135,8 @@ def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, 
     when 0; see `metaunlab.train.feature_cache`) or "auto" (features when the transform draws
     nothing at random, where both are the same computation, else images).
     """
-    mt = config.metatrain
-    mt_transform = augment.preset(mt.transform) if mt.get("transform") else transform
+    mt = with_defaults(config.metatrain)
+    mt_transform = augment.preset(mt.transform) if mt.transform else transform
     stored = train_images.shape[1]
     if mt_transform.output_size(stored) != transform.output_size(stored):
         raise ConfigError(f"--config.metatrain.transform={mt.transform!r} changes the image size; "
@@ -147,7 +148,7 @@ def meta_training_source(config: ml_collections.ConfigDict, backbone: Backbone, 
         return train_images, backbone.features, mt_transform, mode
     if mode != "features":
         raise ConfigError(f"--config.metatrain.source={mode!r}; use auto, images or features.")
-    views = mt.get("feature_views", 0)
+    views = mt.feature_views
     if views == 0 and not mt_transform.train_equals_eval:
         tqdm.write("metatrain: caching un-augmented features although the meta-training "
                    "transform augments; set --config.metatrain.feature_views=M for M "
@@ -302,7 +303,7 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, writer: MetricW
                "settings": {}}
     for n_way, n_shot in parse_settings(config.settings):
         name = setting_name(n_way, n_shot)
-        mt = ml_collections.ConfigDict(config.metatrain.to_dict())
+        mt = with_defaults(config.metatrain)
         mt.n_way, mt.n_shot = n_way, n_shot
         last, best = meta_train(
             mt, source=inputs.source, train_labels=inputs.train_labels,
