@@ -67,7 +67,12 @@ def embed(feature_fn: FeatureFn, variables: Any, images: np.ndarray,
 
 
 def mean_and_ci95(accuracies: np.ndarray) -> tuple[float, float]:
-    """Mean and 1.96 * std / sqrt(n), as the reference reports (population std)."""
+    """The mean of `accuracies` (E,) and its 95% interval half-width as the reference
+    reports it: 1.96 * std / sqrt(E), population std.
+
+    Returns:
+      (mean, ci95), floats.
+    """
     accuracies = np.asarray(accuracies, np.float64)
     return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(len(accuracies)))
 
@@ -107,14 +112,23 @@ def _correct_fraction(predictor, params, base_mean, feats, support_idx, support_
 def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, *,
              base_mean: np.ndarray | jax.Array | None = None, chunk: int = 100,
              timed: bool = False, desc: str | None = None) -> Evaluation:
-    """Accuracy of `method` on every episode of `episodes` (indices into `feats` (N, D)).
+    """Accuracy of `method` on every episode of `episodes`.
 
     Episodes run `chunk` at a time as one batch; the last chunk is padded by repeating
     episodes (then dropped), so one shape compiles per episode shape. Episodes with a
-    `query_mask` (padded query sets) are scored on their real queries only, and every
-    method gets the mask. `base_mean` (D,) is
-    the base-class mean for the methods that use one. With `timed`, the first chunk runs
-    once untimed (compilation) before the timed pass over all of them.
+    `query_mask` (padded query sets) are scored on their real queries only.
+
+    Args:
+      method: the classifier (`metaunlab.methods`, `sib_method`).
+      feats: (N, D) features the episodes index into.
+      episodes: a batch of episodes (`metaunlab.data.episodes`).
+      base_mean: (D,) the base-class mean, for the methods that use one.
+      chunk: episodes per batch.
+      timed: run the first chunk once untimed (compilation) before a timed pass.
+      desc: a progress bar's label, or None for none.
+
+    Returns:
+      An `Evaluation`: per-episode accuracies in percent, their mean and 95% interval.
     """
     feats = jnp.asarray(feats)
     base_mean = None if base_mean is None else jnp.asarray(base_mean)

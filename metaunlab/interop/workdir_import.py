@@ -45,7 +45,7 @@ from metaunlab.interop.convert import (
 from metaunlab.interop.pth import load_pth
 from metaunlab.train import metatrain
 from metaunlab.train.checkpoints import Checkpointer
-from metaunlab.train.config_checks import MAX_SIB_STEPS
+from metaunlab.train.checks import MAX_SIB_STEPS
 from metaunlab.train.workdir import save_config, write_json_atomic
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.omniglot_splits import alphabet_groups
 from metaunlab.errors import ConfigError
-from metaunlab.train.config_checks import parse_counts
+from metaunlab.train.checks import parse_counts
 
 
 def episode_groups(config: ml_collections.ConfigDict, split, stage: str) -> np.ndarray | None:
@@ -54,5 +54,5 @@ def protocol_name(config: ml_collections.ConfigDict) -> str:
 
 def meta_test_query_counts(config: ml_collections.ConfigDict) -> list[int]:
     """test.n_query first, then the distinct `test.extra_query_counts`."""
-    extra = parse_counts(config.test.get("extra_query_counts", ""))
+    extra = parse_counts(config.test.extra_query_counts)
     return [config.test.n_query] + [q for q in extra if q != config.test.n_query]

@@ -43,12 +43,18 @@ from metaunlab.errors import ConfigError
 from metaunlab.head import Head
 from metaunlab.methods.sib_head import sib_method
 from metaunlab.train import optim, parallel
-from metaunlab.train.config_checks import RULES, parse_counts
-from metaunlab.train.metatrain_config import with_defaults
+from metaunlab.train.checks import count_list, parse_counts, query_distribution
+from metaunlab.train.config_schema import with_defaults as _with_group_defaults
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.train.train_loop import TrainLoop
 
 FeatureFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def with_defaults(config: ml_collections.ConfigDict | dict) -> ml_collections.ConfigDict:
+    """A `metatrain` config group with every field it lacks at its default
+    (`config_schema.METATRAIN`)."""
+    return _with_group_defaults(config, "metatrain")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -176,7 +182,7 @@ def training_query_counts(config: ml_collections.ConfigDict) -> list[int]:
     """The queries per class meta-training draws from: `metatrain.query_counts` ("1,5,15"),
     or `metatrain.n_query` alone when that is empty."""
     text = str(with_defaults(config).query_counts or "")
-    check, what = RULES["metatrain.query_counts"]
+    check, what = count_list()
     if not check(text):
         raise ConfigError(f"--config.metatrain.query_counts={text!r} is not allowed; it must "
                           f"be {what}.")
@@ -203,7 +209,7 @@ def training_query_distributions(config: ml_collections.ConfigDict) -> list[Quer
     """The query distributions meta-training draws from: `metatrain.query_distribution`, one
     or several separated by commas ("balanced,dirichlet:2")."""
     text = str(with_defaults(config).query_distribution or "")
-    check, what = RULES["metatrain.query_distribution"]
+    check, what = query_distribution()
     if not check(text):
         raise ConfigError(f"--config.metatrain.query_distribution={text!r} is not allowed; it "
                           f"must be {what}.")
@@ -341,16 +347,26 @@ def train_on_features(features: np.ndarray, labels: np.ndarray, *, n_way: int, n
                       val_labels: np.ndarray | None = None, val_episodes: int = 300,
                       workdir: str | None = None,
                       query_distribution: str = "balanced") -> sib.Params:
-    """Meta-train a SIB head on features (N, D) with class labels (N,), from Python.
+    """Meta-train a reference SIB head on features, from Python.
 
-    The reference's outer optimizer (SGD, Nesterov momentum 0.9, coupled weight decay 5e-4)
-    at `lr`; `iterations` of `batch_size` random n_way-way n_shot-shot episodes with
-    `n_query` queries per class; K = `steps` synthetic steps of size `inner_lr`. With
-    validation features and labels, the head of the best validation accuracy on
-    `val_episodes` seeded episodes is returned, else the last. Checkpoints go to `workdir`
-    (a rerun resumes there), or to a temporary folder. `query_distribution` splits each
-    training query set between its classes ("balanced" or "dirichlet:ALPHA"); validation
-    episodes are balanced.
+    The reference's outer optimizer: SGD with Nesterov momentum 0.9 and coupled weight
+    decay 5e-4.
+
+    Args:
+      features: (N, D) training features; labels: (N,) their class labels.
+      n_way, n_shot, n_query: the episodes' shape (queries per class).
+      steps: K, the synthetic steps; inner_lr: their size.
+      iterations: meta-training iterations of `batch_size` random episodes each.
+      lr: the outer learning rate.
+      seed: seeds the parameters and the episodes.
+      val_features, val_labels: validation data, or None; with them the head of the best
+        accuracy on `val_episodes` seeded (balanced) episodes is returned.
+      workdir: where checkpoints go (a rerun resumes there); None: a temporary folder.
+      query_distribution: how each training query set splits between its classes
+        ("balanced" or "dirichlet:ALPHA").
+
+    Returns:
+      The head's parameters (`metaunlab.sib`), the best on validation or the last.
     """
     config = with_defaults({  # the reference's outer optimizer, as the defaults have it
         "seed": seed, "iterations": iterations, "batch_size": batch_size, "n_way": n_way,

@@ -55,8 +55,8 @@ from metaunlab.train.metatrain import (
     meta_train,
     training_query_counts,
     training_query_distributions,
+    with_defaults,
 )
-from metaunlab.train.metatrain_config import with_defaults
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.train.parallel import is_primary
 from metaunlab.train.pretrain import pretrain
@@ -120,7 +120,7 @@ def check_shapes_before_training(config: ml_collections.ConfigDict, train, val, 
         for n_query in meta_test_query_counts(config):
             EpisodeSampler(test, EpisodeShape(n_way, n_shot, n_query), 0, "test",
                            groups=episode_groups(config, test, "test"))
-            if parse_candidates(config.test.get("step_scales", "")):  # tuned on val
+            if parse_candidates(config.test.step_scales):  # tuned on val
                 EpisodeSampler(val, EpisodeShape(n_way, n_shot, n_query), 0, "val",
                                groups=episode_groups(config, val, "test"))
 
@@ -166,7 +166,7 @@ def build_backbone(config: ml_collections.ConfigDict, splits: Splits
     image_size = transform.output_size(stored[1])
     # Block remat only matters where gradients flow through the backbone: pretraining.
     module, feat_dim = get_backbone(config.backbone, image_size,
-                                    remat=config.pretrain.get("backbone_remat", False))
+                                    remat=config.pretrain.backbone_remat)
     return init_backbone(module, feat_dim, (image_size, image_size, stored[3]),
                          config.seed), transform
 
@@ -359,7 +359,7 @@ def tune_steps(config: ml_collections.ConfigDict, inputs: MetaTrainingInputs, he
     meta-tested query count, on seeded validation episodes of that count from each query
     distribution the head was meta-trained on (never the test episodes), kept in
     `<head_dir>/step_scales.json`; None without."""
-    candidates = parse_candidates(config.test.get("step_scales", ""))
+    candidates = parse_candidates(config.test.step_scales)
     if not candidates:
         return None
     distributions = [d.name for d in training_query_distributions(mt)]

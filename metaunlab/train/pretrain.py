@@ -36,6 +36,7 @@ from metaunlab.methods.protonet import METHOD as CLASS_MEAN_COSINE
 from metaunlab.numerics import cross_entropy, l2_normalize
 from metaunlab.train import optim, parallel
 from metaunlab.train.checkpoints import Checkpointer
+from metaunlab.train.config_schema import with_defaults
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.train.train_loop import TrainLoop
 
@@ -123,6 +124,7 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
     `experiments.import_torch`, say), else a `ConfigError` says so; a few-shot method on
     random weights is never what was meant.
     """
+    config = with_defaults(config, "pretrain")
     directory = os.path.join(workdir, "pretrain")
     if config.epochs == 0:
         best = Checkpointer(os.path.join(directory, "best"))
@@ -133,7 +135,7 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
         tqdm.write(f"pretrain: epochs=0, using the backbone in {best.directory}")
         return best.restore(backbone.variables)
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.pretrain.batch_size")
-    backbone_dtype = compute_dtype(config.get("backbone_dtype", "float32"),
+    backbone_dtype = compute_dtype(config.backbone_dtype,
                                    "--config.pretrain.backbone_dtype")
     steps_per_epoch = len(train) // config.batch_size
     if steps_per_epoch < 1:
@@ -156,7 +158,7 @@ def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: Image
         log_at=lambda done: done % config.log_every == 0 or end_of_epoch(done),
         validate_at=lambda done: end_of_epoch(done) and (
             (done // steps_per_epoch) % config.val_every_epochs == 0 or done == total_steps),
-        checkpoint_every=config.get("checkpoint_every", 0),
+        checkpoint_every=config.checkpoint_every,
         items_per_step=config.batch_size, items="images")
     state = loop.resume(parallel.replicate(
         init_state(backbone, train.num_classes, optimizer, config.seed), mesh))
