@@ -18,35 +18,30 @@ The authors published no code, and the paper's Z and miniImageNet numbers are no
 here (no miniImageNet features on this machine); features are L2-normalised before the
 shift (the paper's order is not restated).
 
-Two public implementations, run on the same Omniglot Conv-4 features and 500 episodes per
-setting (5-way 1/5-shot, balanced and Dirichlet(2) query sets), differ from this one in
-three ways, each measured by changing it alone (accuracies near 99% there move by < 0.5;
-the "noised" figures are the same episodes with Gaussian noise added to the features,
-accuracies near 70-90%):
-* eps: easyfsl (sicara/easy-few-shot-learning) weights members by exp(cos), eps = 1. At
-  1 shot the support image *is* the initial prototype (cos = 1), so eps = 10 gives it most
-  of the weight and rectifies less: eps = 1 gains +6.9 points at noised balanced 1-shot,
-  +0.5 / -0.9 on the noised Dirichlet settings, within 0.2 on clean features;
-* the final classification: easyfsl and Veilleux et al.'s code
-  (oveilleux/Realistic_Transductive_Few_Shot) both classify the *unshifted* queries, the
-  shift serving only the pseudo-labels and prototypes (in easyfsl the shifted copy is a
-  local variable of its prototype update). We keep classifying the shifted queries, the
-  bias diminishing the paper describes: prototypes rectified with shifted queries do not
-  fit unshifted ones, and under a shift common to all queries the unshifted variant falls
-  to 84% where ours stays above 99 (`tests/methods/test_base.py`). With imbalanced query
-  sets the query mean is not the balanced class mean, so the shift biases the queries:
-  there the unshifted variant (`classify_shifted=False`) gained 0.3 / 0.5 points clean and
-  2.9 / 2.8 noised on Dirichlet(2) 1 / 5-shot, and lost 0.2 on balanced 1-shot; on the
-  demo's test episodes it lost 0.1-0.3 points on balanced sets of 5 queries per class,
-  0.5-1.6 with one query per class, and gained 0.4 on Dirichlet(2) ones
-  (docs/baselines.md);
+Two public implementations, easyfsl (sicara/easy-few-shot-learning @ 8023ff4) and
+Veilleux et al.'s (oveilleux/Realistic_Transductive_Few_Shot), differ from this one in
+three ways; docs/baselines.md ("Each method's deviations, measured") gives the effect of
+each, changed alone, on the Omniglot Conv-4 check episodes:
+* eps: easyfsl weights members by exp(cos), eps = 1. At 1 shot the support image *is* the
+  initial prototype (cos = 1), so eps = 10 gives it most of the weight and rectifies less.
+  eps = 1 scores higher on noisy features at balanced 1-shot and about the same on clean
+  ones;
+* the final classification: easyfsl and Veilleux et al.'s code both classify the
+  *unshifted* queries, the shift serving only the pseudo-labels and prototypes (in easyfsl
+  the shifted copy is a local variable of its prototype update). This function classifies
+  the shifted queries, the bias diminishing the paper describes: prototypes rectified with
+  shifted queries do not fit unshifted ones, and under a shift common to all queries the
+  unshifted variant fails where this one does not (`tests/methods/test_base.py`). With
+  imbalanced query sets the query mean is not the balanced class mean, so the shift biases
+  the queries: there the unshifted variant (`classify_shifted=False`) scores higher; on
+  balanced sets it scores lower;
 * preprocessing: easyfsl uses raw features by default, oveilleux's CL2N (minus the base
-  mean); either lowered accuracy here (-0.1 to -2.0 points). oveilleux's prototype is also
-  a mean of class-posterior-weighted members (+7.8 noised balanced 1-shot, same mechanism
-  as eps) and it classifies by Euclidean distance.
-With eps = 1 and unshifted final queries, ours equals easyfsl (`feature_normalization=2`)
-on all 2000 episodes (cosines to 4e-7; `tests/methods/test_reference_outputs.py`); with
-raw features too, easyfsl's default.
+  mean); either scores lower than L2 normalisation on the check episodes. oveilleux's
+  prototype is also a mean of class-posterior-weighted members (the same mechanism as eps)
+  and it classifies by Euclidean distance.
+With eps = 1 and unshifted final queries it equals easyfsl (`feature_normalization=2`) on
+every checked episode (`tests/methods/test_reference_outputs.py`); with raw features too,
+easyfsl's default.
 """
 
 from __future__ import annotations
@@ -95,6 +90,27 @@ def bd_cspn(support_feats: jax.Array, support_labels: jax.Array, query_feats: ja
             n_way: int, *, eps: float = 10.0, scale: float = 10.0,
             top_z: int | None = None, classify_shifted: bool = True,
             query_mask: jax.Array | None = None) -> jax.Array:
+    """BD-CSPN's query probabilities for one episode (see the module docstring).
+
+    Args:
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      eps: the inverse temperature of the members' weights softmax(eps * cos).
+      scale: the inverse temperature of the final cosine classifier.
+      top_z: None (every pseudo-labelled query joins its class) or the Z most confident
+        queries per class.
+      classify_shifted: classify the shifted queries (True) or the unshifted ones.
+      query_mask: (Nq,) bool or None: the real queries of a padded query set.
+
+    Returns:
+      (Nq, N) query probabilities.
+
+    References:
+      Liu, Song & Qin. Prototype Rectification for Few-Shot Learning. ECCV 2020.
+      https://arxiv.org/abs/1911.10713
+    """
     support, query = l2_normalize(support_feats), l2_normalize(query_feats)
     shifted = query + query_shift(support, query, query_mask)
     protos = rectified_prototypes(support, support_labels, shifted, n_way, eps=eps,

@@ -13,7 +13,7 @@ Defaults: C = 1 (scikit-learn's default), W = 0 and b = 0 at the start, 300 step
 size 1 / L, where L = 1 + 1 / (C Ns) bounds the curvature (the softmax cross-entropy
 Hessian w.r.t. the logits has eigenvalues <= 1/2 and ||[x, 1]||^2 = 2 for unit-norm x).
 The objective is strongly convex, so 300 steps land very close to scikit-learn's L-BFGS
-solution; we have not compared the two numerically here.
+solution; the two are not compared numerically in this repository.
 """
 
 from __future__ import annotations
@@ -28,6 +28,23 @@ from metaunlab.numerics import l2_normalize
 def logistic_regression(support_feats: jax.Array, support_labels: jax.Array,
                         query_feats: jax.Array, n_way: int, *, c: float = 1.0,
                         steps: int = 300) -> jax.Array:
+    """Query probabilities of a logistic regression fitted on one episode's support set.
+
+    Args:
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      c: scikit-learn's C, the inverse strength of the L2 penalty on W.
+      steps: gradient-descent steps (static).
+
+    Returns:
+      (Nq, N) query probabilities softmax(W x + b) on the L2-normalised queries.
+
+    References:
+      Tian, Wang, Krishnan, Tenenbaum & Isola. Rethinking Few-Shot Image Classification: a
+      Good Embedding Is All You Need? ECCV 2020. https://arxiv.org/abs/2003.11539
+    """
     x = l2_normalize(support_feats)
     targets = jax.nn.one_hot(support_labels, n_way, dtype=x.dtype)
     penalty = 1.0 / (c * x.shape[0])

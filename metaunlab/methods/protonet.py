@@ -21,6 +21,22 @@ from metaunlab.numerics import class_means, l2_normalize
 
 def class_mean_cosine(support_feats: jax.Array, support_labels: jax.Array,
                       query_feats: jax.Array, n_way: int, *, scale: float = 10.0) -> jax.Array:
+    """Query probabilities of the class-mean cosine classifier for one episode.
+
+    Args:
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      scale: the cosines' scale; it sets the softness, never the predicted class.
+
+    Returns:
+      (Nq, N) query probabilities softmax(scale * cos(query, class mean)).
+
+    References:
+      Snell, Swersky & Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017.
+      https://arxiv.org/abs/1703.05175
+    """
     protos = class_means(l2_normalize(support_feats), support_labels, n_way)
     cos = l2_normalize(query_feats) @ l2_normalize(protos).T
     return jax.nn.softmax(scale * cos, axis=-1)

@@ -20,13 +20,12 @@ unchanged, beta 0.5, lam 10, alpha 0.2, n_epochs 20) on the same Omniglot Conv-4
 and 500 episodes of each of 5-way 1/5-shot, balanced and Dirichlet(2) query sets:
 * their Sinkhorn iterates until the row sums move by at most 1e-6 (at most 1000 times),
   and tests that over the whole batch of episodes, so an episode's result depends on the
-  others it is batched with (up to 9e-3 in probability there). Ours runs a fixed 100
-  iterations, the same for every episode of a vmapped batch: predictions agree on 498,
-  500, 495 and 495 of 500 episodes (accuracy within 0.05 point); with 1000 iterations
-  (`sinkhorn_iterations=1000`), on every episode, probabilities within 1.5e-5. The last
-  half-step is a column normalisation, so the returned rows are re-normalised to sum to
-  1; the kernel's rows are rescaled before exp (Sinkhorn's result is invariant to that)
-  so a large lambda cannot underflow a whole row;
+  others it is batched with. This one runs a fixed 100 iterations, the same for every
+  episode of a vmapped batch: predictions agree on nearly every episode; with 1000
+  iterations (`sinkhorn_iterations=1000`), on every one. The last half-step is a column
+  normalisation, so the returned rows are re-normalised to sum to 1; the kernel's rows
+  are rescaled before exp (Sinkhorn's result is invariant to that) so a large lambda
+  cannot underflow a whole row;
 * centring: their code subtracts the support mean from the support and the query mean
   from the queries, each then L2-normalised (`centre="separate"`, the default;
   `centre="joint"` subtracts one mean of all the episode's features, as some derivatives
@@ -36,12 +35,13 @@ and 500 episodes of each of 5-way 1/5-shot, balanced and Dirichlet(2) query sets
   the sign-preserving -(|v| + 1e-6)^beta for v < 0, identical for v >= 0.
 
 The balance assumption: the column sums Nq / N say every class has the same number of
-queries. On Dirichlet(2) query sets that is false, and it cost 21-23 points there, in their
-code and ours alike (75.1 / 77.9 against 98.0 / 98.8 at 1 / 5 shots with `balanced=False`,
-which normalises each query's row alone); on balanced sets the constraint is worth 0.35-0.43
-points. easyfsl's PTMAP skips the normalisation and centring and runs 10 steps; at lambda
-10 its float32 kernel underflows for 3-10% of the queries here (all assigned class 0), and
-with the authors' preprocessing and 20 steps it matches the authors.
+queries. On Dirichlet(2) query sets that is false, and accuracy falls far below that of
+`balanced=False` (which normalises each query's row alone), in their code and this one
+alike; on balanced sets the constraint gains a little. easyfsl's PTMAP skips the
+normalisation and centring and runs 10 steps; at lambda 10 its float32 kernel underflows
+for some queries (all assigned class 0), and with the authors' preprocessing and 20 steps
+it matches the authors. docs/baselines.md has the figures ("Against the authors' code",
+"Each method's deviations, measured", "Balanced against Dirichlet(2) query sets").
 """
 
 from __future__ import annotations
@@ -91,6 +91,31 @@ def pt_map(support_feats: jax.Array, support_labels: jax.Array, query_feats: jax
            epochs: int = 20, sinkhorn_iterations: int = 100,
            centre: str = "separate", balanced: bool = True,
            query_mask: jax.Array | None = None) -> jax.Array:
+    """PT-MAP's query probabilities for one episode.
+
+    Args:
+      support_feats: (Ns, D) support features (non-negative, as after a ReLU).
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      beta: the power transform's exponent.
+      lam: lambda, the inverse temperature of the assignment kernel.
+      alpha: the prototypes' step towards their estimate per epoch.
+      epochs: prototype updates (static).
+      sinkhorn_iterations: Sinkhorn's fixed number of scaling rounds (static).
+      centre: "separate" (support and queries each minus their own mean, the authors') or
+        "joint" (one mean of all the episode's features).
+      balanced: equal class sizes in the assignment (Sinkhorn); False normalises each
+        query's row alone.
+      query_mask: (Nq,) bool or None: the real queries of a padded query set.
+
+    Returns:
+      (Nq, N) query probabilities, the final assignment with rows normalised to sum to 1.
+
+    References:
+      Hu, Gripon & Pateux. Leveraging the Feature Distribution in Transfer-based Few-Shot
+      Learning. ICANN 2021. https://arxiv.org/abs/2006.03806
+    """
     support, query = preprocess(support_feats, query_feats, beta=beta, centre=centre,
                                 query_mask=query_mask)
     feats = jnp.concatenate([support, query])

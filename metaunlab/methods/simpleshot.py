@@ -17,9 +17,10 @@ Checked against the authors' code (mileyan/simple_shot @ 5d38fc8, `metric_class_
 src/train.py, CL2N, run unchanged): the same prediction for every query of 2000 episodes
 (5-way 1/5-shot, balanced and Dirichlet(2) query sets, Omniglot Conv-4 features;
 `tests/methods/test_reference_outputs.py` keeps two episodes). Centring with the support
-mean instead (`base_mean=None`) cost up to 0.47 points at 1 shot there. easyfsl's
-`SimpleShot` measures the cosine to the class mean (it differs from the authors by <= 0.05
-points at 5 shots); with feature_normalization=2 alone it is our `protonet_cosine`.
+mean instead (`base_mean=None`) scores lower at 1 shot there (docs/baselines.md, "Each
+method's deviations, measured"). easyfsl's `SimpleShot` scores by the cosine to the class
+mean, close to the authors' code; with feature_normalization=2 alone it is
+`protonet_cosine`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,25 @@ from metaunlab.numerics import class_means, sq_distances
 def simpleshot(support_feats: jax.Array, support_labels: jax.Array, query_feats: jax.Array,
                n_way: int, *, base_mean: jax.Array | None = None,
                temperature: float = 10.0) -> jax.Array:
+    """SimpleShot (CL2N) query probabilities for one episode.
+
+    Args:
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      base_mean: (D,) mean feature of the training classes, or None to centre with the
+        support mean.
+      temperature: the softmax's inverse temperature on squared distances; it never changes
+        the predicted class.
+
+    Returns:
+      (Nq, N) query probabilities, softmax(-temperature * squared distance to class means).
+
+    References:
+      Wang, Chao, Weinberger & van der Maaten. SimpleShot: Revisiting Nearest-Neighbor
+      Classification for Few-Shot Learning. arXiv 2019. https://arxiv.org/abs/1911.04623
+    """
     support, query = centre_and_normalize(support_feats, query_feats, base_mean)
     protos = class_means(support, support_labels, n_way)
     return jax.nn.softmax(-temperature * sq_distances(query, protos), axis=-1)

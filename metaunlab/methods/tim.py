@@ -1,7 +1,7 @@
 """TIM-GD and alpha-TIM: transductive information maximisation, gradient-descent solver.
 
-Boudiaf, Ziko, Rony, Dolz, Piantanida & Ben Ayed, "Information Maximization for Few-Shot
-Learning", NeurIPS 2020. A softmax classifier on L2-normalised features,
+Boudiaf, Ziko, Rony, Dolz, Piantanida & Ben Ayed, "Transductive Information Maximization
+for Few-Shot Learning", NeurIPS 2020. A softmax classifier on L2-normalised features,
 
     p(y = k | x) = softmax_k(-tau / 2 * ||x - w_k||^2),   w initialised at class means,
 
@@ -19,16 +19,16 @@ the authors' code (mboudiaf/TIM @ c324ca8: the `tim` configuration's temp 15,
 loss_weights [0.1, 1.0, 0.1] for [Xent, H(Y), H(Y|X)], lr 1e-4; its configuration says
 150 iterations, every evaluation script passes tim.iter=1000). Their TIM_GD, run unchanged
 on the same Omniglot Conv-4 features and 500 episodes of each of 5-way 1/5-shot, balanced
-and Dirichlet(2) query sets, gives the same prediction on every episode (probabilities
-within 7e-4 in float32, 4.4e-6 in float64); `tests/methods/test_reference_outputs.py`
-keeps one episode. The paper's numbers are on miniImageNet / tiered-ImageNet / CUB
-features we do not have, so they are not reproduced here. The gradient is written in
-closed form (`tim_grad`, tested against autodiff) because it is about a third cheaper on
-CPU; Adam sees the same gradient. `steps` can be lowered for speed; the default keeps the
-paper's 1000, which makes TIM the slowest method here (about 0.1-0.2 s per 20-way episode
-on 2 CPU cores). easyfsl's TIM is a different model (a cosine classifier on re-normalised
-prototypes, 50 steps, temperature 10, weights [1, 1, 0.1]): 1.9 points below at balanced
-1-shot, about 17 below on Dirichlet(2) query sets.
+and Dirichlet(2) query sets, gives the same prediction on every episode;
+`tests/methods/test_reference_outputs.py` keeps one episode. The paper's numbers are on
+miniImageNet / tiered-ImageNet / CUB features not at hand, so they are not reproduced
+here. The gradient is written in closed form (`tim_grad`, tested against autodiff)
+because it is cheaper on CPU than autodiff's; Adam sees the same gradient. `steps` can be
+lowered for speed; the default keeps the paper's 1000, which makes TIM the slowest method
+here. easyfsl's TIM is a different model (a cosine classifier on re-normalised
+prototypes, 50 steps, temperature 10, weights [1, 1, 0.1]) and scores lower, by far on
+Dirichlet(2) query sets. docs/baselines.md has the figures ("Against the authors' code",
+"Each method's deviations, measured") and the time per episode.
 
 alpha-TIM (`alpha_tim`): Veilleux, Boudiaf, Piantanida & Ben Ayed, "Realistic Evaluation
 of Transductive Few-Shot Learning", NeurIPS 2021. The same classifier and solver; both
@@ -39,15 +39,15 @@ config/dirichlet/methods_config/alpha_tim.yaml, src/methods/tim.py): temperature
 weights [1, 1, 1] for [CE, H_alpha(Y_Q), H_alpha(Y_Q | X_Q)], Adam lr 1e-4, 1000
 iterations, their tuned alpha = 2 for 1-shot and 7 for 5-shot tasks, Shannon CE on the
 support; the gradient is autodiff's. On the 2000 episodes above it gives the authors'
-ALPHA_TIM's prediction for every query (probabilities within 5e-5).
+ALPHA_TIM's prediction for every query.
 
 The balance assumption: TIM's marginal term rewards a uniform mean prediction. Its weight
 is `marginal_weight`; Veilleux et al.'s Dirichlet configuration of TIM-GD lowers it to the
 weight of the other two terms ([1, 1, 1]; their balanced one keeps [1, 10, 1], TIM's
 ratio, the same under Adam), i.e. `tim_gd` with ce_weight = marginal_weight =
-conditional_weight = 1, with which ours equals their TIM_GD on every episode checked. On
-25-query Dirichlet(2) sets of Omniglot features, TIM's weights gave 79.2 / 81.6% at 1 / 5
-shots, [1, 1, 1] 97.7 / 98.8 and alpha-TIM 97.9 / 99.3 (`docs/baselines.md`).
+conditional_weight = 1, with which `tim_gd` equals their TIM_GD on every episode checked.
+On imbalanced (Dirichlet(2)) query sets TIM's own weights fall far below both [1, 1, 1]
+and alpha-TIM (docs/baselines.md, "Balanced against Dirichlet(2) query sets").
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def tim_loss(w: jax.Array, xs: jax.Array, targets: jax.Array, xq: jax.Array, *,
 def tim_grad(w: jax.Array, xs: jax.Array, targets: jax.Array, xq: jax.Array, *,
              temperature: float = 15.0, ce_weight: float = 0.1, marginal_weight: float = 1.0,
              conditional_weight: float = 0.1, query_mask: jax.Array | None = None) -> jax.Array:
-    """d tim_loss / d w in closed form (about a third cheaper on CPU than autodiff).
+    """d tim_loss / d w in closed form (cheaper on CPU than autodiff's).
 
     With p = softmax(z): dL/dz = ce_weight (p - y) / Ns on the support; on the queries
     dL/dp_ik = (marginal_weight log pbar_k - conditional_weight log p_ik) / Nq (constants
@@ -110,6 +110,28 @@ def tim_gd(support_feats: jax.Array, support_labels: jax.Array, query_feats: jax
            n_way: int, *, temperature: float = 15.0, ce_weight: float = 0.1,
            marginal_weight: float = 1.0, conditional_weight: float = 0.1, lr: float = 1e-4,
            steps: int = 1000, query_mask: jax.Array | None = None) -> jax.Array:
+    """TIM-GD's query probabilities for one episode.
+
+    Args:
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      temperature: tau of the classifier softmax(-tau / 2 * ||x - w_k||^2).
+      ce_weight: lambda_ce, the weight of the support cross-entropy.
+      marginal_weight: the weight of the marginal entropy H(Y_Q).
+      conditional_weight: alpha, the weight of the conditional entropy H(Y_Q | X_Q).
+      lr: Adam's step size.
+      steps: Adam steps (static).
+      query_mask: (Nq,) bool or None: the real queries of a padded query set.
+
+    Returns:
+      (Nq, N) query probabilities of the fitted classifier.
+
+    References:
+      Boudiaf, Ziko, Rony, Dolz, Piantanida & Ben Ayed. Transductive Information
+      Maximization for Few-Shot Learning. NeurIPS 2020. https://arxiv.org/abs/2008.11297
+    """
     xs, xq = l2_normalize(support_feats), l2_normalize(query_feats)
     targets = jax.nn.one_hot(support_labels, n_way, dtype=xs.dtype)
     grad = functools.partial(tim_grad, xs=xs, targets=targets, xq=xq, query_mask=query_mask,
@@ -170,6 +192,27 @@ def alpha_tim(support_feats: jax.Array, support_labels: jax.Array, query_feats: 
     `alpha=None` takes the authors' tuned values by shot count: 2 for 1-shot support sets,
     7 for 5 shots and more (an in-between count of 2-4 shots gets 2, where their code would
     keep its configured 5). The shot count is the support size over n_way, static.
+
+    Args:
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in [0, n_way).
+      query_feats: (Nq, D) query features.
+      n_way: the number of classes N (static).
+      alpha: the entropies' order, or None for the authors' value by shot count.
+      temperature: tau of the classifier softmax(-tau / 2 * ||x - w_k||^2).
+      ce_weight: the weight of the support cross-entropy.
+      marginal_weight: the weight of H_alpha(Y_Q).
+      conditional_weight: the weight of H_alpha(Y_Q | X_Q).
+      lr: Adam's step size.
+      steps: Adam steps (static).
+      query_mask: (Nq,) bool or None: the real queries of a padded query set.
+
+    Returns:
+      (Nq, N) query probabilities of the fitted classifier.
+
+    References:
+      Veilleux, Boudiaf, Piantanida & Ben Ayed. Realistic Evaluation of Transductive
+      Few-Shot Learning. NeurIPS 2021. https://arxiv.org/abs/2204.11181
     """
     if alpha is None:
         alpha = 7.0 if support_feats.shape[-2] // n_way >= 5 else 2.0
