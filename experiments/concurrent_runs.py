@@ -1,12 +1,12 @@
 """Several pipeline runs (protocols, folds) at once, each in its own process.
 
-On a CPU machine one run keeps about 1.2 of 2 cores busy (much of a step is Python and small
-XLA ops), so two runs side by side finish sooner than one after the other; the results are
-the same to the bit. Each child writes its output to `<its workdir>/log.txt`; the parent
-prints the children's lines as they come (progress bars left out), prefixed with the run's
-name. SIGTERM to the parent is passed on: every child saves its state and stops, and the
-parent exits as a preempted run does. A child's error stops the others the same way
-(nothing is lost) and is raised in the parent.
+On a CPU machine one run keeps well under 2 cores busy (much of a step is Python and small
+XLA ops; docs/benchmark.md, "Where the time goes"), so two runs side by side finish sooner
+than one after the other; the results are the same to the bit. Each child writes its output
+to `<its workdir>/log.txt`; the parent prints the children's lines as they come (progress
+bars left out), prefixed with the run's name. SIGTERM to the parent is passed on: every
+child saves its state and stops, and the parent exits as a preempted run does. A child's
+error stops the others the same way (nothing is lost) and is raised in the parent.
 
 Children are spawned (a fresh interpreter each, which imports the calling script again): a
 script that calls `run_concurrently` keeps its work under `if __name__ == "__main__":`.

@@ -26,7 +26,8 @@ class Conv4(nn.Module):
     block's 3x3 map at 28 px is averaged, where the classic 2x2 max-pool with odd edges
     dropped reads only its top-left 2x2 cells; with ``max_pools=2``
     (``"conv4_gap_two_pools"``) the last two blocks run on the 7x7 map and the average reads
-    49 cells, at 4% more pretraining time on this project's CPU (docs/omniglot.md).
+    49 cells, at slightly more pretraining time. The Omniglot demo uses it, chosen on
+    validation (docs/omniglot.md, "Backbone levers").
     """
 
     width: int = 64

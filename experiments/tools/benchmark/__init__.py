@@ -31,7 +31,7 @@ seconds each; `episodes_per_s` comes from the median round, `best_episodes_per_s
 fastest. Cases on the same episodes (sib_step variants, cached_step, torch_sib_step of one
 batch / K / shot) are timed interleaved, round by round, so that their ratios survive a
 machine whose load changes during the run. On CPU every step is followed by
-`train_loop.step_barrier` (as in the training loop: letting CPU steps queue made them slower);
+`train_loop.step_barrier` (as in the training loop: CPU steps left to queue run slower);
 on accelerators steps are dispatched asynchronously and each round ends with one block.
 
 Peak memory is `argument + output - alias + temp` bytes from `Compiled.memory_analysis()`:

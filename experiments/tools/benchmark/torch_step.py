@@ -75,11 +75,10 @@ def prepare_torch_sib_step(case: Case, budget: Budget) -> Prepared | None:
     """The eager PyTorch step (B = 1) on random episodes, or None when torch is missing.
 
     Sets torch to one intra-op thread for the rest of the process. The head's operations
-    are tiny (75 x 640 by 640 x 5), and on the shared 2-core CPU torch's default two-thread
-    OpenMP pool made the step erratic whenever anything else was running, the idle XLA
-    thread pool of this very process included: 3 ms to over 1 s per step, against a steady
-    4-5 ms with one thread. One thread is torch at its best here, so the measured ratio is
-    a conservative one.
+    are tiny (75 x 640 by 640 x 5), and on a 2-core CPU torch's default two-thread OpenMP
+    pool makes the step erratic whenever anything else runs, the idle XLA thread pool of
+    this very process included (docs/benchmark.md, "Figures"). One thread is torch at its
+    best here, so the measured ratio is a conservative one.
     """
     del budget
     try:
