@@ -33,8 +33,13 @@ from metaunlab.files import atomic_path
 class Predictions:
     """Per query image: SIB's label and probabilities over `classes`, and K = 0's.
 
-    paths: the query files; classes: the class names (support folder names), in the order
-    of the probability columns; probabilities, k0_probabilities: (Q, N) arrays.
+    Attributes:
+      paths: the Q query files.
+      classes: the N class names (support folder names), in the order of the probability
+        columns.
+      probabilities: (Q, N) SIB's class probabilities.
+      k0_probabilities: (Q, N) K = 0's class probabilities.
+      head: which trained head predicted, in words (`TrainedModel.describe_head`).
     """
 
     paths: list[str]
@@ -44,15 +49,26 @@ class Predictions:
     head: str = ""  # which trained head predicted, in words (`TrainedModel.describe_head`)
 
     def class_counts(self, k0: bool = False) -> dict[str, int]:
-        """Queries predicted as each class, by SIB (or, with `k0`, by K = 0)."""
+        """Queries predicted as each class.
+
+        Args:
+          k0: count K = 0's predictions instead of SIB's.
+
+        Returns:
+          {class name: number of queries predicted as it}, in the order of `classes`.
+        """
         probs = self.k0_probabilities if k0 else self.probabilities
         counts = np.bincount(probs.argmax(axis=1), minlength=len(self.classes))
         return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
 
     def forced_even_warning(self) -> str | None:
-        """A warning when SIB's predicted class counts look forced to be even: at least two
-        queries per class on average, SIB's counts all within one of each other, and K = 0's
-        not (a head whose readout assumes a balanced query set does this to any set)."""
+        """A warning when SIB's predicted class counts look forced to be even.
+
+        Returns:
+          One sentence when there are at least two queries per class on average, SIB's
+          counts are all within one of each other and K = 0's are not (a head whose
+          readout assumes a balanced query set does this to any set); else None.
+        """
         sib = np.array(list(self.class_counts().values()))
         k0 = np.array(list(self.class_counts(k0=True).values()))
         if len(self.paths) < 2 * len(self.classes) or sib.max() - sib.min() > 1:
@@ -66,15 +82,24 @@ class Predictions:
 
     @property
     def labels(self) -> list[str]:
+        """SIB's predicted class name of each query."""
         return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
 
     @property
     def k0_labels(self) -> list[str]:
+        """K = 0's predicted class name of each query."""
         return [self.classes[i] for i in self.k0_probabilities.argmax(axis=1)]
 
     def to_csv(self, path: str | os.PathLike, *, class_columns: bool = False) -> None:
-        """`path,label,probability,label_k0,probability_k0` per query (probability: of the
-        label), with `class_columns` also `p_<class>`: SIB's probability of each class."""
+        """Write the predictions as CSV, one row per query (written atomically).
+
+        The columns are `path,label,probability,label_k0,probability_k0` (probability: of
+        the label).
+
+        Args:
+          path: the CSV file.
+          class_columns: add `p_<class>` columns, SIB's probability of each class.
+        """
         header = ["path", "label", "probability", "label_k0", "probability_k0"]
         if class_columns:
             header += [f"p_{name}" for name in self.classes]
@@ -102,7 +127,18 @@ def _images_in(folder: Path, what: str) -> list[Path]:
 
 
 def support_images(support_dir: str | os.PathLike) -> tuple[list[str], list[Path], np.ndarray]:
-    """(class names, image files, labels (n,) int32) of a folder of class folders."""
+    """The images of a folder of class folders.
+
+    Args:
+      support_dir: a folder with one folder of images per class (at least two).
+
+    Returns:
+      (class names, sorted; image files; labels (n,) int32, the class of each file).
+
+    Raises:
+      DataError: no such folder, fewer than two classes, a loose file, an empty class, or
+        a file that is not an image.
+    """
     root = Path(support_dir)
     if not root.is_dir():
         raise DataError(f"support folder {root} does not exist; give --support_dir a folder "
@@ -124,7 +160,17 @@ def support_images(support_dir: str | os.PathLike) -> tuple[list[str], list[Path
 
 
 def query_images(query_dir: str | os.PathLike) -> list[Path]:
-    """The image files of a flat folder, sorted by name."""
+    """The image files of a flat folder.
+
+    Args:
+      query_dir: a folder of images (hidden files ignored).
+
+    Returns:
+      The image files, sorted by name.
+
+    Raises:
+      DataError: no such folder, no images, or an entry that is not an image file.
+    """
     root = Path(query_dir)
     if not root.is_dir():
         raise DataError(f"query folder {root} does not exist; give --query_dir a folder of "
@@ -133,9 +179,17 @@ def query_images(query_dir: str | os.PathLike) -> list[Path]:
 
 
 def transductive_chunks(num_queries: int, chunk_size: int, seed: int = 0) -> list[np.ndarray]:
-    """Indices of the queries in each chunk (module docstring): all in one when they fit in
-    `chunk_size`, else ceil(num_queries / chunk_size) nearly equal chunks of a seeded
-    permutation."""
+    """The queries of each transductive chunk (module docstring).
+
+    Args:
+      num_queries: Q.
+      chunk_size: the most queries one chunk may hold.
+      seed: the seed of the permutation.
+
+    Returns:
+      Index arrays: one of all queries when they fit in `chunk_size`, else
+      ceil(Q / chunk_size) nearly equal chunks of a seeded permutation.
+    """
     if num_queries <= chunk_size:
         return [np.arange(num_queries)]
     order = np.random.default_rng(seed).permutation(num_queries)

@@ -61,7 +61,19 @@ def setting_name(n_way: int, n_shot: int) -> str:
 @dataclasses.dataclass
 class TrainedModel:
     """The frozen backbone of a work dir with its variables and input preprocessing (None
-    for a run on a features file), and its meta-trained heads."""
+    for a run on a features file), and its meta-trained heads. Build it with `load`.
+
+    Attributes:
+      workdir: the work directory.
+      config: the config the run was trained with (`config.json`).
+      feat_dim: the feature dimension D.
+      backbone: the backbone (`metaunlab.backbones.Backbone`), or None for a features run.
+      variables: the backbone's variables, best on validation (`pretrain/best`).
+      transform: the run's image transform; its evaluation form preprocesses images.
+      image_format: how image files are decoded (size, channels, polarity).
+      image_shape: (H, W, C) of the stored training images.
+      features_file: the features file of a features run, else None.
+    """
 
     workdir: str
     config: ml_collections.ConfigDict
@@ -82,6 +94,18 @@ class TrainedModel:
 
     @classmethod
     def load(cls, workdir: str) -> TrainedModel:
+        """The trained run in `workdir`.
+
+        Args:
+          workdir: a work directory written by `train_and_evaluate` (or imported).
+
+        Returns:
+          The `TrainedModel`, with the backbone restored from `pretrain/best` (none for a
+          run on a features file). Heads are read when asked for.
+
+        Raises:
+          ConfigError: the run has no `model.json` (it did not get past data loading).
+        """
         config = load_config(workdir)
         model_path = os.path.join(workdir, "model.json")
         if not os.path.exists(model_path):
@@ -104,16 +128,31 @@ class TrainedModel:
         return cls(workdir, config, feat_dim, backbone, variables, transform, fmt, image_shape)
 
     def embed(self, images: np.ndarray, desc: str | None = None) -> np.ndarray:
-        """Features (N, D) of uint8 images (N, H, W, C) stored like the training images."""
+        """Features of images stored like the training images.
+
+        Args:
+          images: (N, H, W, C) uint8 images, preprocessed here as the run evaluates.
+          desc: a progress-bar label, or None.
+
+        Returns:
+          (N, D) features of the frozen backbone.
+        """
         self._require_backbone()
         return evaluation.embed(self.backbone.features, self.variables, images,
                                 self.transform.eval, desc=desc)
 
     def split_features(self, split: str, *, max_rows: int | None = None,
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Features (N, D) and labels (N,) of the run's own `split` ("train", "val", "test"):
-        embedded images, or the rows of the features file. With `max_rows`, a seeded subset
-        of that many rows, in order."""
+        """Features and labels of one of the run's own splits.
+
+        Args:
+          split: "train", "val" or "test".
+          max_rows: None for every row, else a seeded subset of that many rows, in order.
+          seed: the subset's seed.
+
+        Returns:
+          (features (N, D), labels (N,)): embedded images, or the rows of the features file.
+        """
         if self.features_file is not None:
             data = load_feature_file(self.features_file)[split]
             feats, labels = data.features, data.labels
@@ -124,8 +163,16 @@ class TrainedModel:
         return self.embed(dataset.images[rows], desc=f"embed {split}"), dataset.labels[rows]
 
     def split_groups(self, split: str, stage: str = "test") -> np.ndarray | None:
-        """The alphabet id of each class of `split` when the run draws its `stage` ("test" or
-        "metatrain") episodes within one alphabet (`metaunlab.research.protocols`), else None."""
+        """The alphabet of each class of a split, where episodes stay within one alphabet.
+
+        Args:
+          split: "train", "val" or "test".
+          stage: "test" or "metatrain": whose `within_alphabet` setting applies.
+
+        Returns:
+          The alphabet id of each class of `split` when the run draws its `stage` episodes
+          within one alphabet (`metaunlab.research.protocols`), else None.
+        """
         if self.features_file is not None or not self.config[stage].get("within_alphabet"):
             return None
         return episode_groups(self.config, self._dataset(split), stage)
@@ -142,26 +189,51 @@ class TrainedModel:
                               "with; give it features, or train on images.")
 
     def embed_files(self, paths: Sequence[str]) -> np.ndarray:
-        """Features (N, D) of image files, decoded exactly as the training images were."""
+        """Features of image files, decoded exactly as the training images were.
+
+        Args:
+          paths: N image files.
+
+        Returns:
+          (N, D) features.
+        """
         self._require_backbone()
         return self.embed(np.stack(load_image_files(paths, self.image_format)), "embed files")
 
     def trained_settings(self) -> list[str]:
-        """The meta-trained settings of the run ("5way_1shot", ...)."""
+        """The meta-trained settings of the run, sorted ("5way_1shot", ...)."""
         root = os.path.join(self.workdir, "metatrain")
         return sorted(os.listdir(root)) if os.path.isdir(root) else []
 
     def head_for(self, n_way: int, n_shot: int) -> str | None:
-        """The setting whose head serves n_way-way n_shot-shot episodes: the same setting
-        when trained, else any with the same n_way (phi depends on n_way only)."""
+        """The setting whose head serves n_way-way n_shot-shot episodes.
+
+        Args:
+          n_way: classes per episode.
+          n_shot: support images per class.
+
+        Returns:
+          The same setting when trained, else any trained one with the same n_way (phi
+          depends on n_way only), else None.
+        """
         settings = self.trained_settings()
         candidates = [setting_name(n_way, n_shot)] + [s for s in settings
                                                       if s.startswith(f"{n_way}way_")]
         return next((c for c in candidates if c in settings), None)
 
     def head(self, n_way: int, n_shot: int) -> Head:
-        """The composition of the head meta-trained for n_way-way episodes (`head_for`),
-        from the description saved beside its checkpoints (`Head.save`)."""
+        """The composition of the head meta-trained for n_way-way episodes.
+
+        Args:
+          n_way: classes per episode.
+          n_shot: support images per class (`head_for` picks the setting).
+
+        Returns:
+          The `Head` saved beside its checkpoints (`Head.save`).
+
+        Raises:
+          ConfigError: no head was meta-trained for n_way ways.
+        """
         name = self._require_head(n_way, n_shot)
         folder = os.path.join(self.workdir, "metatrain", name)
         if os.path.exists(os.path.join(folder, HEAD_FILE)):
@@ -182,7 +254,19 @@ class TrainedModel:
         return name
 
     def sib_params(self, n_way: int, n_shot: int, checkpoint: str = "last") -> sib.Params:
-        """The parameters of the SIB head meta-trained for n_way-way episodes (`head_for`)."""
+        """The parameters of the SIB head meta-trained for n_way-way episodes.
+
+        Args:
+          n_way: classes per episode.
+          n_shot: support images per class (`head_for` picks the setting).
+          checkpoint: "last" (the end of meta-training) or "best" (best on validation).
+
+        Returns:
+          The head's parameter pytree (`metaunlab.sib`, plus the entries of its parts).
+
+        Raises:
+          ConfigError: no head was meta-trained for n_way ways.
+        """
         name = self._require_head(n_way, n_shot)
         saved = Checkpointer(os.path.join(self.workdir, "metatrain", name, checkpoint)).restore()
         # `last` holds the whole training state, `best` the parameters alone.
@@ -190,9 +274,17 @@ class TrainedModel:
 
     def step_scales(self, n_way: int, n_shot: int,
                     checkpoint: str = "last") -> StepScales | None:
-        """The multiples of the step of the head for n_way-way episodes (`head_for`) chosen
-        on validation (`test.step_scales`, `metaunlab.research.step_tuning`) for `checkpoint`, or
-        None when the run tuned none."""
+        """The step multiples chosen on validation for the head of n_way-way episodes.
+
+        Args:
+          n_way: classes per episode.
+          n_shot: support images per class (`head_for` picks the setting).
+          checkpoint: "last" or "best".
+
+        Returns:
+          The `StepScales` the run tuned for that checkpoint (`test.step_scales`,
+          `metaunlab.research.step_tuning`), or None when it tuned none.
+        """
         name = self.head_for(n_way, n_shot)
         if name is None:
             return None
@@ -201,14 +293,29 @@ class TrainedModel:
     def predict(self, support_feats: np.ndarray, support_labels: np.ndarray,
                 query_feats: np.ndarray, *, checkpoint: str = "last", seed: int = 0,
                 step: str = "trained") -> tuple[np.ndarray, np.ndarray]:
-        """SIB's and K = 0's class probabilities, each (Q, N), for the queries of one task.
+        """SIB's and K = 0's class probabilities for the queries of one task.
 
-        support_feats (Ns, D) with support_labels (Ns,) in 0..N-1 (any number per class);
-        query_feats (Q, D). The head is the one meta-trained for N ways (`head_for`); queries
-        beyond its training query-set size are refined in chunks
-        (`metaunlab.prediction.transductive_chunks`). `step`: "trained" (the reference) or
-        "tuned", the multiple of it chosen on validation for the chunk's queries per class
-        (`step_scales`; "sib_tuned" in results.json).
+        The head is the one meta-trained for N ways (`head_for`); queries beyond its
+        training query-set size are refined in chunks
+        (`metaunlab.prediction.transductive_chunks`).
+
+        Args:
+          support_feats: (Ns, D) support features.
+          support_labels: (Ns,) int labels in 0..N-1, every class present (any number per
+            class).
+          query_feats: (Q, D) query features.
+          checkpoint: "last" or "best".
+          seed: the seed of the chunks' random order.
+          step: "trained" (the reference) or "tuned", the multiple of it chosen on
+            validation for the chunk's queries per class (`step_scales`; "sib_tuned" in
+            results.json).
+
+        Returns:
+          (SIB's probabilities (Q, N), K = 0's probabilities (Q, N)).
+
+        Raises:
+          ConfigError: no head for N ways, or `step="tuned"` for a head with no tuned step.
+          DataError: a class of 0..N-1 has no support example.
         """
         if step not in ("trained", "tuned"):
             raise ConfigError(f"step={step!r}: use 'trained' or 'tuned'.")
@@ -257,8 +364,18 @@ class TrainedModel:
 
     def predict_folders(self, support_dir: str, query_dir: str, *, checkpoint: str = "last",
                         seed: int = 0, step: str = "trained") -> Predictions:
-        """`predict` on a folder of class folders and a flat folder of query images, read
-        and preprocessed exactly as the training images (`metaunlab.prediction`)."""
+        """`predict` on image folders, read and preprocessed exactly as the training images.
+
+        Args:
+          support_dir: a folder of class folders (the folder name is the label).
+          query_dir: a flat folder of query images.
+          checkpoint: "last" or "best".
+          seed: the seed of the chunks' random order.
+          step: "trained" or "tuned", as in `predict`.
+
+        Returns:
+          `metaunlab.prediction.Predictions` for the query images, sorted by name.
+        """
         classes, support_files, labels = support_images(support_dir)
         queries = query_images(query_dir)
         self._support_shape(labels)  # before any image is read
@@ -271,7 +388,17 @@ class TrainedModel:
 
     def describe_head(self, n_way: int, n_shot: int, checkpoint: str = "last",
                       step: str = "trained") -> str:
-        """Which head serves n_way-way n_shot-shot tasks and what it assumes, in one line."""
+        """Which head serves n_way-way n_shot-shot tasks and what it assumes.
+
+        Args:
+          n_way: classes per episode.
+          n_shot: support images per class.
+          checkpoint: "last" or "best".
+          step: "trained" or "tuned".
+
+        Returns:
+          One line of text.
+        """
         return (f"SIB head {self.head_for(n_way, n_shot)} of {self.workdir} ({checkpoint} "
                 f"checkpoint), K = {self.config.metatrain.sib_steps} at the {step} step size; "
                 + self.head(n_way, n_shot).describe())
@@ -280,12 +407,20 @@ class TrainedModel:
                               checkpoint: str = "last") -> dict:
         """SIB and K = 0 on every episode of a reference-format episode file.
 
-        Returns `{"workdir", "episodes_file", "episodes", "checkpoint", "methods": {"sib",
-        "k0"}, "by_shape": {...}}`, accuracies in percent with 95% intervals. Episodes of
-        different shapes are evaluated in groups (one compilation per shape), each with the
-        head trained for its way; the overall numbers average over all episodes of the file.
-        When every head used has step multiples tuned on validation (`step_scales`), the
-        methods add "sib_tuned", SIB at the multiple for each episode's query count.
+        Episodes of different shapes are evaluated in groups (one compilation per shape),
+        each with the head trained for its way; the overall numbers average over all
+        episodes of the file.
+
+        Args:
+          episodes_path: the episode file (`metaunlab.data.episode_files`).
+          image_root: the folder its image paths are relative to.
+          checkpoint: "last" or "best".
+
+        Returns:
+          `{"workdir", "episodes_file", "episodes", "checkpoint", "methods": {"sib", "k0"},
+          "by_shape": {...}}`, accuracies in percent with 95% intervals. When every head
+          used has step multiples tuned on validation (`step_scales`), the methods add
+          "sib_tuned", SIB at the multiple for each episode's query count.
         """
         episode_file = read_episode_file(episodes_path, image_root)
         feats = self.embed_files(episode_file.paths)
