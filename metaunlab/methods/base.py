@@ -45,12 +45,17 @@ ProbsFn = Callable[..., jax.Array]
 class Method:
     """A few-shot classifier on frozen features.
 
-    name: registry key and table label; fn: see the module docstring; is_transductive:
-    whether the prediction for one query depends on the other (unlabeled) queries;
-    paper: the reference, "Authors, title, venue year"; uses_base_mean: whether fn takes a
-    `base_mean` keyword; params: trained parameters passed to fn as `params=` (None for
-    the training-free methods); episode_axes: whether fn itself accepts leading episode
-    axes (else `batched` vmaps it).
+    Attributes:
+      name: registry key and table label.
+      fn: the function of one episode (see the module docstring).
+      is_transductive: whether the prediction for one query depends on the other
+        (unlabeled) queries.
+      paper: the reference, "Authors, title, venue year".
+      uses_base_mean: whether fn takes a `base_mean` keyword.
+      params: trained parameters passed to fn as `params=` (None for the training-free
+        methods).
+      episode_axes: whether fn itself accepts leading episode axes (else `batched` vmaps
+        it).
     """
 
     name: str
@@ -65,26 +70,63 @@ class Method:
                  query_feats: jax.Array, n_way: int, *,
                  base_mean: jax.Array | None = None, params: Any = None,
                  query_mask: jax.Array | None = None) -> jax.Array:
-        """Query probabilities; `params` defaults to the method's own."""
+        """Query probabilities for one episode.
+
+        Args:
+          support_feats: (Ns, D) support features.
+          support_labels: (Ns,) int labels in [0, n_way).
+          query_feats: (Nq, D) query features.
+          n_way: the number of classes N (static).
+          base_mean: (D,) base-class mean feature, passed only to methods that use one.
+          params: trained parameters; None for the method's own.
+          query_mask: (Nq,) bool or None, passed only to transductive methods.
+
+        Returns:
+          (Nq, N) query probabilities.
+        """
         kwargs = _keywords(self.uses_base_mean, base_mean, self.params is not None,
                            self.params if params is None else params,
                            self.is_transductive, query_mask)
         return self.fn(support_feats, support_labels, query_feats, n_way, **kwargs)
 
     def batched(self, n_way: int, base_mean: jax.Array | None = None) -> ProbsFn:
-        """Jitted `(B, Ns, D), (B, Ns), (B, Nq, D)[, query_mask (B, Nq)] -> (B, Nq, n_way)`;
-        one trace per shape (and per mask or none)."""
+        """The method on a batch of episodes, jitted.
+
+        Args:
+          n_way: the number of classes N.
+          base_mean: (D,) base-class mean feature, or None.
+
+        Returns:
+          A function `(support_feats (B, Ns, D), support_labels (B, Ns), query_feats
+          (B, Nq, D)[, query_mask (B, Nq)]) -> (B, Nq, N)`; one trace per shape (and per
+          mask or none).
+        """
         return functools.partial(self.predictor(n_way), self.params, base_mean)
 
     def predictor(self, n_way: int) -> ProbsFn:
-        """`(params, base_mean, fs (B, Ns, D), ys (B, Ns), fq (B, Nq, D), query_mask=None)
-        -> (B, Nq, n_way)`, jitted, with the parameters, base mean and mask traced: one
-        compilation serves every trained head, data set and padding of the same shapes."""
+        """The batched method with its parameters and base mean as traced inputs.
+
+        Args:
+          n_way: the number of classes N.
+
+        Returns:
+          A jitted function `(params, base_mean, fs (B, Ns, D), ys (B, Ns), fq (B, Nq, D),
+          query_mask=None) -> (B, Nq, N)`: one compilation serves every trained head, data
+          set and padding of the same shapes.
+        """
         return _predictor(self.fn, n_way, self.uses_base_mean, self.params is not None,
                           self.episode_axes, self.is_transductive)
 
     def with_options(self, name: str | None = None, **options) -> Method:
-        """The same method with other hyper-parameters (keyword arguments of fn)."""
+        """The same method with other hyper-parameters.
+
+        Args:
+          name: the variant's name; None keeps this method's.
+          **options: keyword arguments of fn, e.g. `balanced=False` for `pt_map`.
+
+        Returns:
+          A new `Method`; this one is unchanged.
+        """
         return dataclasses.replace(self, name=name or self.name,
                                    fn=functools.partial(self.fn, **options))
 
@@ -128,6 +170,17 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Add `method` to `METHODS` under its name.
+
+    Args:
+      method: a `Method` whose name is not registered yet.
+
+    Returns:
+      `method` itself.
+
+    Raises:
+      ValueError: the name is taken.
+    """
     if method.name in METHODS:
         raise ValueError(f"a method named {method.name!r} is already registered")
     METHODS[method.name] = method
@@ -135,6 +188,17 @@ def register(method: Method) -> Method:
 
 
 def get_method(name: str) -> Method:
+    """A registered method by name.
+
+    Args:
+      name: a key of `METHODS`, e.g. "protonet_cosine", "tim_gd", "pt_map".
+
+    Returns:
+      The registered `Method`.
+
+    Raises:
+      ValueError: no method has that name; the message lists those that exist.
+    """
     try:
         return METHODS[name]
     except KeyError:

@@ -115,6 +115,10 @@ def sib_method(params: sib.Params, steps: int, lr: float = 1e-3,
 
     Returns:
       A transductive `Method` where K > 0 or the head reads the queries at K = 0.
+
+    References:
+      Hu, Moreno, Xiao, Shen, Obozinski, Lawrence & Damianou. Empirical Bayes Transductive
+      Meta-Learning with Synthetic Gradients. ICLR 2020. https://arxiv.org/abs/2004.12696
     """
     if head is None:
         head = Head(sib.n_way_of(params), int(params["init"]["w"].shape[-1]))
