@@ -23,7 +23,17 @@ from metaunlab.data.query_sets import QueryDistribution
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeShape:
-    """An n_way-way n_shot-shot task with n_query query images per class."""
+    """An n_way-way n_shot-shot task with n_query query images per class.
+
+    Attributes:
+      n_way: classes per episode.
+      n_shot: support images per class.
+      n_query: query images per class (balanced query sets), or the number of query slots
+        per class (n_way * n_query in all) for other query distributions.
+
+    Raises:
+      DataError: a field is not a positive integer.
+    """
 
     n_way: int
     n_shot: int
@@ -37,10 +47,12 @@ class EpisodeShape:
 
     @property
     def support_size(self) -> int:
+        """Ns = n_way * n_shot."""
         return self.n_way * self.n_shot
 
     @property
     def query_size(self) -> int:
+        """Query slots per episode, n_way * n_query."""
         return self.n_way * self.n_query
 
 
@@ -51,6 +63,13 @@ class Episodes:
 
     ``*_idx`` index the sampler's dataset; ``*_labels`` are episode-local, 0..n_way-1, with
     label i meaning the i-th class drawn for that episode.
+
+    Attributes:
+      support_idx: (B, Ns) int32 indices of the support images.
+      support_labels: (B, Ns) int32 episode-local labels.
+      query_idx: (B, Nq) int32 indices of the query images (Nq slots).
+      query_labels: (B, Nq) int32 episode-local labels.
+      query_mask: (B, Nq) bool, or None when no episode is padded (below).
 
     ``query_mask`` (B, Nq) bool marks the real queries of episodes whose query sets have
     different sizes: they are padded to one number of slots, so a batch of them is one
@@ -80,6 +99,7 @@ class Episodes:
 
     @property
     def batch_size(self) -> int:
+        """B, the number of episodes."""
         return self.support_idx.shape[0]
 
     @property
@@ -98,6 +118,15 @@ def check_episode_shape(
 
     Classes are the labels that occur (for a dataset: all of its classes, so an empty
     class is reported rather than ignored).
+
+    Args:
+      labels_or_dataset: (N,) int class labels, or an `ImageDataset`.
+      shape: the episode shape to check.
+      split_name: the split's name, for the message.
+
+    Raises:
+      DataError: fewer than n_way classes, or a class with fewer than n_shot + n_query
+        images.
     """
     labels, names = _labels_and_names(labels_or_dataset)
     counts = _class_counts(labels, names)
@@ -162,6 +191,20 @@ class EpisodeSampler:
     have at least n_way classes, then its n_way classes from that group only: the
     within-alphabet episodes of Lake et al.'s one-shot runs. Groups with fewer classes are
     never drawn from at that way count; `eligible_groups` names the ones that are.
+
+    Args:
+      labels: (N,) int class labels of the images episodes index, or an `ImageDataset`.
+      shape: the episode shape.
+      seed: a non-negative integer; with (step, b) it fixes every episode.
+      split_name: the split's name, for error messages.
+      groups: None, or one group id per class label (episodes within one group).
+      query_distribution: "balanced", "dirichlet:ALPHA" or a `QueryDistribution`.
+      query_totals: None (n_way * n_query queries per episode), or (lo, hi): each
+        episode's number of queries drawn uniformly in [lo, hi].
+
+    Raises:
+      DataError: the labels cannot give such episodes (`check_episode_shape`), or an
+        argument is out of range.
     """
 
     def __init__(
@@ -194,10 +237,20 @@ class EpisodeSampler:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes in the labels."""
         return len(self._class_members)
 
     def sample(self, step: int, batch_size: int, *, first_episode: int = 0) -> Episodes:
-        """Episodes ``first_episode .. first_episode + batch_size - 1`` of ``step``."""
+        """Episodes ``first_episode .. first_episode + batch_size - 1`` of ``step``.
+
+        Args:
+          step: the training step (or any non-negative index) the episodes belong to.
+          batch_size: B, the number of episodes.
+          first_episode: the index b of the first one within the step.
+
+        Returns:
+          `Episodes` of B episodes, with a `query_mask` when any query set is padded.
+        """
         if batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size}.")
         return batch_episodes(
@@ -205,7 +258,15 @@ class EpisodeSampler:
         )
 
     def episode(self, step: int, b: int) -> Episodes:
-        """Episode ``b`` of ``step`` as a batch of one."""
+        """Episode ``b`` of ``step`` as a batch of one.
+
+        Args:
+          step: a non-negative step index.
+          b: a non-negative episode index within the step.
+
+        Returns:
+          `Episodes` with B = 1, a pure function of (seed, step, b).
+        """
         if step < 0 or b < 0:
             raise DataError(f"step and episode index must be non-negative, got {step}, {b}.")
         rng = np.random.default_rng([self.seed, int(step), int(b)])
@@ -267,8 +328,16 @@ def _check_query_totals(query_totals, shape: EpisodeShape) -> tuple[int, int] | 
 
 
 def pad_episodes(episodes: Episodes, slots: int) -> Episodes:
-    """`episodes` with their query arrays padded to `slots` (>= their Nq) and a mask; a
-    padded slot repeats the episode's first query index with label 0 (see `Episodes`)."""
+    """Pad the query arrays of a batch to a number of slots, with a mask.
+
+    Args:
+      episodes: a batch with Nq query slots.
+      slots: the padded number of query slots, >= Nq.
+
+    Returns:
+      `Episodes` with (B, slots) query arrays and a `query_mask`; a padded slot repeats
+      the episode's first query index with label 0 (see `Episodes`).
+    """
     have = episodes.query_idx.shape[1]
     if slots < have:
         raise DataError(f"cannot pad {have} query slots down to {slots}.")
@@ -307,8 +376,17 @@ def _classes_by_group(classes: np.ndarray, groups, n_way: int,
 
 
 def batch_episodes(episodes: Sequence[Episodes]) -> Episodes:
-    """Concatenate episode batches of one shape along the batch axis (a mask where any
-    batch has one)."""
+    """Concatenate episode batches of one shape along the batch axis.
+
+    Args:
+      episodes: one or more `Episodes` with the same array shapes past the batch axis.
+
+    Returns:
+      One `Episodes`, with a `query_mask` where any batch has one.
+
+    Raises:
+      DataError: no batches, or batches of different shapes.
+    """
     if not episodes:
         raise DataError("batch_episodes needs at least one Episodes batch.")
     fields = ["support_idx", "support_labels", "query_idx", "query_labels"]

@@ -15,7 +15,7 @@ allowed: an absent class is part of the setting.
 
 One deviation: the authors' sampler takes `randperm(len(class))[:count]`, so a count larger
 than the class silently gets the whole class, and their queries may repeat support images.
-Our episodes keep support and queries disjoint and never exceed a class: a draw with a
+Episodes here keep support and queries disjoint and never exceed a class: a draw with a
 count above a class's remaining images is redrawn (a Dirichlet conditioned on fitting).
 On miniImageNet (600 images per class) this never binds; on Omniglot (20 drawings per
 character) it binds unless the total is small, so Omniglot settings use 5 queries per
@@ -36,7 +36,19 @@ MAX_REDRAWS = 1000
 
 @dataclasses.dataclass(frozen=True)
 class QueryDistribution:
-    """`kind` "balanced" or "dirichlet" (with concentration `alpha` > 0)."""
+    """How a query set's total splits between its classes.
+
+    Attributes:
+      kind: "balanced" or "dirichlet".
+      alpha: the Dirichlet concentration (> 0); None for "balanced".
+
+    Raises:
+      DataError: an unknown kind, or an alpha that does not fit the kind.
+
+    References:
+      Veilleux, Boudiaf, Piantanida & Ben Ayed. Realistic Evaluation of Transductive
+      Few-Shot Learning. NeurIPS 2021. https://arxiv.org/abs/2204.11181
+    """
 
     kind: str = "balanced"
     alpha: float | None = None
@@ -55,7 +67,18 @@ class QueryDistribution:
 
     @classmethod
     def parse(cls, spec: str | QueryDistribution) -> QueryDistribution:
-        """"balanced" or "dirichlet:ALPHA"; a QueryDistribution is returned as it is."""
+        """The distribution a spec names.
+
+        Args:
+          spec: "balanced" or "dirichlet:ALPHA" (case and surrounding spaces ignored), or a
+            `QueryDistribution`, returned as it is.
+
+        Returns:
+          The `QueryDistribution`.
+
+        Raises:
+          DataError: the spec is neither form.
+        """
         if isinstance(spec, QueryDistribution):
             return spec
         text = str(spec).strip().lower()
@@ -79,16 +102,29 @@ class QueryDistribution:
 
     @property
     def is_balanced(self) -> bool:
+        """Whether every class gets the same number of queries (up to a remainder)."""
         return self.kind == "balanced"
 
     def counts(self, rng: np.random.Generator, n_way: int, total: int,
                capacity: np.ndarray | int) -> np.ndarray:
-        """Queries per class (n_way,) int summing to `total`, none above `capacity` (the
-        images each class has left after its support).
+        """Queries per class for one episode.
 
         Balanced: total // n_way each, the remainder to randomly chosen classes (none when
         n_way divides total, and then no random numbers are drawn). Dirichlet: the
         authors' draw and rounding, redrawn while a count does not fit.
+
+        Args:
+          rng: the episode's random generator.
+          n_way: the number of classes.
+          total: the number of queries of the episode.
+          capacity: (n_way,) or one int: the images each class has left after its support.
+
+        Returns:
+          (n_way,) int64 counts summing to `total`, none above `capacity`.
+
+        Raises:
+          DataError: the queries do not fit the classes (after `MAX_REDRAWS` Dirichlet
+            draws).
         """
         capacity = np.broadcast_to(np.asarray(capacity), (n_way,))
         if int(capacity.sum()) < total:
@@ -114,17 +150,34 @@ class QueryDistribution:
 
 
 def imbalanced_fits(n_query: int, n_shot: int, images_per_class: int) -> bool:
-    """Whether class-imbalanced query sets are drawn at `n_query` queries per class, where
-    classes hold `images_per_class` images: when the queries average at most half of the
-    images a class has left after its support, so a class that a Dirichlet draw makes twice
-    as frequent as average still fits. Above that only a near-balanced draw fits (the sampler
-    redraws until one does), which is no imbalance."""
+    """Whether class-imbalanced query sets can be drawn at `n_query` queries per class.
+
+    They can when the queries average at most half of the images a class has left after
+    its support, so a class that a Dirichlet draw makes twice as frequent as average still
+    fits. Above that only a near-balanced draw fits (the sampler redraws until one does),
+    which is no imbalance.
+
+    Args:
+      n_query: queries per class on average.
+      n_shot: support images per class.
+      images_per_class: images each class holds.
+
+    Returns:
+      True when 2 * n_query <= images_per_class - n_shot.
+    """
     return 2 * n_query <= images_per_class - n_shot
 
 
 def dirichlet_counts(proportions: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts summing to `total` from class proportions (the authors' rounding; see
-    the module docstring)."""
+    """Integer counts from class proportions, by the authors' rounding (module docstring).
+
+    Args:
+      proportions: (n_way,) class proportions summing to 1.
+      total: the sum the counts must have.
+
+    Returns:
+      (n_way,) int64 counts summing to `total`.
+    """
     scaled = np.asarray(proportions, np.float64) * total
     counts = np.round(scaled)
     excess = int(counts.sum()) - total
