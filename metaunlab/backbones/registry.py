@@ -82,9 +82,18 @@ BACKBONES: dict[str, BackboneFactory] = {
 def register_backbone(name: str, factory: BackboneFactory) -> BackboneFactory:
     """Make `factory` available as `--config.backbone=<name>`.
 
-    `factory(image_size, remat)` returns `(module, feature_dim)`: a Flax module whose
-    `__call__(x, train: bool)` maps NHWC float images to (N, feature_dim) features and uses
-    BatchNorm (or none) like the built-in backbones, and the size of those features.
+    Args:
+      name: a name no backbone has yet.
+      factory: `factory(image_size, remat)` returns `(module, feature_dim)`: a Flax module
+        whose `__call__(x, train: bool)` maps NHWC float images to (N, feature_dim)
+        features and uses BatchNorm (or none) like the built-in backbones, and the size of
+        those features.
+
+    Returns:
+      `factory` itself.
+
+    Raises:
+      ConfigError: the name is taken.
     """
     if name in BACKBONES:
         raise ConfigError(f"a backbone named {name!r} is already registered; pick another name.")
@@ -107,14 +116,26 @@ def _imported_factory(spec: str) -> BackboneFactory:
 
 
 def get_backbone(name: str, image_size: int, remat: bool = False) -> tuple[nn.Module, int]:
-    """Build a backbone by name for square ``image_size`` inputs; returns ``(module, D)``.
+    """Build a backbone by name for square ``image_size`` inputs.
 
-    ``name`` is a registered name (``"conv4"``; ``"conv4_gap"`` and ``"conv4_gap_two_pools"``,
-    Conv-4 ending in a global average after three or two max-pools; ``"wrn28_10"``, with
-    strides ``(1, 2, 2)`` for ``image_size <= 32`` and ``(2, 2, 2)`` above; ``"resnet12"``;
-    or one added with :func:`register_backbone`) or ``"package.module:factory"``, a factory
-    importable from anywhere with the signature of :func:`register_backbone`. ``remat``
-    recomputes each residual block in the backward pass (``wrn28_10`` and ``resnet12``).
+    Args:
+      name: a registered name (``"conv4"``; ``"conv4_gap"`` and ``"conv4_gap_two_pools"``,
+        Conv-4 ending in a global average after three or two max-pools; ``"wrn28_10"``,
+        with strides ``(1, 2, 2)`` for ``image_size <= 32`` and ``(2, 2, 2)`` above;
+        ``"resnet12"``; or one added with :func:`register_backbone`) or
+        ``"package.module:factory"``, a factory importable from anywhere with the signature
+        of :func:`register_backbone`.
+      image_size: the side of the square input images, in pixels.
+      remat: recompute each residual block in the backward pass (``wrn28_10`` and
+        ``resnet12`` only).
+
+    Returns:
+      ``(module, D)``: the Flax module, whose ``__call__(x, train)`` maps (N, H, W, C)
+      images to (N, D) features, and the feature dimension D.
+
+    Raises:
+      ConfigError: an unknown name, a factory that cannot be imported or returns something
+        else, or a remat or image size the backbone does not support.
     """
     if name in BACKBONES:
         factory = BACKBONES[name]
@@ -132,20 +153,44 @@ def get_backbone(name: str, image_size: int, remat: bool = False) -> tuple[nn.Mo
 
 @dataclasses.dataclass
 class Backbone:
-    """A backbone module with its variables (`{"params", "batch_stats"}`)."""
+    """A backbone module with its variables.
+
+    Attributes:
+      module: the Flax module (`get_backbone`).
+      variables: its variables, `{"params", "batch_stats"}`.
+      feat_dim: the feature dimension D.
+    """
 
     module: nn.Module
     variables: Any
     feat_dim: int
 
     def features(self, variables: Any, images: jax.Array) -> jax.Array:
-        """Inference-mode features (BatchNorm uses running statistics): the frozen backbone."""
+        """Inference-mode features (BatchNorm uses running statistics): the frozen backbone.
+
+        Args:
+          variables: the module's variables (usually `self.variables`).
+          images: (N, H, W, C) float images, preprocessed.
+
+        Returns:
+          (N, D) features.
+        """
         return self.module.apply(variables, images, train=False)
 
 
 def init_backbone(module: nn.Module, feat_dim: int, image_shape: tuple[int, int, int],
                   seed: int) -> Backbone:
-    """`module` with freshly initialised variables for images of `image_shape` (H, W, C)."""
+    """A `Backbone` with freshly initialised variables.
+
+    Args:
+      module: the Flax module (`get_backbone`).
+      feat_dim: its feature dimension D.
+      image_shape: (H, W, C) of one input image.
+      seed: the seed of the initialisation.
+
+    Returns:
+      The `Backbone`.
+    """
     variables = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, *image_shape)),
                             train=False)
     return Backbone(module, variables, feat_dim)
