@@ -100,20 +100,40 @@ def make_train_step(optimizer: optax.GradientTransformation, *, steps: int, inne
                     transform: ImageTransform | None = None, mesh: jax.sharding.Mesh | None = None,
                     remat: bool = False, backbone_dtype: Any = jnp.float32,
                     steps_per_call: int = 1, head: Head | None = None):
-    """`train_step(state, backbone_variables, source, episodes) -> (state, metrics)`, jitted.
+    """The meta-training step: SIB on a batch of episodes, the mean query cross-entropy
+    and one optimizer update.
 
-    `source` is (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
-    `feature_fn` is None, else (N, H, W, C) uint8 images that are augmented with
+    The returned `train_step(state, backbone_variables, source, episodes)` reads `source`
+    as (N, D) features or (N, M, D) cached augmented views (`feature_cache`) when
+    `feature_fn` is None, else as (N, H, W, C) uint8 images that are augmented with
     `transform.train` and embedded by the frozen backbone inside the step. `episodes` is a
-    dict of the int32 arrays of an `Episodes` batch, split over `mesh` (default: all
-    devices) along the episode axis; everything else is replicated. `remat` recomputes the
-    K SIB steps in the backward pass; `backbone_dtype` is the compute dtype of the frozen
-    backbone forward. With `steps_per_call` = S > 1 every array of `episodes` has a leading
-    axis of S iterations (episodes then split along axis 1) and the call runs them in
-    order; metrics are their means. `head` is the composition the parameters are of
-    (`head_of_config`); None for the reference head. Pass a state placed by
+    dict of the int32 arrays of an `Episodes` batch (`episodes_as_dict`), split over `mesh`
+    along the episode axis; everything else is replicated. Pass a state placed by
     `parallel.replicate`: the step returns it replicated, and an input placed otherwise
     costs one more compilation.
+
+    Args:
+      optimizer: the outer optimizer (`make_optimizer`).
+      steps: K, the synthetic gradient steps.
+      inner_lr: the synthetic step size.
+      grad_coeff: the weight of `sib.grad_matching_loss` (0: none, as the reference).
+      feature_fn: `feature_fn(variables, images) -> (n, D)`, the frozen backbone, for an
+        image source; None for a feature source.
+      transform: the training transform for an image source; None for a feature source.
+      mesh: the devices the episodes are split over (default: all devices).
+      remat: recompute the K SIB steps in the backward pass.
+      backbone_dtype: the compute dtype of the frozen backbone's forward pass.
+      steps_per_call: S; with S > 1 every array of `episodes` has a leading axis of S
+        iterations (episodes then split along axis 1), run in order in one call.
+      head: the composition the parameters are of (`head_of_config`); None for the
+        reference head.
+
+    Returns:
+      The jitted step, state donated: `(state, backbone_variables, source, episodes) ->
+      (state, {"loss", "accuracy"})`, the metrics the means over the S iterations.
+
+    Raises:
+      ValueError: only one of `feature_fn` and `transform`, or `steps_per_call` < 1.
     """
     if (feature_fn is None) != (transform is None):
         raise ValueError("make_train_step needs both feature_fn and transform, or neither.")
@@ -243,10 +263,8 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
                train_groups: np.ndarray | None = None) -> tuple[sib.Params, sib.Params]:
     """Meta-train SIB for `config.n_way`-way `config.n_shot`-shot episodes.
 
-    Returns (last params, best-on-validation params; the last again without validation
-    episodes). Checkpoints live in `<workdir>/last` and `<workdir>/best`; a rerun with the
-    same workdir resumes. Raises `Preempted` after saving `last` when the process receives
-    SIGTERM.
+    Checkpoints live in `<workdir>/last` and `<workdir>/best`, the head's description in
+    `<workdir>/head.json`; a rerun with the same workdir resumes.
 
     Query sets: `config.query_counts` ("1,5,15") draws the queries per class of each block of
     iterations from that list (`query_count_index`), so phi's BatchNorm and the classifier
@@ -257,6 +275,30 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     fit the classes (`imbalanced_fits`), the others stay balanced. `train_groups` (a group
     id per class label, e.g. its alphabet) makes every
     episode draw its classes from one group (`EpisodeSampler`).
+
+    Args:
+      config: the `metatrain` config group with `n_way` and `n_shot` set (missing fields
+        take their defaults).
+      source: (N, D) training features, (N, M, D) cached augmented views, or (N, H, W, C)
+        uint8 training images (with `feature_fn` and `transform`).
+      train_labels: (N,) class labels of `source`.
+      feat_dim: the feature dimension D.
+      val_feats: (V, D) validation features, or None for no validation.
+      val_episodes: episodes over `val_feats`, or None.
+      workdir: the folder of this setting's checkpoints.
+      writer: where metrics are logged.
+      backbone_variables: the frozen backbone's variables, for an image source.
+      feature_fn: the frozen backbone's feature function, for an image source.
+      transform: the training transform, for an image source.
+      phase: the name metrics are logged under.
+      train_groups: one group id per class label, or None.
+
+    Returns:
+      (last params, best-on-validation params); without validation episodes, the last
+      twice.
+
+    Raises:
+      Preempted: the process received SIGTERM; `last` is saved first.
     """
     config = with_defaults(config)
     mesh, rows = parallel.batch_mesh(config.batch_size, "--config.metatrain.batch_size")

@@ -266,10 +266,28 @@ def from_features(config: ml_collections.ConfigDict, workdir: str) -> MetaTraini
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Run (or resume) the whole pipeline in `workdir`; returns the results dict.
+    """Run (or resume) the whole pipeline in `workdir`.
 
     The config is checked before anything is stored; one run at a time holds the work dir
     (`metaunlab.files.WorkdirLock`, taken by the writing process).
+
+    Args:
+      config: an experiment config (`experiments/configs/*.py`; fields and defaults in
+        `metaunlab.train.config_schema`).
+      workdir: the work directory; a rerun with the same one resumes.
+
+    Returns:
+      The results, also written to `<workdir>/results.json`: `{"dataset", "protocol",
+      "backbone", "test_classes", "metatrain_source", "eval_checkpoint", "settings",
+      "wall_seconds", "devices", "processes"}`, where `settings` maps "5way_1shot" (and
+      "5way_1shot_<q>query" for `test.extra_query_counts`) to `{"n_way", "n_shot",
+      "n_query", "episodes", "methods": {"sib", "k0"[, "sib_tuned"]}, ...}`, accuracies in
+      percent with 95% intervals.
+
+    Raises:
+      ConfigError: the config fails its checks, or disagrees with the one the work dir was
+        trained with.
+      DataError: the data is missing, corrupt or too small for the episodes.
     """
     check_config(config)
     try:

@@ -65,12 +65,21 @@ def init_state(backbone: Backbone, num_classes: int,
 def make_train_step(module: nn.Module, transform: ImageTransform,
                     optimizer: optax.GradientTransformation, *,
                     mesh: jax.sharding.Mesh | None = None, backbone_dtype: Any = jnp.float32):
-    """`train_step(state, images, labels) -> (state, metrics)`, jitted: one classification
-    step on a batch of uint8 images, augmentation included.
+    """The pretraining step: one classification step on a batch of uint8 images,
+    augmentation included.
 
-    Images and labels are split over `mesh` (default: all devices) along the batch axis;
-    the state is replicated. `backbone_dtype` is the compute dtype of the backbone (its
-    parameters, gradients and BatchNorm statistics stay float32).
+    Args:
+      module: the backbone's Flax module.
+      transform: the training transform (`transform.train(rng, images)` augments).
+      optimizer: the optax optimizer of backbone and cosine classifier.
+      mesh: the devices the batch is split over (default: all devices); the state is
+        replicated.
+      backbone_dtype: the backbone's compute dtype (its parameters, gradients and
+        BatchNorm statistics stay float32).
+
+    Returns:
+      `train_step(state, images (B, H, W, C) uint8, labels (B,)) -> (state, {"loss",
+      "accuracy"})`, jitted with the state donated.
     """
     mesh = parallel.data_mesh() if mesh is None else mesh
 
@@ -108,7 +117,18 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def validation_accuracy(backbone: Backbone, variables: Any, images: np.ndarray,
                         episodes: Episodes, transform: ImageTransform) -> float:
-    """Mean accuracy (%) of the class-mean cosine classifier on `episodes` of `images`."""
+    """The class-mean cosine classifier's accuracy on episodes of `images`.
+
+    Args:
+      backbone: the backbone.
+      variables: its variables.
+      images: (N, H, W, C) uint8 images the episodes index.
+      episodes: the episodes.
+      transform: the image transform; its evaluation form preprocesses.
+
+    Returns:
+      The mean accuracy in percent.
+    """
     feats = evaluation.embed(backbone.features, variables, images, transform.eval)
     return float(evaluation.evaluate(CLASS_MEAN_COSINE, feats, episodes).accuracies.mean())
 
@@ -116,13 +136,31 @@ def validation_accuracy(backbone: Backbone, variables: Any, images: np.ndarray,
 def pretrain(config: ml_collections.ConfigDict, backbone: Backbone, train: ImageDataset,
              val_images: np.ndarray, val_episodes: Episodes,
              transform: ImageTransform, workdir: str, writer: MetricWriter) -> Any:
-    """Train `backbone` on `train`'s classes; return the best backbone variables.
+    """Train `backbone` with a cosine classifier on `train`'s classes.
 
     Resumes from `<workdir>/pretrain/last` if present; the best variables (by validation
     episodes) are kept in `<workdir>/pretrain/best`. With `config.epochs == 0` nothing is
     trained: the backbone must already be in `<workdir>/pretrain/best` (put there by
-    `experiments.import_torch`, say), else a `ConfigError` says so; a few-shot method on
-    random weights is never what was meant.
+    `experiments.import_torch`, say); a few-shot method on random weights is never what
+    was meant.
+
+    Args:
+      config: the `pretrain` config group (missing fields take their defaults).
+      backbone: the backbone with its initial variables (`init_backbone`).
+      train: the training images and labels.
+      val_images: (N, H, W, C) uint8 validation images.
+      val_episodes: episodes over `val_images`, scored by the class-mean cosine
+        classifier after each validated epoch.
+      transform: the image transform (training augmentation and evaluation form).
+      workdir: the run's work directory.
+      writer: where metrics are logged.
+
+    Returns:
+      The backbone variables (`{"params", "batch_stats"}`) best on validation.
+
+    Raises:
+      ConfigError: `epochs == 0` without a backbone in `pretrain/best`, or a batch larger
+        than the training set.
     """
     config = with_defaults(config, "pretrain")
     directory = os.path.join(workdir, "pretrain")
