@@ -21,12 +21,21 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import jax.numpy as jnp
 import numpy as np
 
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import IMAGE_SUFFIXES
+from metaunlab.errors import ConfigError
 from metaunlab.files import atomic_path
+from metaunlab.methods.sib_head import sib_method
+from metaunlab.results import setting_name
+from metaunlab.train.query_schedule import training_query_counts
+
+if TYPE_CHECKING:
+    from metaunlab.trained_model import TrainedModel
 
 
 @dataclasses.dataclass
@@ -194,3 +203,125 @@ def transductive_chunks(num_queries: int, chunk_size: int, seed: int = 0) -> lis
         return [np.arange(num_queries)]
     order = np.random.default_rng(seed).permutation(num_queries)
     return np.array_split(order, math.ceil(num_queries / chunk_size))
+
+
+def predict(model: TrainedModel, support_feats: np.ndarray, support_labels: np.ndarray,
+            query_feats: np.ndarray, *, checkpoint: str = "last", seed: int = 0,
+            step: str = "trained") -> tuple[np.ndarray, np.ndarray]:
+    """SIB's and K = 0's class probabilities for the queries of one task.
+
+    The head is the one meta-trained for N ways (`head_for`); queries beyond its
+    training query-set size are refined in chunks
+    (`metaunlab.prediction.transductive_chunks`).
+
+    Args:
+      model: the trained run (`metaunlab.trained_model.TrainedModel`).
+      support_feats: (Ns, D) support features.
+      support_labels: (Ns,) int labels in 0..N-1, every class present (any number per
+        class).
+      query_feats: (Q, D) query features.
+      checkpoint: "last" or "best".
+      seed: the seed of the chunks' random order.
+      step: "trained" (the reference) or "tuned", the multiple of it chosen on
+        validation for the chunk's queries per class (`step_scales`; "sib_tuned" in
+        results.json).
+
+    Returns:
+      (SIB's probabilities (Q, N), K = 0's probabilities (Q, N)).
+
+    Raises:
+      ConfigError: no head for N ways, or `step="tuned"` for a head with no tuned step.
+      DataError: a class of 0..N-1 has no support example.
+    """
+    if step not in ("trained", "tuned"):
+        raise ConfigError(f"step={step!r}: use 'trained' or 'tuned'.")
+    n_way, n_shot = support_shape(model, support_labels)
+    params = model.sib_params(n_way, n_shot, checkpoint)
+    head = model.head(n_way, n_shot)
+    scales = None
+    if step == "tuned":
+        scales = model.step_scales(n_way, n_shot, checkpoint)
+        if scales is None:
+            raise ConfigError(
+                f"--step=tuned: the {model.head_for(n_way, n_shot)} head of "
+                f"{model.workdir} ({checkpoint} checkpoint) has no step size tuned on "
+                "validation; rerun the run with --config.test.step_scales=0.25,0.5,1,2,4 "
+                "(it tunes without retraining), or use --step=trained.")
+    mt = model.config.metatrain
+    support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
+
+    def probabilities(steps, queries):
+        method = sib_method(params, steps, mt.inner_lr,
+                            step_scales=scales if steps else None, head=head)
+        return np.asarray(method.predictor(n_way)(method.params, None, *support,
+                                                  jnp.asarray(queries)[None])[0])
+
+    sib_probs = np.zeros((len(query_feats), n_way), np.float32)
+    largest = max(training_query_counts(mt))  # the largest query set meta-training saw
+    for rows in transductive_chunks(len(query_feats), n_way * largest, seed):
+        sib_probs[rows] = probabilities(mt.sib_steps, query_feats[rows])
+    return sib_probs, probabilities(0, query_feats)
+
+
+def support_shape(model: TrainedModel, support_labels: np.ndarray) -> tuple[int, int]:
+    """(n_way, typical n_shot) of a support set's labels, checked to have a trained head of
+    `model`."""
+    n_way = int(np.max(support_labels)) + 1
+    counts = np.bincount(support_labels, minlength=n_way)
+    if np.any(counts == 0):
+        raise DataError(f"the support set has no example of class(es) "
+                        f"{np.flatnonzero(counts == 0).tolist()}; every class needs one.")
+    n_shot = max(1, round(float(np.median(counts))))
+    if model.head_for(n_way, n_shot) is None:
+        trained = ", ".join(model.trained_settings()) or "no setting"
+        raise ConfigError(f"the support set has {n_way} classes, but {model.workdir} has SIB "
+                          f"heads only for {trained}; use as many classes as a trained "
+                          f"head, or meta-train {setting_name(n_way, n_shot)} in a new "
+                          "work dir.")
+    return n_way, n_shot
+
+
+def predict_folders(model: TrainedModel, support_dir: str, query_dir: str, *,
+                    checkpoint: str = "last", seed: int = 0,
+                    step: str = "trained") -> Predictions:
+    """`predict` on image folders, read and preprocessed exactly as the training images.
+
+    Args:
+      model: the trained run.
+      support_dir: a folder of class folders (the folder name is the label).
+      query_dir: a flat folder of query images.
+      checkpoint: "last" or "best".
+      seed: the seed of the chunks' random order.
+      step: "trained" or "tuned", as in `predict`.
+
+    Returns:
+      `metaunlab.prediction.Predictions` for the query images, sorted by name.
+    """
+    classes, support_files, labels = support_images(support_dir)
+    queries = query_images(query_dir)
+    support_shape(model, labels)  # before any image is read
+    feats = model.embed_files([str(p) for p in support_files + queries])
+    sib_probs, k0_probs = predict(model, feats[:len(labels)], labels, feats[len(labels):],
+                                       checkpoint=checkpoint, seed=seed, step=step)
+    n_way, n_shot = support_shape(model, labels)
+    return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs,
+                       head=describe_head(model, n_way, n_shot, checkpoint, step))
+
+
+def describe_head(model: TrainedModel, n_way: int, n_shot: int, checkpoint: str = "last",
+                  step: str = "trained") -> str:
+    """Which head serves n_way-way n_shot-shot tasks and what it assumes.
+
+    Args:
+      model: the trained run.
+      n_way: classes per episode.
+      n_shot: support images per class.
+      checkpoint: "last" or "best".
+      step: "trained" or "tuned".
+
+    Returns:
+      One line of text.
+    """
+    return (f"SIB head {model.head_for(n_way, n_shot)} of {model.workdir} ({checkpoint} "
+            f"checkpoint), K = {model.config.metatrain.sib_steps} at the {step} step size; "
+            + model.head(n_way, n_shot).describe())

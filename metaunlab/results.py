@@ -22,6 +22,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 
+def setting_name(n_way: int, n_shot: int) -> str:
+    """(5, 1) -> "5way_1shot", the name of a meta-training setting and its folder."""
+    return f"{n_way}way_{n_shot}shot"
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -19,31 +19,26 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from metaunlab import evaluation, sib
+from metaunlab import evaluation, prediction, sib
 from metaunlab.backbones import Backbone, get_backbone, init_backbone
 from metaunlab.data import augment
 from metaunlab.data.decode import ImageFormat, load_image_files
 from metaunlab.data.episode_files import read_episode_file
-from metaunlab.data.errors import DataError
 from metaunlab.data.features import load_feature_file
 from metaunlab.data.sources import load_dataset_splits
 from metaunlab.errors import ConfigError
 from metaunlab.head import HEAD_FILE, Head
-from metaunlab.methods.sib_head import StepScales, sib_method
+from metaunlab.methods.sib_head import StepScales
 from metaunlab.prediction import (
     Predictions,
-    query_images,
-    support_images,
-    transductive_chunks,
 )
 from metaunlab.research import step_tuning
 from metaunlab.research.protocols import episode_groups
+from metaunlab.results import setting_name
 from metaunlab.train.checkpoints import Checkpointer
-from metaunlab.train.metatrain import training_query_counts
 from metaunlab.train.workdir import load_config, read_json
 
 
@@ -51,11 +46,6 @@ def _subset(total: int, max_rows: int | None, seed: int) -> np.ndarray:
     if max_rows is None or total <= max_rows:
         return np.arange(total)
     return np.sort(np.random.default_rng(seed).choice(total, max_rows, replace=False))
-
-
-def setting_name(n_way: int, n_shot: int) -> str:
-    """(5, 1) -> "5way_1shot", the name of a meta-training setting and its folder."""
-    return f"{n_way}way_{n_shot}shot"
 
 
 @dataclasses.dataclass
@@ -293,115 +283,22 @@ class TrainedModel:
     def predict(self, support_feats: np.ndarray, support_labels: np.ndarray,
                 query_feats: np.ndarray, *, checkpoint: str = "last", seed: int = 0,
                 step: str = "trained") -> tuple[np.ndarray, np.ndarray]:
-        """SIB's and K = 0's class probabilities for the queries of one task.
-
-        The head is the one meta-trained for N ways (`head_for`); queries beyond its
-        training query-set size are refined in chunks
-        (`metaunlab.prediction.transductive_chunks`).
-
-        Args:
-          support_feats: (Ns, D) support features.
-          support_labels: (Ns,) int labels in 0..N-1, every class present (any number per
-            class).
-          query_feats: (Q, D) query features.
-          checkpoint: "last" or "best".
-          seed: the seed of the chunks' random order.
-          step: "trained" (the reference) or "tuned", the multiple of it chosen on
-            validation for the chunk's queries per class (`step_scales`; "sib_tuned" in
-            results.json).
-
-        Returns:
-          (SIB's probabilities (Q, N), K = 0's probabilities (Q, N)).
-
-        Raises:
-          ConfigError: no head for N ways, or `step="tuned"` for a head with no tuned step.
-          DataError: a class of 0..N-1 has no support example.
-        """
-        if step not in ("trained", "tuned"):
-            raise ConfigError(f"step={step!r}: use 'trained' or 'tuned'.")
-        n_way, n_shot = self._support_shape(support_labels)
-        params = self.sib_params(n_way, n_shot, checkpoint)
-        head = self.head(n_way, n_shot)
-        scales = None
-        if step == "tuned":
-            scales = self.step_scales(n_way, n_shot, checkpoint)
-            if scales is None:
-                raise ConfigError(
-                    f"--step=tuned: the {self.head_for(n_way, n_shot)} head of "
-                    f"{self.workdir} ({checkpoint} checkpoint) has no step size tuned on "
-                    "validation; rerun the run with --config.test.step_scales=0.25,0.5,1,2,4 "
-                    "(it tunes without retraining), or use --step=trained.")
-        mt = self.config.metatrain
-        support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
-
-        def probabilities(steps, queries):
-            method = sib_method(params, steps, mt.inner_lr,
-                                step_scales=scales if steps else None, head=head)
-            return np.asarray(method.predictor(n_way)(method.params, None, *support,
-                                                      jnp.asarray(queries)[None])[0])
-
-        sib_probs = np.zeros((len(query_feats), n_way), np.float32)
-        largest = max(training_query_counts(mt))  # the largest query set meta-training saw
-        for rows in transductive_chunks(len(query_feats), n_way * largest, seed):
-            sib_probs[rows] = probabilities(mt.sib_steps, query_feats[rows])
-        return sib_probs, probabilities(0, query_feats)
-
-    def _support_shape(self, support_labels: np.ndarray) -> tuple[int, int]:
-        """(n_way, typical n_shot) of a support set, checked to have a trained head."""
-        n_way = int(np.max(support_labels)) + 1
-        counts = np.bincount(support_labels, minlength=n_way)
-        if np.any(counts == 0):
-            raise DataError(f"the support set has no example of class(es) "
-                            f"{np.flatnonzero(counts == 0).tolist()}; every class needs one.")
-        n_shot = max(1, round(float(np.median(counts))))
-        if self.head_for(n_way, n_shot) is None:
-            trained = ", ".join(self.trained_settings()) or "no setting"
-            raise ConfigError(f"the support set has {n_way} classes, but {self.workdir} has SIB "
-                              f"heads only for {trained}; use as many classes as a trained "
-                              f"head, or meta-train {setting_name(n_way, n_shot)} in a new "
-                              "work dir.")
-        return n_way, n_shot
+        """SIB's and K = 0's class probabilities for the queries of one task
+        (`metaunlab.prediction.predict`)."""
+        return prediction.predict(self, support_feats, support_labels, query_feats,
+                                  checkpoint=checkpoint, seed=seed, step=step)
 
     def predict_folders(self, support_dir: str, query_dir: str, *, checkpoint: str = "last",
                         seed: int = 0, step: str = "trained") -> Predictions:
-        """`predict` on image folders, read and preprocessed exactly as the training images.
-
-        Args:
-          support_dir: a folder of class folders (the folder name is the label).
-          query_dir: a flat folder of query images.
-          checkpoint: "last" or "best".
-          seed: the seed of the chunks' random order.
-          step: "trained" or "tuned", as in `predict`.
-
-        Returns:
-          `metaunlab.prediction.Predictions` for the query images, sorted by name.
-        """
-        classes, support_files, labels = support_images(support_dir)
-        queries = query_images(query_dir)
-        self._support_shape(labels)  # before any image is read
-        feats = self.embed_files([str(p) for p in support_files + queries])
-        sib_probs, k0_probs = self.predict(feats[:len(labels)], labels, feats[len(labels):],
-                                           checkpoint=checkpoint, seed=seed, step=step)
-        n_way, n_shot = self._support_shape(labels)
-        return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs,
-                           head=self.describe_head(n_way, n_shot, checkpoint, step))
+        """`predict` on image folders (`metaunlab.prediction.predict_folders`)."""
+        return prediction.predict_folders(self, support_dir, query_dir,
+                                          checkpoint=checkpoint, seed=seed, step=step)
 
     def describe_head(self, n_way: int, n_shot: int, checkpoint: str = "last",
                       step: str = "trained") -> str:
-        """Which head serves n_way-way n_shot-shot tasks and what it assumes.
-
-        Args:
-          n_way: classes per episode.
-          n_shot: support images per class.
-          checkpoint: "last" or "best".
-          step: "trained" or "tuned".
-
-        Returns:
-          One line of text.
-        """
-        return (f"SIB head {self.head_for(n_way, n_shot)} of {self.workdir} ({checkpoint} "
-                f"checkpoint), K = {self.config.metatrain.sib_steps} at the {step} step size; "
-                + self.head(n_way, n_shot).describe())
+        """Which head serves n_way-way n_shot-shot tasks and what it assumes, in one line
+        (`metaunlab.prediction.describe_head`)."""
+        return prediction.describe_head(self, n_way, n_shot, checkpoint, step)
 
     def evaluate_episode_file(self, episodes_path: str, image_root: str, *,
                               checkpoint: str = "last") -> dict:

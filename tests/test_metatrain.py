@@ -12,7 +12,7 @@ from metaunlab import evaluation, sib
 from metaunlab.backbones import Conv4
 from metaunlab.data import augment
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
-from metaunlab.train import metatrain, optim, parallel
+from metaunlab.train import metatrain, optim, parallel, query_schedule
 from metaunlab.train.metrics import MetricWriter, read_metrics
 from tests._toy_meta_training import toy_features
 
@@ -264,7 +264,7 @@ def test_bfloat16_frozen_backbone_step_is_close_to_float32(conv4_images):
 
 def test_query_counts_are_drawn_per_block_and_reproducibly():
     draws = [metatrain.query_count_index(7, step, 3) for step in range(600)]
-    blocks = np.asarray(draws).reshape(-1, metatrain.QUERY_COUNT_BLOCK)
+    blocks = np.asarray(draws).reshape(-1, query_schedule.QUERY_COUNT_BLOCK)
     assert (blocks == blocks[:, :1]).all()  # one count per block: one shape per call
     assert set(draws) == {0, 1, 2}
     assert draws == [metatrain.query_count_index(7, step, 3) for step in range(600)]

@@ -1,12 +1,9 @@
 """Few-shot episodes: their shapes, index batches and a seeded, stateless sampler.
 
-Episodes are index arrays into a dataset, never pixels: the model side gathers
-``images[support_idx]``, so the same sampler serves any dataset and any device layout.
-Episode files in the reference JSON format: ``metaunlab.data.episode_files``.
-
-Episode ``(seed, step, b)`` is a pure function of those three integers. Resuming at a
-step, or letting each host build only its slice ``b in [start, start + k)`` of a global
-batch, therefore needs no sampler state at all.
+Episodes are index arrays into a dataset, never pixels, so the same sampler serves any
+dataset and device layout (episode files: ``metaunlab.data.episode_files``). Episode
+``(seed, step, b)`` is a pure function of those three integers: resuming at a step, or
+each host building only its slice of a global batch, needs no sampler state.
 """
 
 from __future__ import annotations
