@@ -5,14 +5,20 @@ Fixtures used by one folder only live in that folder's conftest.py. The tiny met
 run that tests start in subprocesses is a script, `tests/_tiny_run.py`, not a fixture.
 """
 
+import contextlib
 import dataclasses
+import importlib.util
 import io
 import json
+import logging as std_logging
 import os
 import pickle
+import runpy
 import subprocess
 import sys
 import tarfile
+import traceback
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from absl import logging as absl_logging
 from PIL import Image
 
 from metaunlab import sib
@@ -28,6 +36,7 @@ from metaunlab.data.cifar100 import cifar100_fine_label_names, cifar100_supercla
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL1_ARCHIVE = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
+
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +102,109 @@ def _conv4_images(n=60, size=12):
 def conv4_images():
     """`conv4_images(n=60, size=12)`: (images, labels) of n random grey images of 6 classes."""
     return _conv4_images
+
+
+# --- a command-line script run in this process -----------------------------------------------
+
+
+@dataclasses.dataclass
+class ScriptRun:
+    """What `python -m <script>` left: its exit status and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _defined_by_a_script(fv: flags.FlagValues, name: str) -> bool:
+    module = fv.find_module_defining_flag(name) or ""
+    return module.startswith(("experiments.", str(ROOT / "experiments")))
+
+
+@contextlib.contextmanager
+def _flags_for_one_script():
+    """absl's global FLAGS, for one script run as `__main__` in this process.
+
+    A script defines its flags again each time it runs, so the flags of experiments modules
+    (an earlier script run, or `experiments.import_torch` imported by a test) are set aside
+    for the run; afterwards the run's experiments flags are removed, the ones set aside come
+    back, and every flag has its value of before. Flags a library defines when first imported
+    during the run stay, as after any import.
+    """
+    fv = flags.FLAGS
+    parsed = fv.is_parsed()
+    values = {name: (fv[name].value, fv[name].present, fv[name].using_default_value)
+              for name in fv}
+    set_aside = [(name, fv[name], fv.find_module_defining_flag(name),
+                  fv.find_module_id_defining_flag(name)) for name in list(fv)
+                 if _defined_by_a_script(fv, name)]
+    key_flags = {module: list(fv.key_flags_by_module_dict().get(module, []))
+                 for _, _, module, _ in set_aside}
+    for name, *_ in set_aside:
+        delattr(fv, name)
+    try:
+        yield
+    finally:
+        for name in [n for n in fv if _defined_by_a_script(fv, n)]:
+            delattr(fv, name)
+        for name, flag, module, module_id in set_aside:
+            fv[name] = flag
+            fv.register_flag_by_module(module, flag)
+            fv.register_flag_by_module_id(module_id, flag)
+        for module, declared in key_flags.items():
+            for flag in declared:
+                fv.register_key_flag_for_module(module, flag)
+        fv.unparse_flags()
+        for name, (value, present, using_default) in values.items():
+            if name in fv:
+                fv[name].value, fv[name].present = value, present
+                fv[name].using_default_value = using_default
+        if parsed:
+            fv.mark_as_parsed()
+
+
+def _run_script(module: str, *args) -> ScriptRun:
+    """`python -m <module> ARGS` run in this process (JAX and the library are imported
+    already, which a subprocess would do again), from the checkout's root.
+
+    The exit status is the one the interpreter would give: that of `SystemExit`, 0 when the
+    script returns, and 1 with the traceback on stderr for an exception it does not catch.
+    """
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    saved_verbosity, saved_handlers = absl_logging.get_verbosity(), std_logging.root.handlers[:]
+    returncode = 0
+    try:
+        with _flags_for_one_script(), contextlib.redirect_stdout(stdout), \
+                contextlib.redirect_stderr(stderr):
+            os.chdir(ROOT)
+            # runpy sets argv[0] to the script's file, as `python -m` does.
+            sys.argv = [importlib.util.find_spec(module).origin, *map(str, args)]
+            try:
+                with warnings.catch_warnings():  # a module a test imported: run it anew
+                    warnings.filterwarnings("ignore", ".* found in sys.modules", RuntimeWarning)
+                    runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as exit:
+                if isinstance(exit.code, str):
+                    print(exit.code, file=sys.stderr)
+                returncode = exit.code if isinstance(exit.code, int) else int(
+                    exit.code is not None)
+            except Exception:  # as the interpreter ends: the traceback, exit status 1
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        absl_logging.set_verbosity(saved_verbosity)
+        std_logging.root.handlers[:] = saved_handlers
+    return ScriptRun(returncode, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """`run_script(module, *args)`: `python -m <module> ARGS` run in this process; a
+    `ScriptRun` (returncode, stdout, stderr)."""
+    return _run_script
 
 
 # --- the tiny meta-training run in a subprocess (tests/_tiny_run.py) ------------------------
@@ -186,13 +298,12 @@ def write_reference_layout():
 
 
 def _run_evaluate_cli(workdir: Path, records: list, image_root: Path, scratch: Path) -> dict:
-    """`python -m experiments.evaluate` on reference-JSON `records`; its --output as a dict."""
+    """`python -m experiments.evaluate` (in this process) on reference-JSON `records`; its
+    --output as a dict."""
     episodes, out = scratch / "episodes.json", scratch / "evaluate_output.json"
     episodes.write_text(json.dumps(records))
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
-         f"--episodes={episodes}", f"--image_root={image_root}", f"--output={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_script("experiments.evaluate", f"--workdir={workdir}", f"--episodes={episodes}",
+                       f"--image_root={image_root}", f"--output={out}")
     assert proc.returncode == 0, proc.stderr
     return json.loads(out.read_text())
 

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,8 +17,6 @@ from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
 from metaunlab.train.pipeline import build_backbone, load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -185,14 +181,14 @@ def test_reference_val_episode_file_is_used_when_present(tmp_path, write_referen
     np.testing.assert_array_equal(episodes.support_idx[0], np.arange(0, 20, 4))
 
 
-def test_missing_omniglot_data_is_one_clear_sentence(tmp_path):
+def test_missing_omniglot_data_is_one_clear_sentence(tmp_path, run_script):
     config = _omniglot_tiny(tmp_path / "nowhere")
     with pytest.raises(DataError, match="nowhere"):
         train_and_evaluate(config, str(tmp_path / "w"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.omniglot", f"--workdir={tmp_path / 'w2'}",
-         f"--data_dir={tmp_path / 'nowhere'}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=300)
+    # One protocol, run in this process; that an error in a protocol run in a process of its
+    # own reaches the parent is checked in tests/experiments/test_concurrent_runs.py.
+    proc = run_script("experiments.omniglot", f"--workdir={tmp_path / 'w2'}",
+                      f"--data_dir={tmp_path / 'nowhere'}", "--protocols=character")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert str(tmp_path / "nowhere") in proc.stderr
@@ -268,7 +264,7 @@ def _class_images(archive_dir, count, per_class):
 
 
 def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
-        omniglot_run, few_characters, tmp_path, run_evaluate_cli):
+        omniglot_run, few_characters, tmp_path, run_evaluate_cli, run_script):
     import csv
 
     workdir, _ = omniglot_run
@@ -289,10 +285,8 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
         record["Support"].append([files[0][0]])
         record["Query"].append([n for n, _ in files[1:5]])
     out = tmp_path / "predictions.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", f"--workdir={workdir}",
-         f"--support_dir={support}", f"--query_dir={queries}", f"--output={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.predict", f"--workdir={workdir}", f"--support_dir={support}",
+                      f"--query_dir={queries}", f"--output={out}")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 20

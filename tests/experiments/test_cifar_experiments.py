@@ -40,12 +40,10 @@ def test_cifar_fs_experiment_runs_on_the_cifar100_python_archive(tmp_path, make_
 
 
 def test_cifar_fs_archive_with_the_wrong_checksum_is_refused_in_one_sentence(
-        tmp_path, make_cifar100_python):
+        tmp_path, make_cifar100_python, run_script):
     make_cifar100_python(tmp_path / "cifar100", train_per_class=1, test_per_class=1)
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cifar_fs", f"--workdir={tmp_path / 'w'}",
-         f"--data_dir={tmp_path / 'cifar100'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.cifar_fs", f"--workdir={tmp_path / 'w'}",
+                      f"--data_dir={tmp_path / 'cifar100'}")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "MD5" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -8,8 +8,6 @@ not run that test).
 """
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -26,7 +24,6 @@ from metaunlab.methods import get_method, sib_method
 from metaunlab.train.pipeline import load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
 
-ROOT = Path(__file__).resolve().parents[3]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -61,29 +58,27 @@ def tiny(tmp_path_factory, omniglot_small1, first_characters_archive):
     return workdir, config
 
 
-def _run_compare_cli(workdir):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}",
-         "--num_episodes=6", "--shots=1", "--chunk=4",  # 2 chunks, the last one padded
-         "--sib_steps=0,3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _run_compare_cli(run_script, workdir):
+    return run_script("experiments.compare", f"--workdir={workdir}", "--num_episodes=6",
+                      "--shots=1", "--chunk=4",  # 2 chunks, the last one padded
+                      "--sib_steps=0,3")
 
 
 @pytest.fixture
-def compare_section(tiny):
+def compare_section(tiny, run_script):
     """The `compare` section of the tiny work dir's results.json, as
     test_compare_cli_writes_table_plot_and_results_section writes it. In module order that
     test has run already and this does nothing; a pytest-xdist worker that was not sent that
     test runs the same CLI call here."""
     workdir, _ = tiny
     if "compare" not in json.loads((workdir / "results.json").read_text()):
-        proc = _run_compare_cli(workdir)
+        proc = _run_compare_cli(run_script, workdir)
         assert proc.returncode == 0, proc.stderr
 
 
-def test_compare_cli_writes_table_plot_and_results_section(tiny):
+def test_compare_cli_writes_table_plot_and_results_section(tiny, run_script):
     workdir, config = tiny
-    proc = _run_compare_cli(workdir)
+    proc = _run_compare_cli(run_script, workdir)
     assert proc.returncode == 0, proc.stderr
     assert "| pt_map |" in proc.stdout
     on_disk = json.loads((workdir / "results.json").read_text())
@@ -153,11 +148,9 @@ def test_report_writes_plots_and_markdown(tiny, compare_section, tmp_path):
         assert name in report, name
 
 
-def test_compare_cli_reports_bad_flags_in_one_sentence(tiny):
+def test_compare_cli_reports_bad_flags_in_one_sentence(tiny, run_script):
     workdir, _ = tiny
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}", "--episodes=x.json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.compare", f"--workdir={workdir}", "--episodes=x.json")
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
     assert "--image_root" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -282,15 +275,13 @@ def test_sib_at_multiples_of_its_trained_step_size(tiny):
         run_compare(str(workdir), sib_step_scales=(0.0,), write=False, progress=False)
 
 
-def test_crowding_cli_reports_splits_and_the_heads_accuracy(tiny):
+def test_crowding_cli_reports_splits_and_the_heads_accuracy(tiny, run_script):
     """`python -m experiments.crowding` prints a crowding row per split and, per K, the head's
     accuracy on the seeded episodes (equal to evaluating the head on them) with its shares;
     a way with no trained head is refused by name."""
     workdir, config = tiny
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.crowding", f"--workdir={workdir}", "--ways=5",
-         "--n_query=2", "--num_episodes=5", "--seed=7"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.crowding", f"--workdir={workdir}", "--ways=5", "--n_query=2",
+                      "--num_episodes=5", "--seed=7")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
             for line in proc.stdout.splitlines() if line.startswith("| ")}
