@@ -14,9 +14,11 @@ import logging as std_logging
 import os
 import pickle
 import runpy
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import traceback
 import warnings
 import zipfile
@@ -37,6 +39,31 @@ from metaunlab.data.cifar100 import cifar100_fine_label_names, cifar100_supercla
 ROOT = Path(__file__).resolve().parents[1]
 SMALL1_ARCHIVE = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
 
+
+# --- one compilation cache for the session ---------------------------------------------------
+
+# Many tests compile the same programs (each meta-training run builds its own jitted step, and
+# each process compiles again). JAX's persistent compilation cache, in a folder made for this
+# session and removed after it, compiles each program once: the pytest-xdist workers and the
+# subprocesses that tests start inherit the folder through these variables.
+_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+
+
+def pytest_configure(config):
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller, or a run without xdist
+        folder = tempfile.mkdtemp(prefix="metaunlab-tests-jax-cache-")
+        config._metaunlab_jax_cache = folder
+        os.environ.update(_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=folder)
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_metaunlab_jax_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
