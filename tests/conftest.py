@@ -7,6 +7,7 @@ run that tests start in subprocesses is a script, `tests/_tiny_run.py`, not a fi
 
 import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import io
 import json
@@ -296,6 +297,111 @@ def first_characters_archive():
     """`first_characters_archive(archive, out, count)`: a copy of an Omniglot archive holding
     only its first `count` characters, renamed to the `images_background` layout."""
     return _first_characters_archive
+
+
+# --- the tiny Omniglot run: trained once per test session -----------------------------------
+
+
+def _tiny_omniglot_config(data_root):
+    """The demo's config cut to seconds: 40 real characters (20 / 10 / 10), one pretraining
+    epoch, ten meta-training iterations of SIB with K = 1 (cheaper to compile than the
+    published K = 3), the step size tuned on validation as a user may ask."""
+    from experiments.configs.omniglot import get_config
+
+    config = get_config()
+    config.data.root = str(data_root)
+    config.data.fractions = (0.5, 0.25, 0.25)
+    config.settings = "5way_1shot"
+    config.val_episodes = 10
+    config.test.episodes = 10
+    config.test.step_scales = "0.25,1,4"
+    config.pretrain.update(epochs=1, warmup_steps=5, decay_epochs=(), log_every=5)
+    config.metatrain.update(iterations=10, sib_steps=1, batch_size=2, val_every=5,
+                            log_every=5)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_omniglot_config():
+    """`tiny_omniglot_config(data_root)`: the config of the tiny Omniglot run (a new one on
+    every call)."""
+    return _tiny_omniglot_config
+
+
+@contextlib.contextmanager
+def _session_folder(tmp_path_factory, name: str):
+    """A folder of this test session shared by its pytest-xdist workers, held under a lock:
+    the first worker to ask fills it, the others wait for it and read it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder above every worker's own
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared / name
+
+
+@pytest.fixture(scope="session")
+def few_characters(tmp_path_factory, omniglot_small1) -> Path:
+    """A folder holding images_background.zip: the first 40 characters of a real Omniglot
+    archive (same layout); made once for the session, do not write to it."""
+    with _session_folder(tmp_path_factory, "few_characters") as data:
+        if not data.exists():
+            partial = data.with_suffix(".partial")
+            partial.mkdir()
+            _first_characters_archive(omniglot_small1, partial / "images_background.zip", 40)
+            partial.rename(data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def _tiny_omniglot_trained(tmp_path_factory, few_characters) -> Path:
+    """The tiny Omniglot run's work dir, trained once for the session; `tiny_omniglot_run`
+    copies it, nobody writes to it."""
+    from metaunlab.train.pipeline import train_and_evaluate
+
+    with _session_folder(tmp_path_factory, "tiny_omniglot_run") as workdir:
+        if not workdir.exists():
+            partial = workdir.with_suffix(".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            train_and_evaluate(_tiny_omniglot_config(few_characters), str(partial))
+            partial.rename(workdir)
+    return workdir
+
+
+@dataclasses.dataclass
+class TinyRun:
+    workdir: Path  # this module's own copy
+    data: Path  # the `few_characters` folder it was trained on; do not write
+    config: object  # the run's config
+
+
+@pytest.fixture(scope="module")
+def tiny_omniglot_run(_tiny_omniglot_trained, few_characters, tmp_path_factory) -> TinyRun:
+    """The tiny Omniglot run (trained once per session), in a work dir of this module's own."""
+    workdir = tmp_path_factory.mktemp("tiny_run") / "w"
+    shutil.copytree(_tiny_omniglot_trained, workdir)
+    return TinyRun(workdir, few_characters, _tiny_omniglot_config(few_characters))
+
+
+def _extract_test_images(data: Path, class_names, image_root: Path) -> list[str]:
+    """Write the archive's images of `class_names` under `image_root` (alphabet/character/
+    file); their paths relative to it, in dataset order (sorted classes, then file names)."""
+    paths = []
+    with zipfile.ZipFile(data / "images_background.zip") as archive:
+        for name in sorted(archive.namelist()):
+            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in class_names:
+                rel = "/".join(name.split("/")[1:])
+                (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (image_root / rel).write_bytes(archive.read(name))
+                paths.append(rel)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def extract_test_images():
+    """`extract_test_images(data, class_names, image_root)`: the archive's images of those
+    classes written under `image_root`; their relative paths in dataset order."""
+    return _extract_test_images
 
 
 # --- the SIB reference folder layout and the evaluate CLI -----------------------------------
