@@ -5,14 +5,23 @@ Fixtures used by one folder only live in that folder's conftest.py. The tiny met
 run that tests start in subprocesses is a script, `tests/_tiny_run.py`, not a fixture.
 """
 
+import contextlib
 import dataclasses
+import fcntl
+import importlib.util
 import io
 import json
+import logging as std_logging
 import os
 import pickle
+import runpy
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import traceback
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from absl import logging as absl_logging
 from PIL import Image
 
 from metaunlab import sib
@@ -28,6 +39,32 @@ from metaunlab.data.cifar100 import cifar100_fine_label_names, cifar100_supercla
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL1_ARCHIVE = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
+
+
+# --- one compilation cache for the session ---------------------------------------------------
+
+# Many tests compile the same programs (each meta-training run builds its own jitted step, and
+# each process compiles again). JAX's persistent compilation cache, in a folder made for this
+# session and removed after it, compiles each program once: the pytest-xdist workers and the
+# subprocesses that tests start inherit the folder through these variables.
+_CACHE_ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+
+
+def pytest_configure(config):
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller, or a run without xdist
+        folder = tempfile.mkdtemp(prefix="metaunlab-tests-jax-cache-")
+        config._metaunlab_jax_cache = folder
+        os.environ.update(_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=folder)
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_metaunlab_jax_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +132,109 @@ def conv4_images():
     return _conv4_images
 
 
+# --- a command-line script run in this process -----------------------------------------------
+
+
+@dataclasses.dataclass
+class ScriptRun:
+    """What `python -m <script>` left: its exit status and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _defined_by_a_script(fv: flags.FlagValues, name: str) -> bool:
+    module = fv.find_module_defining_flag(name) or ""
+    return module.startswith(("experiments.", str(ROOT / "experiments")))
+
+
+@contextlib.contextmanager
+def _flags_for_one_script():
+    """absl's global FLAGS, for one script run as `__main__` in this process.
+
+    A script defines its flags again each time it runs, so the flags of experiments modules
+    (an earlier script run, or `experiments.import_torch` imported by a test) are set aside
+    for the run; afterwards the run's experiments flags are removed, the ones set aside come
+    back, and every flag has its value of before. Flags a library defines when first imported
+    during the run stay, as after any import.
+    """
+    fv = flags.FLAGS
+    parsed = fv.is_parsed()
+    values = {name: (fv[name].value, fv[name].present, fv[name].using_default_value)
+              for name in fv}
+    set_aside = [(name, fv[name], fv.find_module_defining_flag(name),
+                  fv.find_module_id_defining_flag(name)) for name in list(fv)
+                 if _defined_by_a_script(fv, name)]
+    key_flags = {module: list(fv.key_flags_by_module_dict().get(module, []))
+                 for _, _, module, _ in set_aside}
+    for name, *_ in set_aside:
+        delattr(fv, name)
+    try:
+        yield
+    finally:
+        for name in [n for n in fv if _defined_by_a_script(fv, n)]:
+            delattr(fv, name)
+        for name, flag, module, module_id in set_aside:
+            fv[name] = flag
+            fv.register_flag_by_module(module, flag)
+            fv.register_flag_by_module_id(module_id, flag)
+        for module, declared in key_flags.items():
+            for flag in declared:
+                fv.register_key_flag_for_module(module, flag)
+        fv.unparse_flags()
+        for name, (value, present, using_default) in values.items():
+            if name in fv:
+                fv[name].value, fv[name].present = value, present
+                fv[name].using_default_value = using_default
+        if parsed:
+            fv.mark_as_parsed()
+
+
+def _run_script(module: str, *args) -> ScriptRun:
+    """`python -m <module> ARGS` run in this process (JAX and the library are imported
+    already, which a subprocess would do again), from the checkout's root.
+
+    The exit status is the one the interpreter would give: that of `SystemExit`, 0 when the
+    script returns, and 1 with the traceback on stderr for an exception it does not catch.
+    """
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    saved_verbosity, saved_handlers = absl_logging.get_verbosity(), std_logging.root.handlers[:]
+    returncode = 0
+    try:
+        with _flags_for_one_script(), contextlib.redirect_stdout(stdout), \
+                contextlib.redirect_stderr(stderr):
+            os.chdir(ROOT)
+            # runpy sets argv[0] to the script's file, as `python -m` does.
+            sys.argv = [importlib.util.find_spec(module).origin, *map(str, args)]
+            try:
+                with warnings.catch_warnings():  # a module a test imported: run it anew
+                    warnings.filterwarnings("ignore", ".* found in sys.modules", RuntimeWarning)
+                    runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as exit:
+                if isinstance(exit.code, str):
+                    print(exit.code, file=sys.stderr)
+                returncode = exit.code if isinstance(exit.code, int) else int(
+                    exit.code is not None)
+            except Exception:  # as the interpreter ends: the traceback, exit status 1
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        absl_logging.set_verbosity(saved_verbosity)
+        std_logging.root.handlers[:] = saved_handlers
+    return ScriptRun(returncode, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """`run_script(module, *args)`: `python -m <module> ARGS` run in this process; a
+    `ScriptRun` (returncode, stdout, stderr)."""
+    return _run_script
+
+
 # --- the tiny meta-training run in a subprocess (tests/_tiny_run.py) ------------------------
 
 
@@ -159,6 +299,111 @@ def first_characters_archive():
     return _first_characters_archive
 
 
+# --- the tiny Omniglot run: trained once per test session -----------------------------------
+
+
+def _tiny_omniglot_config(data_root):
+    """The demo's config cut to seconds: 40 real characters (20 / 10 / 10), one pretraining
+    epoch, ten meta-training iterations of SIB with K = 1 (cheaper to compile than the
+    published K = 3), the step size tuned on validation as a user may ask."""
+    from experiments.configs.omniglot import get_config
+
+    config = get_config()
+    config.data.root = str(data_root)
+    config.data.fractions = (0.5, 0.25, 0.25)
+    config.settings = "5way_1shot"
+    config.val_episodes = 10
+    config.test.episodes = 10
+    config.test.step_scales = "0.25,1,4"
+    config.pretrain.update(epochs=1, warmup_steps=5, decay_epochs=(), log_every=5)
+    config.metatrain.update(iterations=10, sib_steps=1, batch_size=2, val_every=5,
+                            log_every=5)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_omniglot_config():
+    """`tiny_omniglot_config(data_root)`: the config of the tiny Omniglot run (a new one on
+    every call)."""
+    return _tiny_omniglot_config
+
+
+@contextlib.contextmanager
+def _session_folder(tmp_path_factory, name: str):
+    """A folder of this test session shared by its pytest-xdist workers, held under a lock:
+    the first worker to ask fills it, the others wait for it and read it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder above every worker's own
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared / name
+
+
+@pytest.fixture(scope="session")
+def few_characters(tmp_path_factory, omniglot_small1) -> Path:
+    """A folder holding images_background.zip: the first 40 characters of a real Omniglot
+    archive (same layout); made once for the session, do not write to it."""
+    with _session_folder(tmp_path_factory, "few_characters") as data:
+        if not data.exists():
+            partial = data.with_suffix(".partial")
+            partial.mkdir()
+            _first_characters_archive(omniglot_small1, partial / "images_background.zip", 40)
+            partial.rename(data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def _tiny_omniglot_trained(tmp_path_factory, few_characters) -> Path:
+    """The tiny Omniglot run's work dir, trained once for the session; `tiny_omniglot_run`
+    copies it, nobody writes to it."""
+    from metaunlab.train.pipeline import train_and_evaluate
+
+    with _session_folder(tmp_path_factory, "tiny_omniglot_run") as workdir:
+        if not workdir.exists():
+            partial = workdir.with_suffix(".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            train_and_evaluate(_tiny_omniglot_config(few_characters), str(partial))
+            partial.rename(workdir)
+    return workdir
+
+
+@dataclasses.dataclass
+class TinyRun:
+    workdir: Path  # this module's own copy
+    data: Path  # the `few_characters` folder it was trained on; do not write
+    config: object  # the run's config
+
+
+@pytest.fixture(scope="module")
+def tiny_omniglot_run(_tiny_omniglot_trained, few_characters, tmp_path_factory) -> TinyRun:
+    """The tiny Omniglot run (trained once per session), in a work dir of this module's own."""
+    workdir = tmp_path_factory.mktemp("tiny_run") / "w"
+    shutil.copytree(_tiny_omniglot_trained, workdir)
+    return TinyRun(workdir, few_characters, _tiny_omniglot_config(few_characters))
+
+
+def _extract_test_images(data: Path, class_names, image_root: Path) -> list[str]:
+    """Write the archive's images of `class_names` under `image_root` (alphabet/character/
+    file); their paths relative to it, in dataset order (sorted classes, then file names)."""
+    paths = []
+    with zipfile.ZipFile(data / "images_background.zip") as archive:
+        for name in sorted(archive.namelist()):
+            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in class_names:
+                rel = "/".join(name.split("/")[1:])
+                (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (image_root / rel).write_bytes(archive.read(name))
+                paths.append(rel)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def extract_test_images():
+    """`extract_test_images(data, class_names, image_root)`: the archive's images of those
+    classes written under `image_root`; their relative paths in dataset order."""
+    return _extract_test_images
+
+
 # --- the SIB reference folder layout and the evaluate CLI -----------------------------------
 
 
@@ -186,13 +431,12 @@ def write_reference_layout():
 
 
 def _run_evaluate_cli(workdir: Path, records: list, image_root: Path, scratch: Path) -> dict:
-    """`python -m experiments.evaluate` on reference-JSON `records`; its --output as a dict."""
+    """`python -m experiments.evaluate` (in this process) on reference-JSON `records`; its
+    --output as a dict."""
     episodes, out = scratch / "episodes.json", scratch / "evaluate_output.json"
     episodes.write_text(json.dumps(records))
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
-         f"--episodes={episodes}", f"--image_root={image_root}", f"--output={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_script("experiments.evaluate", f"--workdir={workdir}", f"--episodes={episodes}",
+                       f"--image_root={image_root}", f"--output={out}")
     assert proc.returncode == 0, proc.stderr
     return json.loads(out.read_text())
 

@@ -2,16 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments.configs.cifar_fs import get_config as cifar_fs_config
-from experiments.configs.omniglot import get_config as omniglot_config
 from metaunlab import evaluation
 from metaunlab.data import augment
 from metaunlab.data.episode_files import fixed_episodes_to_json
@@ -19,16 +15,6 @@ from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.errors import DataError
 from metaunlab.train.pipeline import build_backbone, load_splits, train_and_evaluate
 from metaunlab.trained_model import TrainedModel
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def few_characters(tmp_path_factory, omniglot_small1, first_characters_archive) -> Path:
-    """A real Omniglot archive cut down to the first 40 characters (same layout)."""
-    out = tmp_path_factory.mktemp("omniglot") / "images_background.zip"
-    first_characters_archive(omniglot_small1, out, 40)
-    return out.parent
 
 
 def _tiny(config, data_root, settings="5way_1shot"):
@@ -47,22 +33,8 @@ def _tiny(config, data_root, settings="5way_1shot"):
     return config
 
 
-def _omniglot_tiny(data_root):
-    config = _tiny(omniglot_config(), data_root)
-    config.data.fractions = (0.5, 0.25, 0.25)
-    config.test.step_scales = "0.25,1,4"  # the tuned step, evaluated beside the trained one
-    return config
-
-
-@pytest.fixture(scope="module")
-def omniglot_run(few_characters, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    results = train_and_evaluate(_omniglot_tiny(few_characters), str(workdir))
-    return workdir, results
-
-
-def test_omniglot_end_to_end_writes_a_self_describing_workdir(omniglot_run):
-    workdir, _ = omniglot_run
+def test_omniglot_end_to_end_writes_a_self_describing_workdir(tiny_omniglot_run):
+    workdir = tiny_omniglot_run.workdir
     for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "model.json"):
         assert (workdir / name).is_file(), name
     assert any((workdir / "tensorboard").iterdir())
@@ -72,7 +44,8 @@ def test_omniglot_end_to_end_writes_a_self_describing_workdir(omniglot_run):
     on_disk = json.loads((workdir / "results.json").read_text())
     entry = on_disk["settings"]["5way_1shot"]
     assert {k: entry[k] for k in ("dataset", "n_way", "n_shot", "n_query", "episodes")} == {
-        "dataset": "omniglot", "n_way": 5, "n_shot": 1, "n_query": 15, "episodes": 30}
+        "dataset": "omniglot", "n_way": 5, "n_shot": 1, "n_query": 15,
+        "episodes": tiny_omniglot_run.config.test.episodes}
     for method in ("sib", "k0"):
         assert 20.0 < entry["methods"][method]["accuracy"] <= 100.0  # far above chance
         assert entry["methods"][method]["ci95"] > 0
@@ -83,39 +56,32 @@ def test_omniglot_end_to_end_writes_a_self_describing_workdir(omniglot_run):
             "metatrain_5way_1shot_val"} <= phases
 
 
-def test_rerun_with_the_same_workdir_resumes_without_retraining(omniglot_run, few_characters):
-    workdir, results = omniglot_run
+def test_rerun_with_the_same_workdir_resumes_without_retraining(tiny_omniglot_run):
+    workdir = tiny_omniglot_run.workdir
+    results = json.loads((workdir / "results.json").read_text())
     lines_before = (workdir / "metrics.jsonl").read_text().count("\n")
-    again = train_and_evaluate(_omniglot_tiny(few_characters), str(workdir))
-    assert again["settings"] == results["settings"]  # same checkpoints, same test episodes
+    again = train_and_evaluate(tiny_omniglot_run.config, str(workdir))
+    # same checkpoints, same test episodes: the same results (as results.json stores them)
+    assert json.loads(json.dumps(again["settings"])) == results["settings"]
     new_lines = (workdir / "metrics.jsonl").read_text().splitlines()[lines_before:]
     assert not [line for line in new_lines if '"phase": "pretrain"' in line
                 or '"phase": "metatrain_5way_1shot"' in line]
 
 
-def test_workdir_with_another_config_is_refused(omniglot_run, few_characters):
-    workdir, _ = omniglot_run
-    config = _omniglot_tiny(few_characters)
+def test_workdir_with_another_config_is_refused(tiny_omniglot_run):
+    config = tiny_omniglot_run.config
     config.metatrain.lr = 0.5
     with pytest.raises(ValueError, match=r"metatrain\.lr"):
-        train_and_evaluate(config, str(workdir))
+        train_and_evaluate(config, str(tiny_omniglot_run.workdir))
 
 
-def test_evaluate_episode_file_matches_the_pipeline_evaluation(omniglot_run, few_characters,
-                                                               tmp_path):
+def test_evaluate_episode_file_matches_the_pipeline_evaluation(tiny_omniglot_run, tmp_path,
+                                                               extract_test_images):
     """Episodes written as files and read back give the numbers of the in-memory path."""
-    workdir, _ = omniglot_run
-    config = _omniglot_tiny(few_characters)
+    workdir, config = tiny_omniglot_run.workdir, tiny_omniglot_run.config
     test = load_splits(config.data).test
     image_root = tmp_path / "images"
-    paths = []
-    with zipfile.ZipFile(few_characters / "images_background.zip") as archive:
-        for name in sorted(archive.namelist()):
-            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in test.class_names:
-                rel = "/".join(name.split("/")[1:])
-                (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (image_root / rel).write_bytes(archive.read(name))
-                paths.append(rel)
+    paths = extract_test_images(tiny_omniglot_run.data, test.class_names, image_root)
     assert len(paths) == len(test)  # dataset order: sorted classes, then sorted file names
     episodes = EpisodeSampler(test, EpisodeShape(5, 1, 4), seed=9).sample(0, 12)
     episode_file = tmp_path / "episodes.json"
@@ -137,10 +103,10 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(omniglot_run, few
             want[method]["accuracy"], abs=1e-6)
 
 
-def test_evaluate_cli_writes_output(omniglot_run, few_characters, tmp_path, run_evaluate_cli):
-    workdir, _ = omniglot_run
+def test_evaluate_cli_writes_output(tiny_omniglot_run, tmp_path, run_evaluate_cli):
+    workdir = tiny_omniglot_run.workdir
     image_root = tmp_path / "images"
-    with zipfile.ZipFile(few_characters / "images_background.zip") as archive:
+    with zipfile.ZipFile(tiny_omniglot_run.data / "images_background.zip") as archive:
         names = sorted(n for n in archive.namelist() if n.endswith(".png"))[:200]
         for name in names:
             (image_root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -185,14 +151,14 @@ def test_reference_val_episode_file_is_used_when_present(tmp_path, write_referen
     np.testing.assert_array_equal(episodes.support_idx[0], np.arange(0, 20, 4))
 
 
-def test_missing_omniglot_data_is_one_clear_sentence(tmp_path):
-    config = _omniglot_tiny(tmp_path / "nowhere")
+def test_missing_omniglot_data_is_one_clear_sentence(tmp_path, run_script, tiny_omniglot_config):
+    config = tiny_omniglot_config(tmp_path / "nowhere")
     with pytest.raises(DataError, match="nowhere"):
         train_and_evaluate(config, str(tmp_path / "w"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.omniglot", f"--workdir={tmp_path / 'w2'}",
-         f"--data_dir={tmp_path / 'nowhere'}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=300)
+    # One protocol, run in this process; that an error in a protocol run in a process of its
+    # own reaches the parent is checked in tests/experiments/test_concurrent_runs.py.
+    proc = run_script("experiments.omniglot", f"--workdir={tmp_path / 'w2'}",
+                      f"--data_dir={tmp_path / 'nowhere'}", "--protocols=character")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert str(tmp_path / "nowhere") in proc.stderr
@@ -205,16 +171,18 @@ def test_missing_reference_layout_says_what_to_put_where(tmp_path):
         train_and_evaluate(config, str(tmp_path / "w"))
 
 
-def test_too_many_ways_for_the_test_split_is_a_clear_error(few_characters, tmp_path):
-    config = _omniglot_tiny(few_characters)
+def test_too_many_ways_for_the_test_split_is_a_clear_error(few_characters, tmp_path,
+                                                           tiny_omniglot_config):
+    config = tiny_omniglot_config(few_characters)
     config.settings = "20way_1shot"  # only 10 test characters in the 40-character cut
     config.pretrain.epochs = 0
     with pytest.raises(DataError, match="n_way=20"):
         train_and_evaluate(config, str(tmp_path / "w"))
 
 
-def test_too_few_images_per_class_is_a_clear_error(few_characters, tmp_path):
-    config = _omniglot_tiny(few_characters)
+def test_too_few_images_per_class_is_a_clear_error(few_characters, tmp_path,
+                                                   tiny_omniglot_config):
+    config = tiny_omniglot_config(few_characters)
     config.metatrain.n_query = 25  # Omniglot has 20 drawings per character
     config.pretrain.epochs = 0
     with pytest.raises(DataError, match="images"):
@@ -230,8 +198,9 @@ def test_bad_settings_string_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_cached_augmented_views_mode_trains_and_keeps_its_cache(few_characters, tmp_path):
-    config = _omniglot_tiny(few_characters)
+def test_cached_augmented_views_mode_trains_and_keeps_its_cache(few_characters, tmp_path,
+                                                                tiny_omniglot_config):
+    config = tiny_omniglot_config(few_characters)
     config.metatrain.transform = "omniglot_shift"
     config.metatrain.source = "features"
     config.metatrain.feature_views = 2
@@ -243,10 +212,11 @@ def test_cached_augmented_views_mode_trains_and_keeps_its_cache(few_characters, 
     assert results["settings"]["5way_1shot"]["methods"]["sib"]["accuracy"] > 20.0
 
 
-def test_auto_source_is_faithful_when_meta_training_augments(few_characters, tmp_path):
+def test_auto_source_is_faithful_when_meta_training_augments(few_characters, tmp_path,
+                                                             tiny_omniglot_config):
     from metaunlab.train.pipeline import meta_training_source
 
-    config = _omniglot_tiny(few_characters)
+    config = tiny_omniglot_config(few_characters)
     config.metatrain.transform = "omniglot_shift"
     splits = load_splits(config.data)
     backbone, transform = build_backbone(config, splits)
@@ -268,11 +238,11 @@ def _class_images(archive_dir, count, per_class):
 
 
 def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
-        omniglot_run, few_characters, tmp_path, run_evaluate_cli):
+        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script):
     import csv
 
-    workdir, _ = omniglot_run
-    images = _class_images(few_characters, 5, 20)
+    workdir = tiny_omniglot_run.workdir
+    images = _class_images(tiny_omniglot_run.data, 5, 20)
     support, queries, image_root = tmp_path / "support", tmp_path / "queries", tmp_path / "all"
     truth, record = {}, {"Support": [], "Query": []}
     for c, files in images.items():
@@ -289,10 +259,8 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
         record["Support"].append([files[0][0]])
         record["Query"].append([n for n, _ in files[1:5]])
     out = tmp_path / "predictions.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", f"--workdir={workdir}",
-         f"--support_dir={support}", f"--query_dir={queries}", f"--output={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.predict", f"--workdir={workdir}", f"--support_dir={support}",
+                      f"--query_dir={queries}", f"--output={out}")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 20
@@ -325,12 +293,11 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
     np.testing.assert_allclose(predictions.k0_probabilities.sum(1), 1.0, atol=1e-5)
 
 
-def test_predict_refuses_a_way_count_with_no_trained_head(omniglot_run, few_characters,
-                                                          tmp_path):
+def test_predict_refuses_a_way_count_with_no_trained_head(tiny_omniglot_run, tmp_path):
     from metaunlab.errors import ConfigError
 
-    workdir, _ = omniglot_run
-    for c, files in _class_images(few_characters, 3, 2).items():
+    workdir = tiny_omniglot_run.workdir
+    for c, files in _class_images(tiny_omniglot_run.data, 3, 2).items():
         (tmp_path / "s" / c.replace("/", "_")).mkdir(parents=True)
         (tmp_path / "s" / c.replace("/", "_") / "a.png").write_bytes(files[0][1])
         (tmp_path / "q").mkdir(exist_ok=True)
@@ -379,14 +346,15 @@ def test_a_features_file_meta_trains_evaluates_and_compares(tmp_path):
         train_and_evaluate(config, str(tmp_path / "w2"))
 
 
-def test_a_second_run_on_a_busy_work_dir_is_refused(tmp_path, few_characters):
+def test_a_second_run_on_a_busy_work_dir_is_refused(tmp_path, few_characters,
+                                                   tiny_omniglot_config):
     from metaunlab.errors import ConfigError
     from metaunlab.files import WorkdirLock
 
     (tmp_path / "w").mkdir()
     with WorkdirLock(tmp_path / "w"):  # another run holds it
         with pytest.raises(ConfigError, match=r"w is in use by process \d+"):
-            train_and_evaluate(_omniglot_tiny(few_characters), str(tmp_path / "w"))
+            train_and_evaluate(tiny_omniglot_config(few_characters), str(tmp_path / "w"))
     assert not (tmp_path / "w" / "config.json").exists()
 
 
@@ -403,8 +371,8 @@ def test_non_finite_features_stop_the_run_naming_the_image():
                          lambda x: x.astype(np.float32), desc="embed test")
 
 
-def test_mirrored_training_characters_are_new_classes(few_characters):
-    config = _omniglot_tiny(few_characters)
+def test_mirrored_training_characters_are_new_classes(few_characters, tiny_omniglot_config):
+    config = tiny_omniglot_config(few_characters)
     plain = load_splits(config.data)
     config.data.mirror_splits = ("train",)
     mirrored = load_splits(config.data)

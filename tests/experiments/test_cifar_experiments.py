@@ -1,5 +1,7 @@
-"""`experiments.cifar_fs` and `experiments.fc100` end to end on fixtures in each supported
-form: the cifar-100-python archive, and this package's TFDS builders' output."""
+"""`experiments.cifar_fs` and `experiments.fc100` on fixtures in each supported form: the
+cifar-100-python archive, and this package's TFDS builders' output. The default suite checks
+what each experiment config reads from each form; the runs end to end are in `make test-slow`
+(the pipeline end to end: tests/test_pipeline.py)."""
 
 import hashlib
 import json
@@ -7,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from metaunlab.train.pipeline import train_and_evaluate
@@ -40,12 +43,10 @@ def test_cifar_fs_experiment_runs_on_the_cifar100_python_archive(tmp_path, make_
 
 
 def test_cifar_fs_archive_with_the_wrong_checksum_is_refused_in_one_sentence(
-        tmp_path, make_cifar100_python):
+        tmp_path, make_cifar100_python, run_script):
     make_cifar100_python(tmp_path / "cifar100", train_per_class=1, test_per_class=1)
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cifar_fs", f"--workdir={tmp_path / 'w'}",
-         f"--data_dir={tmp_path / 'cifar100'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.cifar_fs", f"--workdir={tmp_path / 'w'}",
+                      f"--data_dir={tmp_path / 'cifar100'}")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "MD5" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -91,17 +92,17 @@ def tfds_data_dir(tmp_path, monkeypatch, make_cifar100_python, prepare_fake_tfds
     return build
 
 
-@pytest.mark.parametrize("experiment,data_format,built", [
+TFDS_FORMS = [
     ("cifar_fs", "tfds_cifar100", "cifar100"),
     ("cifar_fs", "tfds", "cifar_fs"),
     ("fc100", "tfds", "fc100"),
     ("miniimagenet", "tfds", "mini_imagenet"),
-])
-def test_experiment_pipeline_runs_on_each_tfds_form(tmp_path, monkeypatch, experiment,
-                                                    data_format, built, tfds_data_dir):
+]
+
+
+def _experiment_config(experiment, data_format, data_dir):
     import importlib
 
-    data_dir = tfds_data_dir(built)
     config = importlib.import_module(f"experiments.configs.{experiment}").get_config("1shot")
     config.data.root = str(data_dir)
     config.data.format = data_format
@@ -109,6 +110,33 @@ def test_experiment_pipeline_runs_on_each_tfds_form(tmp_path, monkeypatch, exper
     if experiment == "miniimagenet":
         config.data.image_size = 84
         config.pretrain.batch_size = 16  # 5 classes x 6 images
+    return config
+
+
+@pytest.mark.parametrize("experiment,data_format,built", TFDS_FORMS)
+def test_experiment_config_reads_each_tfds_form(tmp_path, monkeypatch, experiment,
+                                                data_format, built, tfds_data_dir):
+    """What the pipeline reads from each TFDS form, without training: the experiment's class
+    splits, each class with as many images as the fixture holds, at the experiment's size."""
+    from metaunlab.train.pipeline import load_splits
+
+    config = _experiment_config(experiment, data_format, tfds_data_dir(built))
+    splits = load_splits(config.data)
+    classes = {"cifar_fs": (64, 16, 20), "fc100": (60, 20, 20),
+               "miniimagenet": (5, 5, 5)}[experiment]
+    per_class = 6 if experiment == "miniimagenet" else 3 + 1  # the fixture's train + test rows
+    size = config.data.image_size
+    for split, count in zip((splits.train, splits.val, splits.test), classes, strict=True):
+        assert split.num_classes == count
+        assert split.images.shape == (count * per_class, size, size, 3)
+        np.testing.assert_array_equal(np.bincount(split.labels), np.full(count, per_class))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment,data_format,built", TFDS_FORMS)
+def test_experiment_pipeline_runs_on_each_tfds_form(tmp_path, monkeypatch, experiment,
+                                                    data_format, built, tfds_data_dir):
+    config = _experiment_config(experiment, data_format, tfds_data_dir(built))
     results = train_and_evaluate(config, str(tmp_path / "w"))
     assert results["dataset"] == experiment
     assert results["settings"]["5way_1shot"]["episodes"] == 10

@@ -33,9 +33,7 @@ def _run(*args, timeout=120):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_help_lists_the_flags_of_every_script(script):
-    proc = _run("-m", f"experiments.{script}", "--help")
+def _assert_help_lists_the_flags(script, proc):
     assert proc.returncode == 1, proc.stderr  # absl's --help exits with status 1
     assert f"experiments/{script}.py:" in proc.stdout  # the flags of the script itself
     for flag in SCRIPTS[script]:
@@ -44,34 +42,48 @@ def test_help_lists_the_flags_of_every_script(script):
         assert "--print_config" in proc.stdout and "--config.<field>" in proc.stdout
 
 
-def test_print_config_shows_the_resolved_fields_without_a_workdir():
-    proc = _run("-m", "experiments.omniglot", "--print_config", "--config.metatrain.lr=0.02")
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_lists_the_flags_of_every_script(script, run_script):
+    """Each script's --help, run in this process (the subprocess below checks that the real
+    command gives the same)."""
+    _assert_help_lists_the_flags(script, run_script(f"experiments.{script}", "--help"))
+
+
+def test_help_of_a_real_process():
+    """One script as a user starts it: `python -m experiments.omniglot --help` (a runner
+    script, whose flags are defined by experiments.runner for the script)."""
+    proc = _run("-m", "experiments.omniglot", "--help")
+    _assert_help_lists_the_flags("omniglot", proc)
+
+
+def test_print_config_shows_the_resolved_fields_without_a_workdir(run_script):
+    proc = run_script("experiments.omniglot", "--print_config", "--config.metatrain.lr=0.02")
     assert proc.returncode == 0, proc.stderr
     assert "lr: 0.02" in proc.stdout and "sib_steps: 3" in proc.stdout
     assert "n_query: 15" in proc.stdout
 
 
-def test_a_missing_data_dir_is_one_sentence_and_exit_status_2(tmp_path):
-    proc = _run("-m", "experiments.miniimagenet", f"--workdir={tmp_path / 'w'}",
-                f"--data_dir={tmp_path / 'nowhere'}")
+def test_a_missing_data_dir_is_one_sentence_and_exit_status_2(tmp_path, run_script):
+    proc = run_script("experiments.miniimagenet", f"--workdir={tmp_path / 'w'}",
+                      f"--data_dir={tmp_path / 'nowhere'}")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "nowhere" in lines[0]
-    proc = _run("-m", "experiments.omniglot")  # no --workdir
+    proc = run_script("experiments.omniglot")  # no --workdir
     assert proc.returncode == 2 and "error: --workdir is not set" in proc.stderr
 
 
-def test_a_bug_shows_its_traceback_not_one_sentence(tmp_path):
+def test_a_bug_shows_its_traceback_not_one_sentence(tmp_path, run_script, monkeypatch):
     # A deliberate bug inside the pipeline: a ValueError the library did not mean for users.
-    inject = ("import sys, metaunlab.train.pipeline as p\n"
-              "def broken(config, workdir):\n"
-              "    raise ValueError('an injected bug')\n"
-              "p.train_and_evaluate = broken\n"
-              "from experiments.runner import main\n"
-              f"sys.argv = ['omniglot', '--workdir={tmp_path / 'w'}']\n"
-              "main('omniglot')\n")
-    proc = _run("-c", inject)
+    import metaunlab.train.pipeline as pipeline
+
+    def broken(config, workdir):
+        raise ValueError("an injected bug")
+
+    monkeypatch.setattr(pipeline, "train_and_evaluate", broken)
+    proc = run_script("experiments.omniglot", "--config=experiments/configs/omniglot.py",
+                      f"--workdir={tmp_path / 'w'}")
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
     assert "ValueError: an injected bug" in proc.stderr
@@ -94,19 +106,20 @@ def test_verbosity_is_left_to_the_flag_when_given():
         logging.set_verbosity(saved)
 
 
-def test_an_unknown_config_field_is_one_sentence_with_the_closest_names():
-    proc = _run("-m", "experiments.omniglot", "--print_config", "--config.metatrain.lrr=0.1")
+def test_an_unknown_config_field_is_one_sentence_with_the_closest_names(run_script):
+    proc = run_script("experiments.omniglot", "--print_config", "--config.metatrain.lrr=0.1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: --config.metatrain.lrr is not a config field (did you mean "
         "--config.metatrain.lr?); --print_config lists every field.")
-    proc = _run("-m", "experiments.miniimagenet", "--print_config",
-                "--config=experiments/configs/miniimagenet.py:5shot", "--config.settingz=x")
+    proc = run_script("experiments.miniimagenet", "--print_config",
+                      "--config=experiments/configs/miniimagenet.py:5shot", "--config.settingz=x")
     assert proc.returncode == 2 and "did you mean --config.settings?" in proc.stderr
 
 
-def test_evaluate_refuses_an_output_folder_that_does_not_exist_before_any_work(tmp_path):
-    proc = _run("-m", "experiments.evaluate", f"--workdir={tmp_path}", "--episodes=e.json",
-                "--image_root=.", f"--output={tmp_path / 'missing' / 'out.json'}")
+def test_evaluate_refuses_an_output_folder_that_does_not_exist_before_any_work(tmp_path,
+                                                                              run_script):
+    proc = run_script("experiments.evaluate", f"--workdir={tmp_path}", "--episodes=e.json",
+                      "--image_root=.", f"--output={tmp_path / 'missing' / 'out.json'}")
     assert proc.returncode == 2
     assert "error: --output=" in proc.stderr and "does not exist; create it" in proc.stderr

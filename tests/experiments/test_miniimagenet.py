@@ -1,5 +1,7 @@
-"""`python -m experiments.miniimagenet` and its pipeline end to end on each form of
-miniImageNet (pickle caches, folder layout)."""
+"""`python -m experiments.miniimagenet` and its pipeline on each form of miniImageNet (pickle
+caches, folder layout). The default suite checks what the experiment's config reads from each
+form; the runs end to end are in `make test-slow` (the pipeline end to end:
+tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from experiments.configs.miniimagenet import get_config as mini_config
-from metaunlab.train.pipeline import train_and_evaluate
+from metaunlab.train.pipeline import load_splits, train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +31,23 @@ def _tiny_flags(data_dir: Path, workdir: Path) -> list[str]:
             "--config.test.episodes=10"]
 
 
+@pytest.mark.parametrize("form", ["caches", "folders"])
+def test_the_experiment_config_reads_each_form_at_its_image_size(
+        tmp_path, form, write_mini_imagenet_caches, write_mini_imagenet_folders):
+    """Without training: the 1-shot config on pickle caches or class folders gives three
+    splits of 5 classes of 6 images, resized to `data.image_size`."""
+    write = write_mini_imagenet_caches if form == "caches" else write_mini_imagenet_folders
+    write(tmp_path / "data", classes=5, per_class=6, size=84)
+    config = mini_config("1shot")
+    config.data.root = str(tmp_path / "data")
+    config.data.image_size = 16
+    splits = load_splits(config.data)
+    for split in (splits.train, splits.val, splits.test):
+        assert split.num_classes == 5 and split.images.shape == (30, 16, 16, 3)
+        np.testing.assert_array_equal(np.bincount(split.labels), np.full(5, 6))
+
+
+@pytest.mark.slow
 def test_miniimagenet_experiment_runs_on_pickle_caches(tmp_path, write_mini_imagenet_caches):
     write_mini_imagenet_caches(tmp_path / "data", classes=5, per_class=6, size=84)
     proc = subprocess.run([sys.executable, "-m", "experiments.miniimagenet",
@@ -38,6 +60,7 @@ def test_miniimagenet_experiment_runs_on_pickle_caches(tmp_path, write_mini_imag
     assert entry["methods"]["sib"]["accuracy"] > 20.0  # colour classes: well above chance
 
 
+@pytest.mark.slow
 def test_miniimagenet_pipeline_runs_on_the_folder_layout(tmp_path, write_mini_imagenet_folders):
     write_mini_imagenet_folders(tmp_path / "data", classes=5, per_class=6, size=84)
     config = mini_config("1shot")

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,24 +14,18 @@ import pytest
 from metaunlab.errors import ConfigError
 from metaunlab.interop import backbone_from_torch, load_pth, sib_from_torch
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.import_torch", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-
 
 def test_import_cli_sib_checkpoint_round_trips_through_trained_model(torch, tmp_path, reference,
-                                                                     assert_trees_equal):
+                                                                     assert_trees_equal,
+                                                                     run_script):
     from metaunlab.trained_model import TrainedModel
 
     _, full = reference.checkpoints()
     path = tmp_path / "netSIBLast.pth"
     torch.save(full, path)
     workdir = tmp_path / "W"
-    result = _run_cli(f"--checkpoint={path}", "--arch=conv4", "--dataset=miniimagenet",
-                      f"--workdir={workdir}", "--torch_free")
+    result = run_script("experiments.import_torch", f"--checkpoint={path}", "--arch=conv4",
+                        "--dataset=miniimagenet", f"--workdir={workdir}", "--torch_free")
     assert result.returncode == 0, result.stderr
 
     model = TrainedModel.load(str(workdir))
@@ -84,7 +75,7 @@ def _numpy_state_of(state):
     return {k: v.numpy() for k, v in state.items()}
 
 
-def test_import_errors_are_one_sentence_with_exit_code_2(tmp_path, zip_pth):
+def test_import_errors_are_one_sentence_with_exit_code_2(tmp_path, zip_pth, run_script):
     from experiments.import_torch import import_checkpoint
 
     neither = tmp_path / "neither.pth"
@@ -97,8 +88,8 @@ def test_import_errors_are_one_sentence_with_exit_code_2(tmp_path, zip_pth):
              "does not exist")):
         with pytest.raises(error, match=message):
             import_checkpoint(*args, workdir)
-    result = _run_cli(f"--checkpoint={neither}", "--torch_free", "--arch=wrn28_10",
-                      "--dataset=miniimagenet", f"--workdir={workdir}")
+    result = run_script("experiments.import_torch", f"--checkpoint={neither}", "--torch_free",
+                        "--arch=wrn28_10", "--dataset=miniimagenet", f"--workdir={workdir}")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: the checkpoint is neither a backbone state dict")
     assert result.stderr.strip().count("\n") == 0  # one sentence, no traceback
@@ -146,8 +137,8 @@ _ARCHS = [
 
 @pytest.mark.parametrize("arch,net,feat_dim", _ARCHS)
 def test_published_sib_checkpoint_imports_evaluates_and_meta_training_continues(
-        torch, tmp_path, reference, write_reference_layout, run_evaluate_cli, arch, net,
-        feat_dim):
+        torch, tmp_path, reference, write_reference_layout, run_evaluate_cli, run_script, arch,
+        net, feat_dim):
     """The published format end to end on CIFAR-FS-shaped data (32 px; WRN-28-10 with strides
     (1, 2, 2)): the imported model's accuracy on an episode file equals the PyTorch
     transcription's, and rerunning the experiment on the work dir meta-trains onwards from
@@ -164,8 +155,8 @@ def test_published_sib_checkpoint_imports_evaluates_and_meta_training_continues(
                            noise=50.0, seed=3)
     workdir = tmp_path / "W"
 
-    result = _run_cli(f"--checkpoint={path}", f"--arch={arch}", "--dataset=cifar_fs",
-                      f"--workdir={workdir}", f"--data_dir={data}")
+    result = run_script("experiments.import_torch", f"--checkpoint={path}", f"--arch={arch}",
+                        "--dataset=cifar_fs", f"--workdir={workdir}", f"--data_dir={data}")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["next"] == (
         f"python -m experiments.cifar_fs --workdir={workdir} --data_dir={data}")
@@ -181,10 +172,8 @@ def test_published_sib_checkpoint_imports_evaluates_and_meta_training_continues(
         assert methods[method]["accuracy"] == pytest.approx(want, abs=1e-3), method
 
     # Continue meta-training: the experiment on the same work dir, stored config, one step.
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.cifar_fs", f"--workdir={workdir}",
-         "--config.metatrain.iterations=1", "--config.test.episodes=10"],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
+    proc = run_script("experiments.cifar_fs", f"--workdir={workdir}",
+                      "--config.metatrain.iterations=1", "--config.test.episodes=10")
     assert proc.returncode == 0, proc.stderr
     assert "resuming from step 0 of 1" in proc.stderr + proc.stdout
     from metaunlab.trained_model import TrainedModel

@@ -4,9 +4,7 @@ No timing assertions: only that the numbers exist, are positive and are well-for
 """
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +16,6 @@ from experiments.tools import benchmark
 from experiments.tools.benchmark import cases, timing, torch_step, variants
 from metaunlab import numerics, sib
 from metaunlab.train import metatrain, optim
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def _episodes(seed=0, batch=2, n_way=5, n_shot=1, n_query=3, dim=16):
@@ -198,11 +194,9 @@ def test_torch_transcription_matches_the_jax_step(one_episode):
                                atol=1e-5)
 
 
-def test_cli_smoke_writes_well_formed_json(tmp_path):
+def test_cli_smoke_writes_well_formed_json(tmp_path, run_script):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.benchmark", "--smoke", f"--json={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=180)
+    result = run_script("experiments.benchmark", "--smoke", f"--json={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "episodes/s" in result.stdout  # the table
     records = json.loads(out.read_text())

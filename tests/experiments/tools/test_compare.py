@@ -1,89 +1,58 @@
 """experiments.tools.compare (and `python -m experiments.compare`) end to end on a tiny trained
-work dir, and experiments.tools.report on the same work dir.
+work dir (this module's copy of the tiny Omniglot run, tests/conftest.py), and
+experiments.tools.report on the same work dir.
 
 The report test stays in this module: it reads the `compare` section of results.json that
-test_compare_cli_writes_table_plot_and_results_section writes into the shared work dir (the
+test_compare_cli_writes_table_plot_and_results_section writes into the module's work dir (the
 `compare_section` fixture runs the same CLI call when, under pytest-xdist, this worker did
 not run that test).
 """
 
 import json
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments.configs.omniglot import get_config as omniglot_config
 from experiments.tools.compare import DEFAULT_METHODS, run_compare
 from experiments.tools.report import write_report
 from metaunlab import evaluation
 from metaunlab.data.episode_files import fixed_episodes_to_json
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.methods import get_method, sib_method
-from metaunlab.train.pipeline import load_splits, train_and_evaluate
+from metaunlab.train.pipeline import load_splits
 from metaunlab.trained_model import TrainedModel
 
-ROOT = Path(__file__).resolve().parents[3]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _tiny_config(data_root: Path):
-    config = omniglot_config()
-    config.data.root = str(data_root)
-    config.data.fractions = (0.5, 0.25, 0.25)  # 20 / 10 / 10 characters
-    config.settings = "5way_1shot"
-    config.val_episodes = 10
-    config.test.step_scales = "0.25,1,4"  # heads tuned on validation, as a user may ask
-    config.pretrain.epochs = 1
-    config.pretrain.warmup_steps = 5
-    config.pretrain.decay_epochs = ()
-    config.pretrain.log_every = 5
-    config.metatrain.iterations = 10
-    config.metatrain.sib_steps = 1  # cheaper to compile than the published K = 3
-    config.metatrain.batch_size = 2
-    config.metatrain.val_every = 10
-    config.metatrain.log_every = 5
-    config.test.episodes = 10
-    return config
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, omniglot_small1, first_characters_archive):
-    """(work dir, config) of a run trained for seconds on 40 real Omniglot characters."""
-    data = tmp_path_factory.mktemp("omniglot")
-    first_characters_archive(omniglot_small1, data / "images_background.zip", 40)
-    workdir = tmp_path_factory.mktemp("run")
-    config = _tiny_config(data)
-    train_and_evaluate(config, str(workdir))
-    return workdir, config
+def tiny(tiny_omniglot_run):
+    """(work dir, config) of the tiny Omniglot run, this module's own copy."""
+    return tiny_omniglot_run.workdir, tiny_omniglot_run.config
 
 
-def _run_compare_cli(workdir):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}",
-         "--num_episodes=6", "--shots=1", "--chunk=4",  # 2 chunks, the last one padded
-         "--sib_steps=0,3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _run_compare_cli(run_script, workdir):
+    return run_script("experiments.compare", f"--workdir={workdir}", "--num_episodes=6",
+                      "--shots=1", "--chunk=4",  # 2 chunks, the last one padded
+                      "--sib_steps=0,3")
 
 
 @pytest.fixture
-def compare_section(tiny):
+def compare_section(tiny, run_script):
     """The `compare` section of the tiny work dir's results.json, as
     test_compare_cli_writes_table_plot_and_results_section writes it. In module order that
     test has run already and this does nothing; a pytest-xdist worker that was not sent that
     test runs the same CLI call here."""
     workdir, _ = tiny
     if "compare" not in json.loads((workdir / "results.json").read_text()):
-        proc = _run_compare_cli(workdir)
+        proc = _run_compare_cli(run_script, workdir)
         assert proc.returncode == 0, proc.stderr
 
 
-def test_compare_cli_writes_table_plot_and_results_section(tiny):
+def test_compare_cli_writes_table_plot_and_results_section(tiny, run_script):
     workdir, config = tiny
-    proc = _run_compare_cli(workdir)
+    proc = _run_compare_cli(run_script, workdir)
     assert proc.returncode == 0, proc.stderr
     assert "| pt_map |" in proc.stdout
     on_disk = json.loads((workdir / "results.json").read_text())
@@ -115,18 +84,11 @@ def test_compare_cli_writes_table_plot_and_results_section(tiny):
     assert (workdir / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_compare_on_an_episode_file(tiny, tmp_path):
+def test_compare_on_an_episode_file(tiny, tmp_path, extract_test_images):
     workdir, config = tiny
     test = load_splits(config.data).test
     image_root = tmp_path / "images"
-    paths = []
-    with zipfile.ZipFile(Path(config.data.root) / "images_background.zip") as archive:
-        for name in sorted(archive.namelist()):
-            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in test.class_names:
-                rel = "/".join(name.split("/")[1:])
-                (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (image_root / rel).write_bytes(archive.read(name))
-                paths.append(rel)
+    paths = extract_test_images(Path(config.data.root), test.class_names, image_root)
     episodes = EpisodeSampler(test, EpisodeShape(5, 1, 2), seed=5).sample(0, 3)
     episode_file = tmp_path / "episodes.json"
     episode_file.write_text(json.dumps(fixed_episodes_to_json(episodes, paths)))
@@ -153,11 +115,9 @@ def test_report_writes_plots_and_markdown(tiny, compare_section, tmp_path):
         assert name in report, name
 
 
-def test_compare_cli_reports_bad_flags_in_one_sentence(tiny):
+def test_compare_cli_reports_bad_flags_in_one_sentence(tiny, run_script):
     workdir, _ = tiny
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.compare", f"--workdir={workdir}", "--episodes=x.json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.compare", f"--workdir={workdir}", "--episodes=x.json")
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
     assert "--image_root" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -282,15 +242,13 @@ def test_sib_at_multiples_of_its_trained_step_size(tiny):
         run_compare(str(workdir), sib_step_scales=(0.0,), write=False, progress=False)
 
 
-def test_crowding_cli_reports_splits_and_the_heads_accuracy(tiny):
+def test_crowding_cli_reports_splits_and_the_heads_accuracy(tiny, run_script):
     """`python -m experiments.crowding` prints a crowding row per split and, per K, the head's
     accuracy on the seeded episodes (equal to evaluating the head on them) with its shares;
     a way with no trained head is refused by name."""
     workdir, config = tiny
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.crowding", f"--workdir={workdir}", "--ways=5",
-         "--n_query=2", "--num_episodes=5", "--seed=7"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_script("experiments.crowding", f"--workdir={workdir}", "--ways=5", "--n_query=2",
+                      "--num_episodes=5", "--seed=7")
     assert proc.returncode == 0, proc.stderr
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
             for line in proc.stdout.splitlines() if line.startswith("| ")}
