@@ -30,20 +30,12 @@ def _n_params(params) -> int:
 
 
 # Conv4 at 28 px takes Omniglot's single grey channel; everything else is colour.
-SHAPE_CASES = [
-    ("conv4", 28, 1, 64),
-    ("conv4", 32, 3, 256),
-    ("conv4", 80, 3, 1600),
-    ("conv4", 84, 3, 1600),
-    ("conv4_gap", 28, 1, 64),
-    ("conv4_gap", 84, 3, 64),
-    ("conv4_gap_two_pools", 28, 1, 64),
-    ("conv4_gap_two_pools", 84, 3, 64),
-    ("wrn28_10", 32, 3, 640),
-    ("wrn28_10", 80, 3, 640),
-    ("resnet12", 32, 3, 640),
-    ("resnet12", 80, 3, 640),
-    ("resnet12", 84, 3, 640),
+SHAPE_CASES = [  # (backbone, image size, channels, feature dimension), a line per backbone
+    ("conv4", 28, 1, 64), ("conv4", 32, 3, 256), ("conv4", 80, 3, 1600), ("conv4", 84, 3, 1600),
+    ("conv4_gap", 28, 1, 64), ("conv4_gap", 84, 3, 64),
+    ("conv4_gap_two_pools", 28, 1, 64), ("conv4_gap_two_pools", 84, 3, 64),
+    ("wrn28_10", 32, 3, 640), ("wrn28_10", 80, 3, 640),
+    ("resnet12", 32, 3, 640), ("resnet12", 80, 3, 640), ("resnet12", 84, 3, 640),
 ]
 
 

@@ -300,14 +300,16 @@ def test_meta_training_on_several_query_counts(tmp_path, monkeypatch):
         writer.close()
         return last
 
-    one = run("one", 40, 1)
+    # Two blocks of metatrain.QUERY_COUNT_BLOCK = 10 iterations, which draw 1 then 3 queries
+    # (seed 3); calls of 4 iterations straddle the block boundary.
+    one = run("one", 20, 1)
     assert set(seen) == {1, 3}
     counts = [1, 3]
-    expected = [counts[metatrain.query_count_index(3, s, 2)] for s in range(40)]
+    expected = [counts[metatrain.query_count_index(3, s, 2)] for s in range(20)]
     assert seen == expected
-    chex.assert_trees_all_close(one, run("four", 40, 4), rtol=1e-4, atol=1e-6)
-    run("resumed", 20, 1)
-    chex.assert_trees_all_close(one, run("resumed", 40, 1), rtol=1e-6, atol=1e-8)
+    chex.assert_trees_all_close(one, run("four", 20, 4), rtol=1e-4, atol=1e-6)
+    run("resumed", 10, 1)
+    chex.assert_trees_all_close(one, run("resumed", 20, 1), rtol=1e-6, atol=1e-8)
 
 
 def test_decay_steps_divide_the_meta_learning_rate_by_ten():

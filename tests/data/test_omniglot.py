@@ -138,19 +138,18 @@ def test_corrupt_png_names_archive_and_member(tmp_path: Path) -> None:
         load_omniglot(tmp_path)
 
 
-def test_empty_character_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("member, data, message", [
+    pytest.param("Greek/character02/", b"", r"Greek/character02 .* holds no PNG images",
+                 id="empty_character_folder"),
+    pytest.param("Greek/notes.txt", b"hi", r"unexpected file .*notes\.txt",
+                 id="unexpected_member_is_reported_not_skipped"),
+])
+def test_a_member_beside_the_characters_is_refused(tmp_path: Path, member, data,
+                                                    message) -> None:
     with zipfile.ZipFile(tmp_path / "images_background.zip", "w") as archive:
         archive.writestr("images_background/Greek/character01/1_01.png", _png(0))
-        archive.writestr("images_background/Greek/character02/", b"")
-    with pytest.raises(DataError, match=r"Greek/character02 .* holds no PNG images"):
-        load_omniglot(tmp_path)
-
-
-def test_unexpected_member_is_reported_not_skipped(tmp_path: Path) -> None:
-    with zipfile.ZipFile(tmp_path / "images_background.zip", "w") as archive:
-        archive.writestr("images_background/Greek/character01/1_01.png", _png(0))
-        archive.writestr("images_background/Greek/notes.txt", b"hi")
-    with pytest.raises(DataError, match=r"unexpected file .*notes\.txt"):
+        archive.writestr(f"images_background/{member}", data)
+    with pytest.raises(DataError, match=message):
         load_omniglot(tmp_path)
 
 
