@@ -2,7 +2,6 @@
 
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
@@ -103,21 +102,18 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(tiny_omniglot_run
             want[method]["accuracy"], abs=1e-6)
 
 
-def test_evaluate_cli_writes_output(tiny_omniglot_run, tmp_path, run_evaluate_cli):
-    workdir = tiny_omniglot_run.workdir
+def test_evaluate_cli_writes_output(tiny_omniglot_run, tmp_path, run_evaluate_cli,
+                                    omniglot_pngs):
     image_root = tmp_path / "images"
-    with zipfile.ZipFile(tiny_omniglot_run.data / "images_background.zip") as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".png"))[:200]
-        for name in names:
+    images = _class_images(omniglot_pngs(tiny_omniglot_run.data), 5, 5)
+    for files in images.values():
+        for name, data in files:
             (image_root / name).parent.mkdir(parents=True, exist_ok=True)
-            (image_root / name).write_bytes(archive.read(name))
-    by_class = {}
-    for name in names:
-        by_class.setdefault(os.path.dirname(name), []).append(name)
-    classes = sorted(by_class)[:5]
-    record = {"Support": [by_class[c][:2] for c in classes],
-              "Query": [by_class[c][2:5] for c in classes]}
-    written = run_evaluate_cli(workdir, [record, record], image_root, tmp_path)
+            (image_root / name).write_bytes(data)
+    record = {"Support": [[n for n, _ in files[:2]] for files in images.values()],
+              "Query": [[n for n, _ in files[2:]] for files in images.values()]}
+    written = run_evaluate_cli(tiny_omniglot_run.workdir, [record, record], image_root,
+                               tmp_path)
     assert written["episodes"] == 2 and set(written["methods"]) == {"sib", "sib_tuned", "k0"}
 
 
@@ -226,23 +222,21 @@ def test_auto_source_is_faithful_when_meta_training_augments(few_characters, tmp
     assert train_transform == augment.OMNIGLOT_SHIFT and feature_fn == backbone.features
 
 
-def _class_images(archive_dir, count, per_class):
-    """{character: [(archive name, bytes)] * per_class} for `count` characters."""
-    with zipfile.ZipFile(archive_dir / "images_background.zip") as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
-        by_class = {}
-        for name in names:
-            by_class.setdefault(os.path.dirname(name), []).append(name)
-        chosen = sorted(by_class)[:count]
-        return {c: [(n, archive.read(n)) for n in by_class[c][:per_class]] for c in chosen}
+def _class_images(pngs, count, per_class):
+    """{character: [(alphabet/character/file.png, bytes)] * per_class} for the first `count`
+    characters of `pngs` (the `omniglot_pngs` of a data folder)."""
+    by_class = {}
+    for name, png in pngs.items():
+        by_class.setdefault(os.path.dirname(name), []).append((name, png))
+    return {c: by_class[c][:per_class] for c in sorted(by_class)[:count]}
 
 
 def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
-        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script):
+        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script, omniglot_pngs):
     import csv
 
     workdir = tiny_omniglot_run.workdir
-    images = _class_images(tiny_omniglot_run.data, 5, 20)
+    images = _class_images(omniglot_pngs(tiny_omniglot_run.data), 5, 20)
     support, queries, image_root = tmp_path / "support", tmp_path / "queries", tmp_path / "all"
     truth, record = {}, {"Support": [], "Query": []}
     for c, files in images.items():
@@ -293,11 +287,12 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
     np.testing.assert_allclose(predictions.k0_probabilities.sum(1), 1.0, atol=1e-5)
 
 
-def test_predict_refuses_a_way_count_with_no_trained_head(tiny_omniglot_run, tmp_path):
+def test_predict_refuses_a_way_count_with_no_trained_head(tiny_omniglot_run, tmp_path,
+                                                          omniglot_pngs):
     from metaunlab.errors import ConfigError
 
     workdir = tiny_omniglot_run.workdir
-    for c, files in _class_images(tiny_omniglot_run.data, 3, 2).items():
+    for c, files in _class_images(omniglot_pngs(tiny_omniglot_run.data), 3, 2).items():
         (tmp_path / "s" / c.replace("/", "_")).mkdir(parents=True)
         (tmp_path / "s" / c.replace("/", "_") / "a.png").write_bytes(files[0][1])
         (tmp_path / "q").mkdir(exist_ok=True)
