@@ -299,13 +299,12 @@ def first_characters_archive():
     return _first_characters_archive
 
 
-# --- the tiny Omniglot run: trained once per test session -----------------------------------
+# --- Omniglot: a tiny config, and the demo run once per test session -----------------------
 
 
 def _tiny_omniglot_config(data_root):
-    """The demo's config cut to seconds: 40 real characters (20 / 10 / 10), one pretraining
-    epoch, ten meta-training iterations of SIB with K = 1 (cheaper to compile than the
-    published K = 3), the step size tuned on validation as a user may ask."""
+    """The demo's config cut to seconds on 40 real characters (20 / 10 / 10), for the tests
+    of what the pipeline refuses before it trains."""
     from experiments.configs.omniglot import get_config
 
     config = get_config()
@@ -323,8 +322,7 @@ def _tiny_omniglot_config(data_root):
 
 @pytest.fixture(scope="session")
 def tiny_omniglot_config():
-    """`tiny_omniglot_config(data_root)`: the config of the tiny Omniglot run (a new one on
-    every call)."""
+    """`tiny_omniglot_config(data_root)`: a tiny Omniglot config (a new one on every call)."""
     return _tiny_omniglot_config
 
 
@@ -340,66 +338,148 @@ def _session_folder(tmp_path_factory, name: str):
         yield shared / name
 
 
+@contextlib.contextmanager
+def _filled_once(folder: Path):
+    """Yields the folder to fill (`folder`.partial) when `folder` does not exist yet, else
+    None; a filled folder takes its name at the end, so a failed filling leaves nothing."""
+    if folder.exists():
+        yield None
+        return
+    partial = folder.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    yield partial
+    partial.rename(folder)
+
+
 @pytest.fixture(scope="session")
 def few_characters(tmp_path_factory, omniglot_small1) -> Path:
     """A folder holding images_background.zip: the first 40 characters of a real Omniglot
     archive (same layout); made once for the session, do not write to it."""
-    with _session_folder(tmp_path_factory, "few_characters") as data:
-        if not data.exists():
-            partial = data.with_suffix(".partial")
-            partial.mkdir()
+    with _session_folder(tmp_path_factory, "few_characters") as data, \
+            _filled_once(data) as partial:
+        if partial:
             _first_characters_archive(omniglot_small1, partial / "images_background.zip", 40)
-            partial.rename(data)
     return data
 
 
-@pytest.fixture(scope="session")
-def _tiny_omniglot_trained(tmp_path_factory, few_characters) -> Path:
-    """The tiny Omniglot run's work dir, trained once for the session; `tiny_omniglot_run`
-    copies it, nobody writes to it."""
-    from metaunlab.train.pipeline import train_and_evaluate
+OMNIGLOT_ARCHIVES = SMALL1_ARCHIVE.parent
+PER_ALPHABET = 5
 
-    with _session_folder(tmp_path_factory, "tiny_omniglot_run") as workdir:
-        if not workdir.exists():
-            partial = workdir.with_suffix(".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            train_and_evaluate(_tiny_omniglot_config(few_characters), str(partial))
-            partial.rename(workdir)
-    return workdir
+
+@pytest.fixture(scope="session")
+def five_per_alphabet(tmp_path_factory) -> Path:
+    """Both minimal Omniglot archives cut to the first 5 characters of each of their 8
+    alphabets (same layout); made once for the session, do not write to it."""
+    sources = sorted(OMNIGLOT_ARCHIVES.glob("images_background_small*.zip"))
+    if len(sources) != 2:
+        pytest.skip(f"the two minimal Omniglot archives are needed in {OMNIGLOT_ARCHIVES}")
+    with _session_folder(tmp_path_factory, "five_per_alphabet") as out, \
+            _filled_once(out) as partial:
+        for source in sources if partial else ():
+            with zipfile.ZipFile(source) as src, \
+                    zipfile.ZipFile(partial / source.name, "w") as dst:
+                pngs = [n for n in src.namelist() if n.endswith(".png")]
+                characters = {}
+                for name in pngs:
+                    alphabet, character = name.split("/")[1:3]
+                    characters.setdefault(alphabet, set()).add(character)
+                keep = {(a, c) for a, cs in characters.items()
+                        for c in sorted(cs)[:PER_ALPHABET]}
+                for name in pngs:
+                    if tuple(name.split("/")[1:3]) in keep:
+                        dst.writestr(name, src.read(name))
+    return out
+
+
+# The demo's command cut to seconds: one setting, one pretraining epoch, ten meta-training
+# iterations of SIB with K = 1 (cheaper to compile than the published K = 3), the step size
+# tuned on validation as a user may ask.
+DEMO_FLAGS = ("--config.settings=5way_1shot", "--config.val_episodes=10",
+              "--config.pretrain.epochs=1", "--config.pretrain.warmup_steps=5",
+              "--config.pretrain.decay_epochs=()", "--config.pretrain.log_every=5",
+              "--config.metatrain.iterations=10", "--config.metatrain.batch_size=2",
+              "--config.metatrain.val_every=5", "--config.metatrain.log_every=5",
+              "--config.metatrain.sib_steps=1",
+              "--config.metatrain.within_alphabet=True", "--config.test.episodes=20",
+              "--config.test.step_scales=0.25,1,4")
+
+
+@dataclasses.dataclass
+class DemoRun:
+    workdir: Path  # W: W/character, W/within_alphabet and their summary; do not write
+    data: Path  # `five_per_alphabet`
+    stdout: str  # what the command printed
+
+
+@pytest.fixture(scope="session")
+def omniglot_demo(tmp_path_factory, five_per_alphabet) -> DemoRun:
+    """`python -m experiments.omniglot --workdir=W --data_dir=<five_per_alphabet>
+    <DEMO_FLAGS>`, as a user runs the demo: both protocols side by side, each in a process
+    of its own. Run once for the session (by the first pytest-xdist worker to ask)."""
+    with _session_folder(tmp_path_factory, "omniglot_demo") as workdir, \
+            _filled_once(workdir) as partial:
+        if partial:
+            proc = subprocess.run(
+                [sys.executable, "-m", "experiments.omniglot", f"--workdir={partial}",
+                 f"--data_dir={five_per_alphabet}", *DEMO_FLAGS], cwd=ROOT,
+                capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (partial / "stdout.txt").write_text(proc.stdout)
+    return DemoRun(workdir, five_per_alphabet, (workdir / "stdout.txt").read_text())
 
 
 @dataclasses.dataclass
 class TinyRun:
     workdir: Path  # this module's own copy
-    data: Path  # the `few_characters` folder it was trained on; do not write
+    data: Path  # the images it was trained on (`five_per_alphabet`); do not write
     config: object  # the run's config
 
 
 @pytest.fixture(scope="module")
-def tiny_omniglot_run(_tiny_omniglot_trained, few_characters, tmp_path_factory) -> TinyRun:
-    """The tiny Omniglot run (trained once per session), in a work dir of this module's own."""
+def tiny_omniglot_run(omniglot_demo, tmp_path_factory) -> TinyRun:
+    """The demo's character-split run (`omniglot_demo`), in a work dir of this module's own."""
+    from metaunlab.train.workdir import load_config
+
     workdir = tmp_path_factory.mktemp("tiny_run") / "w"
-    shutil.copytree(_tiny_omniglot_trained, workdir)
-    return TinyRun(workdir, few_characters, _tiny_omniglot_config(few_characters))
+    shutil.copytree(omniglot_demo.workdir / "character", workdir)
+    return TinyRun(workdir, omniglot_demo.data, load_config(str(workdir)))
+
+
+def _omniglot_pngs(data: Path) -> dict[str, bytes]:
+    """Every PNG of the Omniglot archives in `data` by its path below the archive's top
+    folder (alphabet/character/file.png), in dataset order: sorted classes, then file names."""
+    pngs = {}
+    for path in sorted(data.glob("*.zip")):
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(".png"):
+                    pngs[name.split("/", 1)[1]] = archive.read(name)
+    return dict(sorted(pngs.items()))
+
+
+@pytest.fixture(scope="session")
+def omniglot_pngs():
+    """`omniglot_pngs(data)`: {alphabet/character/file.png: PNG bytes} of the Omniglot
+    archives in `data`, in dataset order."""
+    return _omniglot_pngs
 
 
 def _extract_test_images(data: Path, class_names, image_root: Path) -> list[str]:
-    """Write the archive's images of `class_names` under `image_root` (alphabet/character/
-    file); their paths relative to it, in dataset order (sorted classes, then file names)."""
+    """Write the archives' images of `class_names` under `image_root` (alphabet/character/
+    file); their paths relative to it, in dataset order."""
     paths = []
-    with zipfile.ZipFile(data / "images_background.zip") as archive:
-        for name in sorted(archive.namelist()):
-            if name.endswith(".png") and "/".join(name.split("/")[1:3]) in class_names:
-                rel = "/".join(name.split("/")[1:])
-                (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
-                (image_root / rel).write_bytes(archive.read(name))
-                paths.append(rel)
+    for rel, png in _omniglot_pngs(data).items():
+        if rel.rsplit("/", 1)[0] in class_names:
+            (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (image_root / rel).write_bytes(png)
+            paths.append(rel)
     return paths
 
 
 @pytest.fixture(scope="session")
 def extract_test_images():
-    """`extract_test_images(data, class_names, image_root)`: the archive's images of those
+    """`extract_test_images(data, class_names, image_root)`: the archives' images of those
     classes written under `image_root`; their relative paths in dataset order."""
     return _extract_test_images
 

@@ -2,8 +2,8 @@
 
 import json
 import os
-import zipfile
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -103,25 +103,27 @@ def test_evaluate_episode_file_matches_the_pipeline_evaluation(tiny_omniglot_run
             want[method]["accuracy"], abs=1e-6)
 
 
-def test_evaluate_cli_writes_output(tiny_omniglot_run, tmp_path, run_evaluate_cli):
-    workdir = tiny_omniglot_run.workdir
+def test_evaluate_cli_writes_output(tiny_omniglot_run, tmp_path, run_evaluate_cli,
+                                    omniglot_pngs):
     image_root = tmp_path / "images"
-    with zipfile.ZipFile(tiny_omniglot_run.data / "images_background.zip") as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".png"))[:200]
-        for name in names:
+    images = _class_images(omniglot_pngs(tiny_omniglot_run.data), 5, 5)
+    for files in images.values():
+        for name, data in files:
             (image_root / name).parent.mkdir(parents=True, exist_ok=True)
-            (image_root / name).write_bytes(archive.read(name))
-    by_class = {}
-    for name in names:
-        by_class.setdefault(os.path.dirname(name), []).append(name)
-    classes = sorted(by_class)[:5]
-    record = {"Support": [by_class[c][:2] for c in classes],
-              "Query": [by_class[c][2:5] for c in classes]}
-    written = run_evaluate_cli(workdir, [record, record], image_root, tmp_path)
+            (image_root / name).write_bytes(data)
+    record = {"Support": [[n for n, _ in files[:2]] for files in images.values()],
+              "Query": [[n for n, _ in files[2:]] for files in images.values()]}
+    written = run_evaluate_cli(tiny_omniglot_run.workdir, [record, record], image_root,
+                               tmp_path)
     assert written["episodes"] == 2 and set(written["methods"]) == {"sib", "sib_tuned", "k0"}
 
 
+@pytest.mark.slow
 def test_cifar_fs_reference_layout_runs_with_augmentation(tmp_path, write_reference_layout):
+    """Pretraining and meta-training with augmentation from the reference layout. In the
+    default suite: meta-training from augmented images on the reference layout, in the
+    published checkpoint's continued run (tests/interop/test_workdir_import.py), and
+    pretraining with augmentation, in the Omniglot demo (`omniglot_demo`)."""
     root = tmp_path / "cifar-fs"
     write_reference_layout(root, 32, classes_per_split=6, per_class=20)
     config = _tiny(cifar_fs_config("1shot"), root)
@@ -226,23 +228,21 @@ def test_auto_source_is_faithful_when_meta_training_augments(few_characters, tmp
     assert train_transform == augment.OMNIGLOT_SHIFT and feature_fn == backbone.features
 
 
-def _class_images(archive_dir, count, per_class):
-    """{character: [(archive name, bytes)] * per_class} for `count` characters."""
-    with zipfile.ZipFile(archive_dir / "images_background.zip") as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
-        by_class = {}
-        for name in names:
-            by_class.setdefault(os.path.dirname(name), []).append(name)
-        chosen = sorted(by_class)[:count]
-        return {c: [(n, archive.read(n)) for n in by_class[c][:per_class]] for c in chosen}
+def _class_images(pngs, count, per_class):
+    """{character: [(alphabet/character/file.png, bytes)] * per_class} for the first `count`
+    characters of `pngs` (the `omniglot_pngs` of a data folder)."""
+    by_class = {}
+    for name, png in pngs.items():
+        by_class.setdefault(os.path.dirname(name), []).append((name, png))
+    return {c: by_class[c][:per_class] for c in sorted(by_class)[:count]}
 
 
 def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
-        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script):
+        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script, omniglot_pngs):
     import csv
 
     workdir = tiny_omniglot_run.workdir
-    images = _class_images(tiny_omniglot_run.data, 5, 20)
+    images = _class_images(omniglot_pngs(tiny_omniglot_run.data), 5, 20)
     support, queries, image_root = tmp_path / "support", tmp_path / "queries", tmp_path / "all"
     truth, record = {}, {"Support": [], "Query": []}
     for c, files in images.items():
@@ -293,11 +293,12 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
     np.testing.assert_allclose(predictions.k0_probabilities.sum(1), 1.0, atol=1e-5)
 
 
-def test_predict_refuses_a_way_count_with_no_trained_head(tiny_omniglot_run, tmp_path):
+def test_predict_refuses_a_way_count_with_no_trained_head(tiny_omniglot_run, tmp_path,
+                                                          omniglot_pngs):
     from metaunlab.errors import ConfigError
 
     workdir = tiny_omniglot_run.workdir
-    for c, files in _class_images(tiny_omniglot_run.data, 3, 2).items():
+    for c, files in _class_images(omniglot_pngs(tiny_omniglot_run.data), 3, 2).items():
         (tmp_path / "s" / c.replace("/", "_")).mkdir(parents=True)
         (tmp_path / "s" / c.replace("/", "_") / "a.png").write_bytes(files[0][1])
         (tmp_path / "q").mkdir(exist_ok=True)
@@ -319,28 +320,43 @@ def _write_features(path, dim=16, seed=0):
     np.savez(path, **arrays)
 
 
-def test_a_features_file_meta_trains_evaluates_and_compares(tmp_path):
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory):
+    """(work dir, config, results) of a run on a features file (no backbone), its step size
+    tuned on validation at 1 and 15 queries per class."""
     from experiments.configs.features import get_config as features_config
+
+    folder = tmp_path_factory.mktemp("features")
+    _write_features(folder / "feats.npz")
+    config = _tiny(features_config(), folder / "feats.npz")
+    config.test.extra_query_counts = "1"
+    config.test.step_scales = "0.25,1,4,16"
+    results = train_and_evaluate(config, str(folder / "w"))
+    return folder / "w", config, results
+
+
+def test_a_features_file_meta_trains_evaluates_and_compares(features_run, tmp_path):
     from experiments.tools.compare import run_compare
     from metaunlab.errors import ConfigError
 
-    _write_features(tmp_path / "feats.npz")
-    config = _tiny(features_config(), tmp_path / "feats.npz")
-    results = train_and_evaluate(config, str(tmp_path / "w"))
+    workdir, config, results = features_run
     assert results["metatrain_source"] == "features_file"
-    assert not (tmp_path / "w" / "pretrain").exists()  # no backbone, nothing pretrained
+    assert not (workdir / "pretrain").exists()  # no backbone, nothing pretrained
     entry = results["settings"]["5way_1shot"]["methods"]
     assert entry["sib"]["accuracy"] > 50.0 and entry["k0"]["accuracy"] > 50.0
-    out = run_compare(str(tmp_path / "w"), num_episodes=6, shots=(1,),
-                      methods=["protonet_cosine", "pt_map"], sib_steps=(0, 3), progress=False)
+    out = run_compare(str(workdir), num_episodes=6, shots=(1,),
+                      methods=["protonet_cosine", "pt_map"], sib_steps=(0, 3), write=False,
+                      progress=False)
     methods = out["settings"]["5way_1shot"]["methods"]
-    assert list(methods) == ["protonet_cosine", "pt_map", "sib_k0", "sib_k3"]
+    # K = 3, the trained K, also at the step tuned on validation
+    assert list(methods) == ["protonet_cosine", "pt_map", "sib_k0", "sib_k3", "sib_k3_tuned"]
     assert out["base_mean_images"] == 200
-    model = TrainedModel.load(str(tmp_path / "w"))
+    model = TrainedModel.load(str(workdir))
     feats, labels = model.split_features("test")
     assert feats.shape == (120, 16) and labels.max() == 5
     with pytest.raises(ConfigError, match="has no backbone to embed images"):
         model.embed_files(["x.png"])
+    config = ml_collections.ConfigDict(config.to_dict())
     config.data.root = ""
     with pytest.raises(ConfigError, match="name it with --data_dir"):
         train_and_evaluate(config, str(tmp_path / "w2"))
@@ -388,17 +404,11 @@ def test_mirrored_training_characters_are_new_classes(few_characters, tiny_omnig
         load_splits(config.data)
 
 
-def test_a_step_tuned_on_validation_is_tested_beside_the_reference(tmp_path):
-    from experiments.configs.features import get_config as features_config
+def test_a_step_tuned_on_validation_is_tested_beside_the_reference(features_run):
     from metaunlab.methods.sib_head import sib_method
     from metaunlab.research import step_tuning
 
-    _write_features(tmp_path / "feats.npz")
-    config = _tiny(features_config(), tmp_path / "feats.npz")
-    config.test.extra_query_counts = "1"
-    config.test.step_scales = "0.25,1,4,16"
-    workdir = tmp_path / "w"
-    results = train_and_evaluate(config, str(workdir))
+    workdir, config, results = features_run
     record = json.loads((workdir / "metatrain" / "5way_1shot" / "step_scales.json").read_text())
     assert record["queries_per_class"] == [1.0, 15.0] and record["checkpoint"] == "last"
     for q, chosen in zip(("1", "15"), record["scales"], strict=True):

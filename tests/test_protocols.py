@@ -1,12 +1,9 @@
 """The two Omniglot protocols end to end: `python -m experiments.omniglot` runs the character
 split and held-out alphabets with within-alphabet episodes, each in its own work dir, on a
-cut of the real archives with 5 characters of each of the 8 alphabets."""
+cut of the real archives with 5 characters of each of the 8 alphabets (`five_per_alphabet`
+and `omniglot_demo`, tests/conftest.py)."""
 
 import json
-import subprocess
-import sys
-import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -14,39 +11,7 @@ from experiments.configs.omniglot import get_config as omniglot_config
 from metaunlab.data.omniglot import MINIMAL_ALPHABET_FOLDS, alphabet_of
 from metaunlab.train.pipeline import load_splits
 
-ROOT = Path(__file__).resolve().parents[1]
-ARCHIVES = ROOT.parent / "shared" / "data" / "omniglot"
-PER_ALPHABET = 5
-
-
-@pytest.fixture(scope="module")
-def five_per_alphabet(tmp_path_factory) -> Path:
-    """Both minimal archives cut to the first 5 characters of each alphabet (same layout)."""
-    sources = sorted(ARCHIVES.glob("images_background_small*.zip"))
-    if len(sources) != 2:
-        pytest.skip(f"the two minimal Omniglot archives are needed in {ARCHIVES}")
-    out = tmp_path_factory.mktemp("omniglot")
-    for source in sources:
-        with zipfile.ZipFile(source) as src, zipfile.ZipFile(out / source.name, "w") as dst:
-            pngs = [n for n in src.namelist() if n.endswith(".png")]
-            characters = {}
-            for name in pngs:
-                alphabet, character = name.split("/")[1:3]
-                characters.setdefault(alphabet, set()).add(character)
-            keep = {(a, c) for a, cs in characters.items() for c in sorted(cs)[:PER_ALPHABET]}
-            for name in pngs:
-                if tuple(name.split("/")[1:3]) in keep:
-                    dst.writestr(name, src.read(name))
-    return out
-
-
-TINY = ["--config.settings=5way_1shot", "--config.val_episodes=20",
-        "--config.pretrain.epochs=1", "--config.pretrain.warmup_steps=5",
-        "--config.pretrain.decay_epochs=()", "--config.pretrain.log_every=5",
-        "--config.metatrain.iterations=20", "--config.metatrain.batch_size=2",
-        "--config.metatrain.val_every=10", "--config.metatrain.log_every=10",
-        "--config.metatrain.query_counts=1,3", "--config.metatrain.within_alphabet=True",
-        "--config.test.episodes=30"]
+PER_ALPHABET = 5  # characters of each alphabet in `five_per_alphabet` (tests/conftest.py)
 
 
 def test_within_alphabet_split_holds_out_whole_alphabets(five_per_alphabet):
@@ -62,13 +27,10 @@ def test_within_alphabet_split_holds_out_whole_alphabets(five_per_alphabet):
     assert splits.test.num_classes == 2 * PER_ALPHABET  # test characters are not rotated
 
 
-def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp_path):
-    workdir = tmp_path / "w"
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.omniglot", f"--workdir={workdir}",
-         f"--data_dir={five_per_alphabet}", *TINY], cwd=ROOT, capture_output=True, text=True,
-        timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_demo_runs_both_protocols_each_in_its_own_workdir(omniglot_demo):
+    """The demo's command cut to seconds (`omniglot_demo`, run once per test session; its
+    character run serves the tests of evaluation, prediction and comparison)."""
+    workdir = omniglot_demo.workdir
     summary = json.loads((workdir / "results.json").read_text())["protocols"]
     assert set(summary) == {"character", "within_alphabet"}
     for protocol, extra in (("character", [1, 5]), ("within_alphabet", [1, 5])):
@@ -85,7 +47,10 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
             assert run["settings"]["5way_1shot"]["alphabets"] == sorted(
                 MINIMAL_ALPHABET_FOLDS[0][0])
         stored = json.loads((workdir / protocol / "config.json").read_text())
-        assert stored["metatrain"]["query_counts"] == "1,3"  # overrides reach both protocols
+        # overrides reach both protocols (--config.metatrain.iterations=10,
+        # --config.test.step_scales=0.25,1,4)
+        assert stored["metatrain"]["iterations"] == 10
+        assert stored["test"]["step_scales"] == "0.25,1,4"
         # held-out alphabets meta-train with centred, power-transformed features, the
         # character split does not; both meta-train on balanced and imbalanced query sets
         # and assume no balance
@@ -95,12 +60,12 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(five_per_alphabet, tmp
         assert not stored["metatrain"]["balanced_readout"]
     table = (workdir / "results.md").read_text()
     assert "## character" in table and "## within_alphabet" in table
-    assert "5way_1shot_5query" in proc.stdout
+    assert "5way_1shot_5query" in omniglot_demo.stdout
     # On this CPU machine the two protocols ran side by side, each logging to its work dir,
     # and the parent showed their lines as they came.
     for protocol in ("character", "within_alphabet"):
         assert "test 5way_1shot_1query" in (workdir / protocol / "log.txt").read_text()
-        assert f"[{protocol}] test 5way_1shot_1query" in proc.stdout
+        assert f"[{protocol}] test 5way_1shot_1query" in omniglot_demo.stdout
 
 
 def test_fold_summary_is_the_mean_over_folds_with_a_student_t_interval(tmp_path):

@@ -188,6 +188,9 @@ def test_published_sib_checkpoint_imports_evaluates_and_meta_training_continues(
     assert max(diffs) > 0 and max(diffs) < 1e-2, diffs
     results = json.loads((workdir / "results.json").read_text())
     assert results["settings"]["5way_1shot"]["episodes"] == 10
+    # CIFAR-FS crops, flips and jitters its images: meta-training took the faithful path,
+    # the backbone applied to augmented images inside every step
+    assert results["metatrain_source"] == "images"
 
 
 @pytest.mark.parametrize("meta,message", [
