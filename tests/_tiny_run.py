@@ -24,7 +24,7 @@ def metatrain_config(iterations: int, checkpoint_every: int):
     import ml_collections
 
     return ml_collections.ConfigDict(dict(
-        seed=3, iterations=iterations, batch_size=4, n_way=5, n_shot=1, n_query=3, sib_steps=2,
+        seed=3, iterations=iterations, batch_size=4, n_way=5, n_shot=1, n_query=3, sib_steps=1,
         inner_lr=1e-3, lr=1e-2, momentum=0.9, weight_decay=5e-4, grad_coeff=0.0,
         val_every=max(iterations // 2, 1), log_every=2, checkpoint_every=checkpoint_every))
 

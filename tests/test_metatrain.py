@@ -50,31 +50,40 @@ def test_train_step_compiles_once_and_lowers_the_loss():
     assert int(state["step"]) == 30
 
 
-def test_image_step_equals_feature_step_for_a_deterministic_transform():
+# ---- a Conv-4 backbone on 12 px images, shared by the tests of the image step -------------
+
+
+def _conv4_case(conv4_images, feature_fn):
+    """(images, labels, variables, SIB parameters, a batch of 4 episodes): the same arrays in
+    every test that uses it, so that a step they share is compiled once."""
+    images, labels = conv4_images()
+    variables = Conv4().init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)), train=False)
+    dim = feature_fn(variables, augment.OMNIGLOT.eval(images[:1])).shape[1]
+    return images, labels, variables, sib.init(jax.random.PRNGKey(1), 5, dim), \
+        _episode_batch(labels, 0)
+
+
+def _fresh(params, optimizer):
+    """A new state (the steps donate theirs) of a copy of `params`, placed as meta_train
+    places it."""
+    return parallel.replicate(
+        metatrain.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, 0),
+        parallel.data_mesh())
+
+
+def test_image_step_equals_feature_step_for_a_deterministic_transform(conv4_images,
+                                                                     conv4_feature_fn):
     """With no augmentation the faithful path (embed inside the step) is the cached path."""
-    module = Conv4()
-    images = np.random.default_rng(0).integers(0, 255, (60, 12, 12, 1), dtype=np.uint8)
-    labels = np.repeat(np.arange(6), 10).astype(np.int32)
-    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)), train=False)
-
-    def feature_fn(v, x):
-        return module.apply(v, x, train=False)
-
-    transform = augment.OMNIGLOT
-    feats = feature_fn(variables, transform.eval(images))
+    images, _, variables, params, batch = _conv4_case(conv4_images, conv4_feature_fn)
+    feats = conv4_feature_fn(variables, augment.OMNIGLOT.eval(images))
     optimizer = optim.sgd_nesterov(0.05)
-    params = sib.init(jax.random.PRNGKey(1), 5, feats.shape[1])
-    batch = _episode_batch(labels, 0)
     from_images = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3,
-                                            feature_fn=feature_fn, transform=transform)
+                                            feature_fn=conv4_feature_fn,
+                                            transform=augment.OMNIGLOT)
     from_feats = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3)
-    # The steps donate their state, so each gets its own copy of the parameters.
-    def fresh():
-        return metatrain.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, 0)
-
-    state_a, metrics_a = from_images(fresh(), variables,
+    state_a, metrics_a = from_images(_fresh(params, optimizer), variables,
                                      jnp.asarray(images), batch)
-    state_b, metrics_b = from_feats(fresh(), None, feats, batch)
+    state_b, metrics_b = from_feats(_fresh(params, optimizer), None, feats, batch)
     assert float(metrics_a["loss"]) == pytest.approx(float(metrics_b["loss"]), rel=1e-5)
     chex.assert_trees_all_close(state_a["params"], state_b["params"], rtol=1e-4, atol=1e-6)
 
@@ -195,17 +204,10 @@ def test_automatic_steps_per_call():
 # ---- views of cached features ---------------------------------------------------------------
 
 
-def _fresh(params, optimizer):
-    return metatrain.init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, 0)
-
-
-def test_step_on_identical_views_equals_the_step_on_plain_features(conv4_toy, conv4_feature_fn):
-    images, labels, variables = conv4_toy
+def test_step_on_identical_views_equals_the_step_on_plain_features(conv4_images, conv4_feature_fn):
+    images, _, variables, params, batch = _conv4_case(conv4_images, conv4_feature_fn)
     feats = evaluation.embed(conv4_feature_fn, variables, images, augment.OMNIGLOT.eval)
     optimizer = optim.sgd_nesterov(0.05)
-    params = sib.init(jax.random.PRNGKey(1), 5, feats.shape[1])
-    batch = metatrain.episodes_as_dict(
-        EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=1).sample(0, 2))
     step = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3)
     plain, _ = step(_fresh(params, optimizer), None, jnp.asarray(feats), batch)
     tiled, _ = step(_fresh(params, optimizer), None,
@@ -233,29 +235,16 @@ def test_step_draws_one_of_the_cached_views_for_each_image():
 # ---- memory: a bfloat16 frozen backbone ----------------------------------------------------
 
 
-def test_bfloat16_frozen_backbone_step_is_close_to_float32(conv4_images):
-    module = Conv4()
-    images, labels = conv4_images()
-    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)), train=False)
-
-    def feature_fn(v, x):
-        return module.apply(v, x, train=False)
-
-    batch = metatrain.episodes_as_dict(
-        EpisodeSampler(labels, EpisodeShape(5, 1, 3), seed=1).sample(0, 4))
+def test_bfloat16_frozen_backbone_step_is_close_to_float32(conv4_images, conv4_feature_fn):
+    images, _, variables, params, batch = _conv4_case(conv4_images, conv4_feature_fn)
     optimizer = optim.sgd_nesterov(0.05)
-    dim = feature_fn(variables, augment.OMNIGLOT.eval(images[:1])).shape[1]
-    params = sib.init(jax.random.PRNGKey(1), 5, dim)
     results = {}
-    for dtype in (jnp.float32, jnp.bfloat16):
+    for dtype in (jnp.float32, jnp.bfloat16):  # float32: the image step of the tests above
+        kwargs = {} if dtype == jnp.float32 else {"backbone_dtype": dtype}
         step = metatrain.make_train_step(optimizer, steps=2, inner_lr=1e-3,
-                                         feature_fn=feature_fn, transform=augment.OMNIGLOT,
-                                         backbone_dtype=dtype)
-        # The step donates its state: each run starts from its own copy of the parameters.
-        fresh = jax.tree_util.tree_map(jnp.copy, params)
-        state = parallel.replicate(metatrain.init_state(fresh, optimizer, 0),
-                                   parallel.data_mesh())
-        results[dtype] = step(state, variables, jnp.asarray(images), batch)
+                                         feature_fn=conv4_feature_fn,
+                                         transform=augment.OMNIGLOT, **kwargs)
+        results[dtype] = step(_fresh(params, optimizer), variables, jnp.asarray(images), batch)
     (s32, m32), (s16, m16) = results[jnp.float32], results[jnp.bfloat16]
     assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=2e-2)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(s16["params"]))

@@ -11,17 +11,27 @@ from metaunlab.data import augment
 from metaunlab.train import optim, parallel, pretrain
 
 
-def test_pretrain_step_compiles_once_and_learns():
-    module = Conv4()
-    backbone = init_backbone(module, 64, (16, 16, 1), seed=0)
+def _bands(n=32):
+    """n 16 px images of 4 classes: each class lights up its own band of columns."""
+    labels = np.random.default_rng(0).integers(0, 4, n).astype(np.int32)
+    images = (np.eye(4)[labels][:, :, None, None] * 255 * np.ones((1, 1, 16, 4))).reshape(
+        n, 16, 16, 1).astype(np.uint8)
+    return images, labels
+
+
+def _pretraining(module, transform, backbone_dtype=None):
+    """(state, step) of pretraining `module` (64 features at 16 px) on 4 classes."""
     optimizer = optim.sgd_nesterov(0.05)
+    backbone = init_backbone(module, 64, (16, 16, 1), seed=0)  # a new one: the step donates
     state = parallel.replicate(pretrain.init_state(backbone, 4, optimizer, seed=0),
                                parallel.data_mesh())
-    step = pretrain.make_train_step(module, augment.OMNIGLOT_SHIFT, optimizer)
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, 32).astype(np.int32)
-    images = (np.eye(4)[labels][:, :, None, None] * 255 * np.ones((1, 1, 16, 4))).reshape(
-        32, 16, 16, 1).astype(np.uint8)  # each class lights up its own band of columns
+    kwargs = {} if backbone_dtype is None else {"backbone_dtype": backbone_dtype}
+    return state, pretrain.make_train_step(module, transform, optimizer, **kwargs)
+
+
+def test_pretrain_step_compiles_once_and_learns():
+    state, step = _pretraining(Conv4(), augment.OMNIGLOT_SHIFT)
+    images, labels = _bands()
     losses = []
     accuracies = []
     for _ in range(6):
@@ -40,8 +50,7 @@ def test_no_pretraining_and_no_checkpoint_is_a_config_error(tmp_path):
 
     from metaunlab.errors import ConfigError
 
-    module = Conv4(width=4)
-    backbone = init_backbone(module, 4, (16, 16, 1), seed=0)
+    backbone = init_backbone(Conv4(), 64, (16, 16, 1), seed=0)  # as above: compiled once
     config = ml_collections.ConfigDict({"epochs": 0})
     with pytest.raises(ConfigError, match=r"--config\.pretrain\.epochs=0 needs a pretrained "
                                           r"backbone in .*pretrain/best"):
@@ -49,18 +58,13 @@ def test_no_pretraining_and_no_checkpoint_is_a_config_error(tmp_path):
                           None)
 
 
-def test_bfloat16_pretraining_keeps_float32_state_and_a_close_loss(conv4_images):
-    module = Conv4(width=8)
-    images, labels = conv4_images(n=24, size=16)
-    labels = labels % 4
-    optimizer = optim.sgd_nesterov(0.05)
+def test_bfloat16_pretraining_keeps_float32_state_and_a_close_loss():
+    # The float32 step is the one of the test above (compiled once for both).
+    images, labels = _bands()
     out = {}
     for dtype in (jnp.float32, jnp.bfloat16):
-        backbone = init_backbone(module, 8, (16, 16, 1), seed=0)  # donated below
-        state = parallel.replicate(pretrain.init_state(backbone, 4, optimizer, seed=0),
-                                   parallel.data_mesh())
-        step = pretrain.make_train_step(module, augment.OMNIGLOT, optimizer,
-                                        backbone_dtype=dtype)
+        state, step = _pretraining(Conv4(), augment.OMNIGLOT_SHIFT,
+                                   None if dtype == jnp.float32 else dtype)
         start = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(state["params"])])
         out[dtype] = step(state, images, labels)
     (s32, m32), (s16, m16) = out[jnp.float32], out[jnp.bfloat16]
