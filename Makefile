@@ -21,9 +21,10 @@ install-torch: install
 	$(PY) -m pip install torch==2.13.0
 
 # The offline default: pretrain Conv-4 on Omniglot, meta-train SIB, meta-test it under the
-# character split and on held-out alphabets (W/character, W/within_alphabet).
+# character split and on held-out alphabets (W/character, W/within_alphabet). The archives are
+# downloaded where no local copy exists (docs/data.md); ARGS adds flags, e.g. ARGS=--data_dir=D.
 demo: install
-	$(PY) -m experiments.omniglot --workdir=$(WORKDIR)
+	$(PY) -m experiments.omniglot --workdir=$(WORKDIR) $(ARGS)
 
 # Held-out alphabets, all four folds, and the mean over folds (W/fold<k>, W/folds.md).
 folds: install

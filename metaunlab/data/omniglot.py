@@ -25,6 +25,7 @@ import numpy as np
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import ImageFormat, decode_image
 from metaunlab.data.errors import DataError, looks_like_html
+from metaunlab.data.omniglot_fetch import omniglot_cache_dir
 from metaunlab.data.omniglot_splits import (  # noqa: F401  (the splits, importable from here too)
     MINIMAL_ALPHABET_FOLDS,
     ROTATION_ANGLES,
@@ -44,12 +45,15 @@ _LAYOUT = "<archive_stem>/<Alphabet>/characterNN/<drawer>_NN.png"
 
 
 def default_omniglot_dir() -> Path:
-    """``$METAUNLAB_OMNIGLOT_DIR`` if set, else ``<project root>/../shared/data/omniglot``."""
+    """``$METAUNLAB_OMNIGLOT_DIR`` if set; else ``<project root>/../shared/data/omniglot``
+    where that folder exists; else the download cache (``omniglot_fetch.omniglot_cache_dir``).
+    """
     from_env = os.environ.get(OMNIGLOT_DIR_ENV)
     if from_env:
         return Path(from_env).expanduser()
     project_root = Path(__file__).resolve().parents[2]  # parent of the metaunlab package
-    return project_root.parent / "shared" / "data" / "omniglot"
+    shared = project_root.parent / "shared" / "data" / "omniglot"
+    return shared if shared.is_dir() else omniglot_cache_dir()
 
 
 DEFAULT_OMNIGLOT_DIR = default_omniglot_dir()

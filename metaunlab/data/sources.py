@@ -40,6 +40,7 @@ from metaunlab.data.folders import load_reference_layout
 from metaunlab.data.mini_imagenet import detect_format, load_mini_imagenet
 from metaunlab.data.omniglot import (
     MINIMAL_ALPHABET_FOLDS,
+    OMNIGLOT_DIR_ENV,
     default_omniglot_dir,
     load_omniglot,
     mirror_classes,
@@ -47,6 +48,7 @@ from metaunlab.data.omniglot import (
     rotate_classes,
     split_omniglot,
 )
+from metaunlab.data.omniglot_fetch import fetch_omniglot
 from metaunlab.data.tiered_imagenet import load_tiered_imagenet
 from metaunlab.data.user_folders import find_split_file, load_user_folders
 from metaunlab.errors import ConfigError
@@ -85,8 +87,10 @@ def load_dataset_splits(
     if fmt not in _FORMATS[name]:
         raise DataError(f"--config.data.format={fmt!r} does not exist for {name}; use one of "
                         f"{', '.join(_FORMATS[name])}.")
-    root = data.root or (str(default_omniglot_dir()) if name == "omniglot" and fmt == "auto"
-                         else "")
+    root = data.root
+    if not root and name == "omniglot" and fmt == "auto":
+        # The default folder: the archives are downloaded there when it has none.
+        root = str(fetch_omniglot(default_omniglot_dir(), env_var=OMNIGLOT_DIR_ENV))
     if not root:
         raise DataError(f"--config.data.root is not set; point it (or --data_dir) at the "
                         f"{name} folder (see README 'Data').")
