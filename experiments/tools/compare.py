@@ -437,14 +437,15 @@ def plot_comparison(results: dict, path: str) -> None:
         colours = ["tab:green" if n.startswith("sib_") else
                    "tab:orange" if methods[n]["transductive"] else "tab:blue" for n in shown]
         y = np.arange(len(shown))
-        ax.barh(y, acc, xerr=ci, color=colours, capsize=3)
+        # Bars grow from chance, the floor every method is measured against: a bar's length
+        # is what the method adds over guessing, so a 1-point gap looks like 1 point.
+        chance = 100.0 / results["settings"][setting]["n_way"]
+        ax.barh(y, acc - chance, left=chance, xerr=ci, color=colours, capsize=3)
         ax.set_yticks(y, shown)
         ax.invert_yaxis()
-        low = max(0.0, float(np.min(acc - ci)) - 1.0)
-        span = 100.0 - low
-        ax.set_xlim(max(0.0, low - 0.1 * span), 100.0 + 0.12 * span)  # room for the labels
+        ax.set_xlim(chance, 100.0 + 0.12 * (100.0 - chance))  # room for the labels
         ax.axvline(100.0, color="grey", lw=0.8)
-        ax.set_xlabel("accuracy (%)")
+        ax.set_xlabel(f"accuracy (%), bars from chance ({chance:.0f}%)")
         ax.set_title(f"{setting} ({results['settings'][setting]['episodes']} episodes)")
         for yi, a, c in zip(y, acc, ci, strict=True):
             ax.text(a + c, yi, f" {a:.1f}", va="center", fontsize=7)

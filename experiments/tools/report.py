@@ -66,6 +66,22 @@ def learning_curves(records: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]
             for name, curves in phases.items()}
 
 
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """The mean of each value and the ``window - 1`` before it (fewer at the start).
+
+    Args:
+      values: a 1-D series, e.g. the training loss of each log step.
+      window: how many values each mean covers.
+
+    Returns:
+      An array as long as ``values``.
+    """
+    sums = np.cumsum(np.concatenate([[0.0], np.asarray(values, np.float64)]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
 def plot_learning_curves(curves: dict[str, dict[str, np.ndarray]], path: str) -> None:
     plt = pyplot()
     rows = max(len(curves), 1)
@@ -74,7 +90,12 @@ def plot_learning_curves(curves: dict[str, dict[str, np.ndarray]], path: str) ->
         for ax in axes.flat:
             ax.text(0.5, 0.5, "no training records in metrics.jsonl", ha="center")
     for (name, c), (ax_loss, ax_acc) in zip(curves.items(), axes, strict=False):
-        ax_loss.plot(c["step"], c["loss"], lw=1)
+        window = max(1, len(c["loss"]) // 20)
+        ax_loss.plot(c["step"], c["loss"], lw=0.6, alpha=0.35, color="tab:blue",
+                     label="each log step")
+        ax_loss.plot(c["step"], running_mean(c["loss"], window), lw=1.8, color="tab:blue",
+                     label=f"mean of the last {window} log steps")
+        ax_loss.legend(fontsize=8)
         ax_loss.set_title(f"{name}: training loss")
         ax_loss.set_xlabel("step")
         if len(c["loss"]) and np.nanmin(c["loss"]) > 0:
