@@ -12,7 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+import filelock
+
 from metaunlab.data.download import download
+from metaunlab.data.errors import DataError
 
 OMNIGLOT_URL_ENV = "METAUNLAB_OMNIGLOT_URL"
 OMNIGLOT_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
@@ -34,9 +37,15 @@ def omniglot_cache_dir() -> Path:
 
 
 def has_omniglot(folder: Path) -> bool:
-    """Whether ``folder`` holds any Omniglot archive or extracted ``images_*`` folder."""
-    return folder.is_dir() and any(
-        (p.is_file() and p.suffix == ".zip") or p.is_dir() for p in folder.glob("images_*"))
+    """Whether ``folder`` holds both minimal archives, or Omniglot archives or extracted
+    ``images_*`` folders of other names (e.g. the full ``images_background.zip``) and neither
+    minimal archive: a folder holding one minimal archive is a download cut short."""
+    if not folder.is_dir():
+        return False
+    present = [p.name for p in folder.glob("images_*")
+               if (p.is_file() and p.suffix == ".zip") or p.is_dir()]
+    minimal = [name for name in MINIMAL_ARCHIVES if name in present]
+    return len(minimal) == len(MINIMAL_ARCHIVES) or (bool(present) and not minimal)
 
 
 def fetch_omniglot(folder: str | os.PathLike, *, env_var: str) -> Path:
@@ -58,10 +67,20 @@ def fetch_omniglot(folder: str | os.PathLike, *, env_var: str) -> Path:
     if has_omniglot(folder):
         return folder
     base = os.environ.get(OMNIGLOT_URL_ENV) or OMNIGLOT_URL
-    print(f"Omniglot: downloading {', '.join(MINIMAL_ARCHIVES)} from {base} into {folder} "
-          f"(set {env_var} to use archives stored elsewhere)", file=sys.stderr)
-    for name, sha256 in MINIMAL_ARCHIVES.items():
-        download(base.rstrip("/") + "/" + name, folder / name, sha256,
-                 where_to_put_it=f"put it in {folder}, or set {env_var} to a folder that "
-                                 "holds both archives")
+    where_to_put_it = f"put it in {folder}, or set {env_var} to a folder that holds both archives"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot create {folder} ({error.strerror}); set {env_var} to a folder "
+                        "you may write to, or that holds both archives.") from None
+    # Runs started side by side (the demo's protocols) download once: the others wait here,
+    # then find the archives.
+    with filelock.FileLock(folder / ".download.lock"):
+        missing = [name for name in MINIMAL_ARCHIVES if not (folder / name).is_file()]
+        if missing and not has_omniglot(folder):
+            print(f"Omniglot: downloading {', '.join(missing)} from {base} into {folder} "
+                  f"(set {env_var} to use archives stored elsewhere)", file=sys.stderr)
+            for name in missing:
+                download(base.rstrip("/") + "/" + name, folder / name, MINIMAL_ARCHIVES[name],
+                         where_to_put_it=where_to_put_it)
     return folder

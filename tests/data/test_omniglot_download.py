@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,11 @@ def host():
     server.server_close()
 
 
+def _files(folder: Path) -> list[str]:
+    """The folder's files, less the lock that serialises downloads into it."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".download.lock")
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -80,7 +86,7 @@ def test_an_empty_default_folder_is_filled_from_the_host_and_then_read(
     splits, _ = load_dataset_splits(data)
     for name in MINIMAL_ARCHIVES:
         assert (folder / name).read_bytes() == (SHARED / name).read_bytes()
-    assert sorted(p.name for p in folder.iterdir()) == sorted(MINIMAL_ARCHIVES)  # no leftovers
+    assert _files(folder) == sorted(MINIMAL_ARCHIVES)  # no partial file left
     data.root = str(SHARED)
     from_shared, _ = load_dataset_splits(data)
     assert {k: s.class_names for k, s in splits.items()} == {
@@ -119,7 +125,17 @@ def test_no_network_says_what_to_download_and_where_to_put_it(tmp_path, monkeypa
             rf"/python/{NAME} yourself and put it in {folder}, or set METAUNLAB_OMNIGLOT_DIR "
             r"to a folder that holds both archives\.$")):
         fetch_omniglot(folder, env_var="METAUNLAB_OMNIGLOT_DIR")
-    assert list(folder.iterdir()) == []
+    assert _files(folder) == []
+
+
+def test_a_download_cut_short_fetches_only_the_missing_archive(host, tmp_path, capsys) -> None:
+    (tmp_path / NAME).write_bytes(PUBLISHED)
+    other = "images_background_small2.zip"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(OMNIGLOT_URL_ENV, f"{host}/good/")
+        fetch_omniglot(tmp_path, env_var="METAUNLAB_OMNIGLOT_DIR")
+    assert f"downloading {other} from" in capsys.readouterr().err
+    assert (tmp_path / other).read_bytes() == (SHARED / other).read_bytes()
 
 
 def test_a_folder_with_archives_is_used_as_it_is(tmp_path) -> None:
