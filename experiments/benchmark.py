@@ -12,7 +12,7 @@ import json
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_bool("quick", False, "A short subset of the cases with short timing loops.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes, every kind of case once (seconds; for tests).")
@@ -29,7 +29,7 @@ def main(argv):
     if FLAGS.quick and FLAGS.smoke:
         cli.fail("--quick and --smoke are exclusive; give one of them, or neither for the full "
                  "suite.")
-    from experiments.tools import benchmark  # after flag parsing: fast --help
+    from .tools import benchmark  # after flag parsing: fast --help
 
     mode = "smoke" if FLAGS.smoke else "quick" if FLAGS.quick else "full"
     env = benchmark.environment()

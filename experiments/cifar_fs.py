@@ -3,7 +3,7 @@
 See experiments/configs/cifar_fs.py for the settings, the expected time and accuracy.
 """
 
-from experiments.runner import main
+from .runner import main
 
 if __name__ == "__main__":
     main("cifar_fs", data_dir_flag=True)

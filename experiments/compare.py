@@ -14,7 +14,7 @@ compare_val.png and "compare_val"; likewise compare_train with --split=train).
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 
 def _positive(text: str) -> bool:
@@ -58,7 +58,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
-    from experiments.tools.compare import output_name, run_compare
+    from .tools.compare import output_name, run_compare
 
     with cli.user_errors():
         results = run_compare(

@@ -13,7 +13,7 @@ to the most-predicted class and the number of classes predicted
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_integer("ways", 20, "Ways of the episodes (a head of that way must exist).")
@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
-    from experiments.tools.crowding import crowding_report
+    from .tools.crowding import crowding_report
 
     with cli.user_errors():
         print(crowding_report(FLAGS.workdir, n_way=FLAGS.ways, n_query=FLAGS.n_query,

@@ -12,7 +12,7 @@ import json
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_string("episodes", None, "Episode file (reference JSON format).", required=True)

@@ -4,7 +4,7 @@
 See experiments/configs/features.py for the file it reads and the settings.
 """
 
-from experiments.runner import main
+from .runner import main
 
 if __name__ == "__main__":
     main("features", data_dir_flag=True)

@@ -4,7 +4,7 @@
 See experiments/configs/folders.py for the layouts it accepts and the settings.
 """
 
-from experiments.runner import main
+from .runner import main
 
 if __name__ == "__main__":
     main("folders", data_dir_flag=True)

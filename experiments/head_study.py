@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a trained run (its backbone is used).",
                     required=True)
@@ -39,9 +39,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
-    from experiments.tools.head_study import format_study, parse_variants, run_head_study
     from metaunlab.train.config_checks import parse_settings
     from metaunlab.trained_model import TrainedModel
+
+    from .tools.head_study import format_study, parse_variants, run_head_study
 
     with cli.user_errors():
         variants = parse_variants(FLAGS.variants)

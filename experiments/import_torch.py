@@ -18,8 +18,9 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import cli
 from metaunlab.errors import ConfigError
+
+from . import cli
 
 # dataset name -> the experiment config module for it
 DATASETS = {"miniimagenet": "miniimagenet", "cifar_fs": "cifar_fs"}
@@ -37,7 +38,7 @@ def import_checkpoint(checkpoint: str, arch: str, dataset: str, workdir: str, sh
                       use_torch: bool | None = None, data_dir: str = "") -> dict[str, Any]:
     """The dataset's experiment config, then `metaunlab.interop.import_checkpoint`."""
     dataset = _canonical_dataset(dataset)
-    config = importlib.import_module(f"experiments.configs.{DATASETS[dataset]}").get_config(
+    config = importlib.import_module(f".configs.{DATASETS[dataset]}", __package__).get_config(
         "5shot" if shot == 5 else "1shot")
     if data_dir:
         config.data.root = data_dir

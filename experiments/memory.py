@@ -9,7 +9,7 @@ backends plan buffers differently, so read the numbers as ratios.
 import jax.numpy as jnp
 from absl import app
 
-from experiments.tools import memory
+from .tools import memory
 
 ROWS = [
     ("SIB head on features, B=8, K=5", lambda: memory.sib_step(steps=5)),

@@ -7,7 +7,7 @@ within-alphabet episodes in W/within_alphabet, then prints both (W/results.md).
 experiments/configs/omniglot.py for the settings, the time and the accuracy.
 """
 
-from experiments.runner import main
+from .runner import main
 
 PROTOCOLS = ("character", "within_alphabet")
 

@@ -14,8 +14,9 @@ import os
 
 from absl import app, flags
 
-from experiments import cli, runner
 from metaunlab.errors import ConfigError
+
+from . import cli, runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory of the fold runs (W/fold<k>) and the summary.")

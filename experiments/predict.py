@@ -16,7 +16,7 @@ Writes `path,label,probability,label_k0,probability_k0` per query image (with
 
 from absl import app, flags, logging
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_string("support_dir", None, "Folder of class folders of labeled images.",

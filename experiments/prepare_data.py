@@ -13,7 +13,7 @@ Rerunning after an interruption keeps the images already written.
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_string("imagenet_dir", None, "ImageNet folder holding train/<wnid>/*.JPEG.")
 flags.DEFINE_string("csv_dir", None, "Folder holding the split CSVs train/val/test.csv.")

@@ -10,7 +10,7 @@ import os
 
 from absl import app, flags
 
-from experiments import cli
+from . import cli
 
 flags.DEFINE_string("workdir", None, "Work dir of a training run.", required=True)
 flags.DEFINE_integer("num_episodes", 300, "Test episodes per setting for accuracy against K.")
@@ -23,7 +23,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
-    from experiments.tools.report import write_report
+    from .tools.report import write_report
 
     with cli.user_errors():
         out = write_report(FLAGS.workdir, num_episodes=FLAGS.num_episodes,

@@ -13,9 +13,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import cli
 from metaunlab.errors import ConfigError
 from metaunlab.train.config_checks import unknown_field_message
+
+from . import cli
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # Exit status after a clean stop on SIGTERM: that of a process killed by SIGTERM, so a
@@ -252,7 +253,7 @@ def run_each(runs: dict, *, label: str, processes: int = 1) -> dict:
     another in this process. On SIGTERM the runs save their state and the script exits with
     status 143."""
     if processes > 1 and len(runs) > 1:
-        from experiments.concurrent_runs import RunsPreempted, run_concurrently
+        from .concurrent_runs import RunsPreempted, run_concurrently
 
         try:
             return run_concurrently(runs, label=label, processes=processes)

@@ -3,7 +3,7 @@
 See experiments/configs/tiered_imagenet.py for the settings and the data it expects.
 """
 
-from experiments.runner import main
+from .runner import main
 
 if __name__ == "__main__":
     main("tiered_imagenet", data_dir_flag=True)

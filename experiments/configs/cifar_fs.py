@@ -20,7 +20,7 @@ Expected (published, the authors' code: WRN-28-10, K = 3, last checkpoint, 2000 
 Not reproduced here.
 """
 
-from experiments.configs.common import published_config
+from metaunlab.experiments.configs.common import published_config
 
 
 def get_config(variant: str = "1shot"):

@@ -15,7 +15,7 @@ Expected: the SIB paper reports no FC100 result, so there is no published number
 the settings are the CIFAR-FS ones. Not reproduced here.
 """
 
-from experiments.configs.common import published_config
+from metaunlab.experiments.configs.common import published_config
 
 
 def get_config(variant: str = "1shot"):

@@ -14,7 +14,7 @@ CPU for 640-d features.
 Expected: no fixed accuracy; it depends on your features.
 """
 
-from experiments.configs.common import base_config
+from metaunlab.experiments.configs.common import base_config
 
 
 def get_config():

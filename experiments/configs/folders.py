@@ -18,7 +18,7 @@ time depends on the data and is not measured here.
 Expected: no fixed accuracy; it depends on your data.
 """
 
-from experiments.configs.common import base_config
+from metaunlab.experiments.configs.common import base_config
 
 
 def get_config():

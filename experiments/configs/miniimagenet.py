@@ -19,7 +19,7 @@ Expected (published, the authors' code: WRN-28-10, K = 3, last checkpoint, 2000 
 paper: 70.0 / 79.2). Not reproduced here.
 """
 
-from experiments.configs.common import published_config
+from metaunlab.experiments.configs.common import published_config
 
 
 def get_config(variant: str = "1shot"):

@@ -31,7 +31,7 @@ Expected (SIB, K = 3, one-shot, 5 balanced queries per class, 1000 test episodes
 docs/realistic_query_sets.md. The choices below are measured in docs/omniglot.md.
 """
 
-from experiments.configs.common import base_config
+from metaunlab.experiments.configs.common import base_config
 
 PROTOCOLS = ("character", "within_alphabet")
 

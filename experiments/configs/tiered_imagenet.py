@@ -16,7 +16,7 @@ to match; the settings are the miniImageNet ones (WRN-28-10, pretraining with th
 miniImageNet augmentation, K = 3, 50,000 meta-training iterations). Not reproduced here.
 """
 
-from experiments.configs.common import published_config
+from metaunlab.experiments.configs.common import published_config
 
 
 def get_config(variant: str = "1shot"):

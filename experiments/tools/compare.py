@@ -41,7 +41,6 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.tools.plotting import pyplot
 from metaunlab import evaluation
 from metaunlab.data.episode_files import read_episode_file
 from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
@@ -56,6 +55,8 @@ from metaunlab.research.protocols import protocol_name
 from metaunlab.results import methods_table
 from metaunlab.train.workdir import read_json, write_json_atomic
 from metaunlab.trained_model import TrainedModel, setting_name
+
+from .plotting import pyplot
 
 # Table order: inductive first, then transductive, each roughly by publication.
 DEFAULT_METHODS = ("protonet_cosine", "simpleshot", "logreg", "transductive_ft", "bd_cspn",

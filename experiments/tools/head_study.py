@@ -25,7 +25,6 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.configs.common import base_config
 from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.data.query_sets import QueryDistribution
@@ -37,6 +36,8 @@ from metaunlab.results import markdown_table
 from metaunlab.train.metatrain import head_of_config, meta_train, training_query_distributions
 from metaunlab.train.metrics import MetricWriter
 from metaunlab.trained_model import TrainedModel, setting_name
+
+from ..configs.common import base_config
 
 
 @dataclasses.dataclass(frozen=True)

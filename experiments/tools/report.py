@@ -22,8 +22,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments.tools.compare import method_names, setting_names
-from experiments.tools.plotting import pyplot
 from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
@@ -33,6 +31,9 @@ from metaunlab.train.metrics import read_metrics
 from metaunlab.train.pipeline import parse_settings
 from metaunlab.train.workdir import read_json
 from metaunlab.trained_model import TrainedModel, setting_name
+
+from .compare import method_names, setting_names
+from .plotting import pyplot
 
 REPORT_STEPS = (0, 1, 2, 3, 5, 8)
 CURVES = "report_curves.png"

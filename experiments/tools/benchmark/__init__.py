@@ -51,7 +51,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from experiments.tools.benchmark.cases import (
+from metaunlab.errors import ConfigError
+
+from .cases import (
     DATASETS,
     FEAT_DIM,
     REFERENCE_CONV4_STEP_S,
@@ -62,16 +64,15 @@ from experiments.tools.benchmark.cases import (
     Prepared,
     suite,
 )
-from experiments.tools.benchmark.prepare import (
+from .prepare import (
     prepare_cached_step,
     prepare_eval,
     prepare_full_step,
     prepare_memory_target,
     prepare_sib_step,
 )
-from experiments.tools.benchmark.timing import Timing, environment, time_interleaved
-from experiments.tools.benchmark.torch_step import prepare_torch_sib_step
-from metaunlab.errors import ConfigError
+from .timing import Timing, environment, time_interleaved
+from .torch_step import prepare_torch_sib_step
 
 __all__ = ["REFERENCE_CONV4_STEP_S", "REFERENCE_SIB_STEP_S", "REFERENCE_SOURCE",
            "environment", "format_table", "run", "summary"]

@@ -12,8 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.tools.benchmark import variants
-from experiments.tools.benchmark.cases import (
+from metaunlab import evaluation, sib
+from metaunlab.backbones import get_backbone
+from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
+from metaunlab.methods import Method, sib_method
+from metaunlab.train import metatrain, optim
+
+from . import variants
+from .cases import (
     DATASETS,
     INNER_LR,
     MEMORY_TARGET_BYTES,
@@ -24,12 +30,7 @@ from experiments.tools.benchmark.cases import (
     Prepared,
     device_name,
 )
-from experiments.tools.benchmark.timing import compile_with_stats
-from metaunlab import evaluation, sib
-from metaunlab.backbones import get_backbone
-from metaunlab.data.episodes import Episodes, EpisodeSampler, EpisodeShape
-from metaunlab.methods import Method, sib_method
-from metaunlab.train import metatrain, optim
+from .timing import compile_with_stats
 
 
 def _labels(rows: int, case: Case, classes: int = TRAIN_CLASSES) -> np.ndarray:

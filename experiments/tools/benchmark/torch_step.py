@@ -5,8 +5,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments.tools.benchmark.cases import INNER_LR, OUTER_LR, Budget, Case, Prepared
 from metaunlab import sib
+
+from .cases import INNER_LR, OUTER_LR, Budget, Case, Prepared
 
 
 def make_torch_sib_step(params: sib.Params, *, steps: int, lr: float = INNER_LR,
