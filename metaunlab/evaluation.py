@@ -47,8 +47,9 @@ def embed(feature_fn: FeatureFn, variables: Any, images: np.ndarray,
     n = len(images)
     batch_size = min(batch_size, max(n, 1))
     outputs = []
-    bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=desc is None,
-               leave=False)
+    # disable=None: a bar only where stderr is a terminal (piped logs get none).
+    bar = tqdm(range(0, n, batch_size), desc=desc, unit="batch",
+               disable=True if desc is None else None, leave=False)
     for start in bar:
         chunk = images[start:start + batch_size]
         valid = len(chunk)
@@ -156,7 +157,8 @@ def evaluate(method: Method, feats: np.ndarray | jax.Array, episodes: Episodes, 
         jax.block_until_ready(run(parts[0]))
         warm_up = time.perf_counter() - started
     started = time.perf_counter()
-    bar = tqdm(parts, desc=desc, unit="chunk", disable=desc is None, leave=False)
+    bar = tqdm(parts, desc=desc, unit="chunk", disable=True if desc is None else None,
+               leave=False)  # disable=None: a bar only on a terminal
     out = [np.asarray(run(part)) for part in bar]
     ms = 1000.0 * (time.perf_counter() - started) / total if timed else None
     return Evaluation(100.0 * np.concatenate(out)[:total], ms, warm_up)

@@ -4,6 +4,7 @@ cut of the real archives with 5 characters of each of the 8 alphabets (`five_per
 and `omniglot_demo`, tests/conftest.py)."""
 
 import json
+import re
 
 import pytest
 
@@ -64,8 +65,14 @@ def test_demo_runs_both_protocols_each_in_its_own_workdir(omniglot_demo):
     # On this CPU machine the two protocols ran side by side, each logging to its work dir,
     # and the parent showed their lines as they came.
     for protocol in ("character", "within_alphabet"):
-        assert "test 5way_1shot_1query" in (workdir / protocol / "log.txt").read_text()
+        log = (workdir / protocol / "log.txt").read_text()
+        assert "test 5way_1shot_1query" in log
         assert f"[{protocol}] test 5way_1shot_1query" in omniglot_demo.stdout
+        # A log file gets lines, not progress-bar frames: one per log step, and the
+        # compilation of each phase's step once.
+        assert "\r" not in log and "it/s]" not in log and "step/s]" not in log
+        assert re.search(r"^pretrain step 5/\d+: loss [\d.]+, acc [\d.]+%", log, re.M)
+        assert log.count("metatrain_5way_1shot: first call (compiling the step) took") == 1
 
 
 def test_fold_summary_is_the_mean_over_folds_with_a_student_t_interval(tmp_path):

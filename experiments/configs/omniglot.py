@@ -76,7 +76,8 @@ def get_config(protocol: str = "character"):
     c.pretrain.lr = 0.1
     c.pretrain.warmup_steps = 200
     c.pretrain.decay_epochs = (8,)
-    c.pretrain.log_every = 20
+    # A log record, and a line of log.txt, every 100 steps (about 20 in all).
+    c.pretrain.log_every = 100
 
     # 8000 x 8 = 64,000 episodes (the reference: 50,000 x 1), at 10x the reference's meta
     # learning rate, divided by 10 for the last 2000, on query sets of 1 to 15 queries per
@@ -90,7 +91,9 @@ def get_config(protocol: str = "character"):
     # Meta-training reads the frozen features of the training images as drawn, computed
     # once, not distorted views of them (metatrain.feature_views, metatrain.transform;
     # docs/omniglot.md, "SIB below K = 0 at 5 shots with 15 queries per class").
-    c.metatrain.log_every = 50
+    # A log record, and a line of log.txt, every 250 iterations (a multiple of the 10
+    # iterations a call runs on features, so the calls, and the results, are the same).
+    c.metatrain.log_every = 250
     # Query sets of both kinds users meet: balanced, and with Dirichlet(2) class proportions
     # (the counts where those fit the 20 drawings of a character: up to 5 per class), one
     # drawn per iteration, so phi learns what an imbalanced query set looks like. No part of

@@ -144,7 +144,8 @@ def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequenc
     paired_difference`). `k0_transductive`: the head's K = 0 reads the queries (its
     features are centred on the episode's mean), so `sib_k0` is marked transductive."""
     results, per_episode = {}, {}
-    bar = tqdm(methods, desc=f"compare {episode_set.name}", disable=not progress, leave=False)
+    bar = tqdm(methods, desc=f"compare {episode_set.name}", leave=False,
+               disable=None if progress else True)  # None: a bar only on a terminal
     for method in bar:
         bar.set_postfix(method=method.name)
         result = evaluation.evaluate(method, feats, episode_set.episodes, base_mean=base_mean,

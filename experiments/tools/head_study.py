@@ -139,7 +139,7 @@ def run_head_study(workdir: str, variants: Mapping[str, Mapping], *, settings: S
     results: dict = {name: {c.name: {f: [] for f in fields} for c in cells} for name in variants}
     minutes = {}
     jobs = [(v, seed, w, s) for v in variants for seed in seeds for (w, s) in settings]
-    bar = tqdm(jobs, desc="head study", disable=not progress)
+    bar = tqdm(jobs, desc="head study", disable=None if progress else True)  # only on a terminal
     for variant, seed, n_way, n_shot in bar:
         bar.set_postfix(recipe=variant, seed=seed, setting=setting_name(n_way, n_shot))
         mt = recipe(config.metatrain, variants[variant], n_way, n_shot, seed)

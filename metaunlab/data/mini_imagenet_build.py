@@ -142,7 +142,7 @@ def build_from_imagenet(
 
     with ThreadPoolExecutor(_THREADS) as pool:
         for _ in tqdm(pool.map(write, jobs), total=len(jobs), desc="miniImageNet",
-                      disable=not progress):
+                      disable=None if progress else True):  # a bar only on a terminal
             pass
     return {split: sum(len(names) for names in classes.values())
             for split, classes in splits.items()}

@@ -169,10 +169,9 @@ class TrainLoop:
         start = int(state["step"])
         if start == 0 and self.validate_at(0):
             state = self._validate(state, 0, validate, best_of, describe)
-        bar = tqdm(total=self.total_steps, initial=start, desc=self.phase, unit="step",
-                   disable=not parallel.is_primary())
+        progress = _Progress(self.phase, start, self.total_steps, self.items_per_step,
+                             self.items)
         rate = f"{self.items}_per_s"
-        window_start, window_items = time.perf_counter(), 0
         done = start
         with PreemptionGuard() as guard:
             while done < self.total_steps:
@@ -180,19 +179,16 @@ class TrainLoop:
                 count = self._steps_this_call(step)
                 state, metrics = step_barrier(advance(state, step, count))
                 done = step + count
-                bar.update(count)
-                window_items += self.items_per_step * count
+                progress.update(count)
                 if self.log_at(done):
                     metrics = {k: float(v) for k, v in metrics.items()}
                     if not np.isfinite(metrics["loss"]):
                         raise NonFiniteError(self._diverged(done, "the training loss"))
-                    per_s = window_items / (time.perf_counter() - window_start)
                     extra = log_extra(step) if log_extra else {}
-                    self.writer.write(self.phase, done, **extra, **{rate: per_s}, **metrics)
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}",
-                                    acc=f"{metrics['accuracy']:.1f}%",
-                                    **{_SHORT_RATE.get(self.items, rate): f"{per_s:.0f}"})
-                    window_start, window_items = time.perf_counter(), 0
+                    per_s = progress.rate()
+                    rates = {} if per_s is None else {rate: per_s}
+                    self.writer.write(self.phase, done, **extra, **rates, **metrics)
+                    progress.log(done, metrics["loss"], metrics["accuracy"], per_s)
                 if self.validate_at(done):
                     self._check_finite(state, done)
                     state = self._validate(state, done, validate, best_of, describe)
@@ -201,6 +197,76 @@ class TrainLoop:
                     self.last.save(done, state)
                 stop_if_requested(guard, done, self.total_steps, self.last, state,
                                   self.writer, self.phase)
-        bar.close()
+        progress.close()
         self.writer.flush()
         return state
+
+
+class _Progress:
+    """What a training phase shows of its progress: a bar on a terminal, else one line per log
+    step. Compilation is timed apart: the first call of a phase (or of a resumed phase)
+    compiles the step, so it is reported once, and the throughput and the time left count
+    only the calls after it."""
+
+    def __init__(self, phase: str, start: int, total: int, items_per_step: int, items: str):
+        self.phase, self.total = phase, total
+        self.items_per_step, self.items = items_per_step, items
+        self.shown = parallel.is_primary()
+        # disable=None: tqdm draws the bar only when stderr is a terminal.
+        self.bar = tqdm(total=total, initial=start, desc=phase, unit="step",
+                        disable=None if self.shown else True)
+        self.started = time.perf_counter()
+        self.first_call = True
+        self.window_start, self.window_items = self.started, 0
+        self.steady_start, self.steady_steps = self.started, 0
+
+    def update(self, count: int) -> None:
+        now = time.perf_counter()
+        if self.first_call:
+            self.first_call = False
+            if self.shown:
+                tqdm.write(f"{self.phase}: first call (compiling the step) took "
+                           f"{now - self.started:.1f} s")
+            self.window_start = self.steady_start = now
+            # The bar's clock starts after compilation too, so its rate and time left are the
+            # steady ones.
+            self.bar.update(count)
+            self.bar.start_t = self.bar.last_print_t = time.time()  # tqdm's clock
+            self.bar.initial = self.bar.n
+            return
+        self.bar.update(count)
+        self.window_items += self.items_per_step * count
+        self.steady_steps += count
+
+    def rate(self) -> float | None:
+        """Items per second since the last log step, compilation excluded (None right after
+        the first call: nothing has been timed yet)."""
+        if not self.window_items:
+            return None
+        per_s = self.window_items / (time.perf_counter() - self.window_start)
+        self.window_start, self.window_items = time.perf_counter(), 0
+        return per_s
+
+    def log(self, done: int, loss: float, accuracy: float, per_s: float | None) -> None:
+        short = _SHORT_RATE.get(self.items, f"{self.items}_per_s")
+        speed = {} if per_s is None else {short: f"{per_s:.0f}"}
+        if not self.bar.disable:
+            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}%", **speed)
+        elif self.shown:
+            line = f"{self.phase} step {done}/{self.total}: loss {loss:.3f}, acc {accuracy:.1f}%"
+            if per_s is not None:
+                line += f", {per_s:.0f} {self.items}/s"
+            if self.steady_steps:
+                left = (self.total - done) * (time.perf_counter() - self.steady_start) \
+                    / self.steady_steps
+                line += f", {_clock(left)} left"
+            tqdm.write(line)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
