@@ -3,7 +3,12 @@
     python docs/tutorial.py FEATS.npz [--iterations=2000]
 
 FEATS.npz holds train/val/test `_features` (N, D) and `_labels` (N,) arrays from any
-backbone (metaunlab/data/features.py). SIB is meta-trained on the train split, selected on
+backbone (metaunlab/data/features.py). With nothing but the Omniglot archives, make one from
+the demo's run:
+
+    make demo
+    python -m experiments.export_features --workdir=workdirs/omniglot/character --output=feats.npz
+ SIB is meta-trained on the train split, selected on
 val, and every method is evaluated on the same 5-way 1-shot test episodes, 15 unlabeled
 queries per class.
 """

@@ -13,8 +13,8 @@ import runpy
 from collections.abc import Callable
 
 SCRIPTS = ("omniglot", "omniglot_folds", "miniimagenet", "tiered_imagenet", "cifar_fs", "fc100",
-           "folders", "features", "predict", "evaluate", "compare", "report", "crowding",
-           "head_study", "import_torch", "prepare_data", "benchmark", "memory")
+           "folders", "features", "export_features", "predict", "evaluate", "compare", "report",
+           "crowding", "head_study", "import_torch", "prepare_data", "benchmark", "memory")
 
 
 def run_script(script: str) -> None:

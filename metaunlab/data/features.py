@@ -23,6 +23,7 @@ import zlib
 import numpy as np
 
 from metaunlab.data.errors import DataError
+from metaunlab.files import atomic_path
 
 SPLITS = ("train", "val", "test")
 FEATURES_FORMAT = "features"  # the value of config.data.format that reads a features file
@@ -86,3 +87,21 @@ def load_feature_file(path: str | os.PathLike) -> dict[str, FeatureSplit]:
 
 def _all_names() -> list[str]:
     return [f"{s}_{kind}" for s in SPLITS for kind in ("features", "labels")]
+
+
+def save_feature_file(path: str | os.PathLike,
+                      splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Write a features `.npz` that `load_feature_file` reads (module docstring), atomically.
+
+    Args:
+      path: the `.npz` to write.
+      splits: `{"train", "val", "test"} -> (features (N, D), labels (N,))`.
+    """
+    if set(splits) != set(SPLITS):
+        raise ValueError(f"splits must be exactly {SPLITS}, got {sorted(splits)}.")
+    arrays = {}
+    for split, (features, labels) in splits.items():
+        arrays[f"{split}_features"] = np.asarray(features, np.float32)
+        arrays[f"{split}_labels"] = np.asarray(labels, np.int64)
+    with atomic_path(path, suffix=".npz") as partial, open(partial, "wb") as file:
+        np.savez(file, **arrays)
