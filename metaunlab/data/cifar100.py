@@ -15,7 +15,6 @@ test rows):
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from importlib import resources
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metaunlab.data import limits
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.data.safe_pickle import loads_data_pickle
@@ -38,6 +38,7 @@ MEMBER_MD5 = {
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
     "meta": "7973b15100ade9c7d40fb424638fde48",
 }
+_MD5_CHUNK = 4 * 2**20  # bytes hashed at a time
 SPLIT_NAMES = ("train", "val", "test")
 SOURCES = ("auto", "archive", "tfds")
 _IMAGE_SHAPE = (32, 32, 3)
@@ -206,10 +207,9 @@ def load_cifar100_archive(
                     f"{file} is missing; extract the whole {ARCHIVE_NAME} again (it holds "
                     "train, test and meta)."
                 )
-            members[name] = file.read_bytes()
-        if verify_checksum:
-            for name, data in members.items():
-                _check_md5(data, MEMBER_MD5[name], path / name)
+            if verify_checksum:  # before reading a file whole that may not be the release
+                _check_md5(file, MEMBER_MD5[name])
+            members[name] = limits.read_file(file, limits.memory_budget(), "pickle")
     else:
         members = _read_tar(path, verify_checksum)
     unpickled = {name: _safe_unpickle(data, f"{path}:{name}") for name, data in members.items()}
@@ -230,44 +230,59 @@ def load_cifar100_archive(
     return ImageDataset(images=images, labels=labels, class_names=tuple(class_names))
 
 
+# The release holds its folder, train, test, meta and file.txt~; reading member headers past
+# this many would only fill memory with the headers of an archive that is not the release.
+_MAX_TAR_MEMBERS = 64
+
+
 def _read_tar(path: Path, verify_checksum: bool) -> dict[str, bytes]:
     if not path.is_file():
         raise DataError(f"{path} does not exist; download {ARCHIVE_NAME} and pass its path.")
-    data = path.read_bytes()
-    if looks_like_html(data[:512]):
+    with open(path, "rb") as file:
+        head = file.read(512)
+    if looks_like_html(head):
         raise DataError(
             f"{path} is an HTML page, not {ARCHIVE_NAME} (a login or error page was saved in "
             "its place); delete it and download the archive again."
         )
     if verify_checksum:
-        _check_md5(data, ARCHIVE_MD5, path)
+        _check_md5(path, ARCHIVE_MD5)
+    # Streamed from the file: members are read one by one, each after its declared size has
+    # been checked against what the archive's size allows (a small .tar.gz of zeros is a bomb).
+    budget = limits.Budget(str(path), limits.allowance(path.stat().st_size))
+    wanted = {f"{FOLDER_NAME}/{name}": name for name in ("train", "test", "meta")}
+    members = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            members = {}
-            for name in ("train", "test", "meta"):
-                member = f"{FOLDER_NAME}/{name}"
-                try:
-                    handle = tar.extractfile(member)
-                except KeyError:
-                    handle = None
-                if handle is None:
-                    raise DataError(
-                        f"{path} has no {member}; this is not {ARCHIVE_NAME}, download it again."
-                    )
-                members[name] = handle.read()
+        with tarfile.open(path, mode="r:gz") as tar:
+            for _ in range(_MAX_TAR_MEMBERS):
+                member = tar.next()
+                if member is None or len(members) == len(wanted):
+                    break
+                if member.name in wanted and member.isfile():
+                    budget.charge(member.size, f"its member {member.name}")
+                    members[wanted[member.name]] = tar.extractfile(member).read(member.size)
     except (tarfile.TarError, OSError, EOFError) as error:
         raise DataError(
             f"{path} is not a readable tar.gz archive ({error}); delete it and download "
             f"{ARCHIVE_NAME} again."
         ) from error
+    missing = [member for member, name in wanted.items() if name not in members]
+    if missing:
+        raise DataError(f"{path} has no {missing[0]}; this is not {ARCHIVE_NAME}, download it "
+                        "again.")
     return members
 
 
-def _check_md5(data: bytes, expected: str, source: Path) -> None:
-    actual = hashlib.md5(data).hexdigest()
+def _check_md5(path: Path, expected: str) -> None:
+    """Compare the MD5 of ``path``, read in chunks, with the published one."""
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        while chunk := file.read(_MD5_CHUNK):
+            digest.update(chunk)
+    actual = digest.hexdigest()
     if actual != expected:
         raise DataError(
-            f"{source} has MD5 {actual} but the published {source.name} has {expected}; the "
+            f"{path} has MD5 {actual} but the published {path.name} has {expected}; the "
             "download is corrupt or not the official release, delete it and download it again."
         )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metaunlab.data import limits
 from metaunlab.data.errors import DataError, looks_like_html
 
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
@@ -48,12 +49,19 @@ def decode_image(data: bytes, source: str, fmt: ImageFormat) -> np.ndarray:
                         "its place); download the data set again.")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(image.size, source)  # declared in the header: before decoding
             converted = image.convert(fmt.mode)
         size = fmt.image_size
         if size is not None and converted.size != (size, size):
             converted = converted.resize((size, size), _RESAMPLE[fmt.resample])
         pixels = np.asarray(converted, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise DataError(f"{source} declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels, "
+                        "which PIL refuses to decode (a decompression bomb, or not an image for "
+                        "this library); replace it with a smaller image.") from None
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{source} is not a readable image ({error}); replace it or download "
                         "the data set again.") from error
     if fmt.invert:
@@ -61,15 +69,28 @@ def decode_image(data: bytes, source: str, fmt: ImageFormat) -> np.ndarray:
     return pixels.reshape(pixels.shape[:2] + (fmt.channels,))
 
 
+def _check_pixels(size: tuple[int, int], source: str) -> None:
+    width, height = size
+    limit = limits.max_image_pixels()
+    if width * height > limit:
+        raise DataError(f"{source} declares {width}x{height} pixels, more than the {limit} "
+                        "this library decodes (a corrupt or hostile file, or a decompression "
+                        "bomb); shrink the image, or if you trust it set "
+                        f"{limits.BUDGET_ENV} to 8 bytes per pixel, e.g. "
+                        f"{limits.BUDGET_ENV}=64G.")
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, refused before reading if larger than
+    ``limits.max_image_file_bytes()``."""
+    return limits.read_file(path, limits.max_image_file_bytes(), "image file")
+
+
 def load_image_files(paths: Sequence[str | os.PathLike], fmt: ImageFormat) -> list[np.ndarray]:
     """Decode files in parallel threads (PIL releases the GIL while decoding)."""
     def one(path):
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise DataError(f"cannot read {path} ({error.strerror}); check the path.") from error
-        return decode_image(data, str(path), fmt)
+        return decode_image(read_image_file(path), str(path), fmt)
 
     with ThreadPoolExecutor(_DECODE_THREADS) as pool:
         return list(pool.map(one, paths))

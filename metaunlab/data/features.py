@@ -23,6 +23,7 @@ import zlib
 import numpy as np
 
 from metaunlab.data.errors import DataError
+from metaunlab.data.npz import read_npz
 from metaunlab.files import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -51,9 +52,10 @@ def load_feature_file(path: str | os.PathLike) -> dict[str, FeatureSplit]:
         raise DataError(f"features file {path!r} does not exist; point --config.data.root at a "
                         ".npz with train/val/test _features and _labels arrays.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        arrays = read_npz(path)  # headers checked against the memory budget first
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"features file {path} is not a readable .npz ({error}); write it with "
                         "numpy.savez.") from None
     splits, dim = {}, None

@@ -28,7 +28,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from metaunlab.data.decode import ImageFormat, decode_image
+from metaunlab.data.decode import ImageFormat, decode_image, read_image_file
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.data.folders import REFERENCE_SPLITS
 from metaunlab.files import atomic_path
@@ -128,12 +128,7 @@ def build_from_imagenet(
         source, target = job
         if target.exists():
             return
-        try:
-            data = source.read_bytes()
-        except OSError as error:
-            raise DataError(f"cannot read {source} ({error.strerror}); check the ImageNet "
-                            "copy.") from error
-        pixels = decode_image(data, str(source), fmt)
+        pixels = decode_image(read_image_file(source), str(source), fmt)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so an interrupted build never leaves a half-written image that
         # a rerun would keep.

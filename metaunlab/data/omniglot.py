@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from metaunlab.data import limits
 from metaunlab.data.dataset import ImageDataset
-from metaunlab.data.decode import ImageFormat, decode_image
+from metaunlab.data.decode import ImageFormat, decode_image, read_image_file
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.data.omniglot_fetch import omniglot_cache_dir
 from metaunlab.data.omniglot_splits import (  # noqa: F401  (the splits, importable from here too)
@@ -177,6 +178,8 @@ def _read_zip(path: Path) -> Iterator[_Drawing]:
     characters: dict[tuple[str, str], int] = {}  # character folder -> number of PNGs
     alphabets: set[str] = set()
     with zipfile.ZipFile(path) as archive:
+        # A zip declares every member's size: check them all before reading any.
+        limits.check_archive(path, [info for info in archive.infolist() if not info.is_dir()])
         for info in archive.infolist():
             parts = info.filename.rstrip("/").split("/")
             if _is_os_metadata(parts):
@@ -197,7 +200,8 @@ def _read_zip(path: Path) -> Iterator[_Drawing]:
             alphabets.add(alphabet)
             characters[(alphabet, character)] = characters.get((alphabet, character), 0) + 1
             try:
-                data = archive.read(info)
+                data = limits.read_member(archive, info, limits.max_image_file_bytes(),
+                                          f"{path}:{info.filename}")
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as error:
                 raise DataError(
                     f"member {info.filename} of {path} cannot be read ({error}); the archive is "
@@ -224,7 +228,8 @@ def _read_folder(path: Path) -> Iterator[_Drawing]:
                     kind = "folder" if image_path.is_dir() else "file"
                     raise _layout_error(str(image_path), kind)
                 characters[key] += 1
-                yield _Drawing(*key, image_path.name, str(image_path), image_path.read_bytes())
+                yield _Drawing(*key, image_path.name, str(image_path),
+                               read_image_file(image_path))
     _check_not_empty(path, alphabets, characters)
 
 

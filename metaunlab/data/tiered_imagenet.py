@@ -38,6 +38,7 @@ from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import resize_images
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.data.folders import REFERENCE_SPLITS
+from metaunlab.data.npz import read_npz
 from metaunlab.data.safe_pickle import load_data_pickle
 
 IMAGES_NAME = "{split}_images.npz"
@@ -148,9 +149,8 @@ def _load_images(root: Path, split: str) -> np.ndarray:
                     raise DataError(f"{path} holds {sorted(archive.namelist())}, not "
                                     f"{_MEMBER}; it is not a tieredImageNet images file.")
             images = mmap_npz_member(path)
-            if images is None:
-                with np.load(path, allow_pickle=False) as npz:
-                    images = npz["images"]
+            if images is None:  # compressed: decompressed within the memory budget
+                images = read_npz(path, ["images"])["images"]
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as error:

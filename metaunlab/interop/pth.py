@@ -24,11 +24,13 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import struct
 import zipfile
 import zlib
 from typing import Any
 
+from metaunlab.data import limits
+from metaunlab.data.bounded_unpickler import UNPICKLING_ERRORS
+from metaunlab.data.errors import DataError
 from metaunlab.interop.pth_formats import (
     MAX_STORAGE_BYTES,
     MAX_TOTAL_BYTES,
@@ -105,11 +107,10 @@ def load_pth(path: str | os.PathLike, *, use_torch: bool | None = None) -> Any:
         return _torch_to_numpy(obj, torch)
     try:
         return load_zip(path) if zipfile.is_zipfile(path) else load_legacy(path)
-    except PthError:
+    except DataError:  # PthError, or a file past a memory bound
         raise
-    except (pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, zlib.error,
-            NotImplementedError, RecursionError, OSError, TypeError, AttributeError, KeyError,
-            IndexError, ValueError) as error:
+    except (*UNPICKLING_ERRORS, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            OSError) as error:
         raise PthError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
                        f"{str(error)[:200]}); re-download it.") from None
 
@@ -126,6 +127,7 @@ def _check_sizes(path: str) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
+                limits.check_compression(info, f"{path}:{info.filename}")
                 if "/data/" in info.filename:
                     budget.take(info.file_size, info.filename.rsplit("/", 1)[-1])
                 elif info.file_size > MAX_STORAGE_BYTES:

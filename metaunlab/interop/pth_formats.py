@@ -1,6 +1,8 @@
 """The torch-free reader of the two formats ``torch.save`` writes (see ``pth``): the zip
 archive of torch >= 1.6 and the older legacy stream, through a restricted unpickler that
-rebuilds only tensors and plain containers, within bounds on what a file may allocate.
+rebuilds only tensors and plain containers, within bounds on what a file may allocate: its
+storages and the copies of their views (``Budget``), and what unpickling itself builds
+(``metaunlab.data.bounded_unpickler``).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import collections
 import io
 import math
-import pickle
+import os
 import struct
 import zipfile
 from collections.abc import Callable
@@ -16,6 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from metaunlab.data import limits
+from metaunlab.data.bounded_unpickler import (
+    UNPICKLING_ERRORS,
+    BoundedUnpickler,
+    ClampedReader,
+    copying,
+)
 from metaunlab.data.errors import DataError
 
 __all__ = ["MAX_STORAGE_BYTES", "MAX_TOTAL_BYTES", "Budget", "PthError", "UnsafePickleError",
@@ -23,9 +32,15 @@ __all__ = ["MAX_STORAGE_BYTES", "MAX_TOTAL_BYTES", "Budget", "PthError", "Unsafe
 
 # Bounds on what an untrusted file may make the reader allocate. The largest reference
 # checkpoint (WRN-28-10 with its SIB head) holds about 150 MB of tensors; with these bounds a
-# hostile file cannot drive the import past 1 GB (storages, plus the copies of their views).
+# hostile file cannot drive the import past 1 GB: MAX_TOTAL_BYTES of storages, the copies of
+# their views (each tensor is one copy) up to COPIES_PER_STORAGE_BYTE times the storages and
+# MAX_TOTAL_BYTES in all, and what its pickle (MAX_PICKLE_BYTES at most) builds, within
+# limits.allowance of its size.
 MAX_STORAGE_BYTES = 256 * 2**20
 MAX_TOTAL_BYTES = 400 * 2**20
+MAX_PICKLE_BYTES = 16 * 2**20  # data.pkl of the largest reference checkpoint: about 50 KB
+COPIES_PER_STORAGE_BYTE = 4  # the copies of views, per byte of storage
+COPIES_SLACK = 16 * 2**20
 READ_CHUNK = 4 * 2**20  # bytes read at a time
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -72,10 +87,12 @@ class _StorageType:
 
 
 class _Storage:
-    """A flat storage: a 1-D numpy array once the bytes are known (legacy files read later)."""
+    """A flat storage: a 1-D numpy array once the bytes are known (legacy files read later);
+    `budget` counts the copies made of its views."""
 
-    def __init__(self, dtype: np.dtype, numel: int, data: np.ndarray | None = None):
-        self.dtype, self.numel, self.data = dtype, numel, data
+    def __init__(self, dtype: np.dtype, numel: int, budget: Budget,
+                 data: np.ndarray | None = None):
+        self.dtype, self.numel, self.budget, self.data = dtype, numel, budget, data
 
 
 class _PendingTensor:
@@ -110,6 +127,7 @@ def _materialize(storage: _Storage, offset: int, size: tuple[int, ...],
         raise PthError(f"a tensor of size {size} at offset {offset} (stride {stride}) reads "
                        f"past its storage of {data.shape[0]} elements.")
     item = data.dtype.itemsize
+    storage.budget.copy(math.prod(size) * item, size)
     view = np.lib.stride_tricks.as_strided(data[offset:], shape=size,
                                            strides=tuple(s * item for s in stride),
                                            writeable=False)
@@ -134,17 +152,21 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals needed to rebuild tensors and plain containers."""
+class _RestrictedUnpickler(BoundedUnpickler):
+    """Resolves only the globals needed to rebuild tensors and plain containers; what the
+    pickle builds is charged to a budget of `limits.allowance(pickle_size)`."""
 
-    def __init__(self, file, source: str, load_storage: Callable[[tuple], _Storage]):
-        super().__init__(file)
+    def __init__(self, file, source: str, load_storage: Callable[[tuple], _Storage],
+                 pickle_size: int):
+        budget = limits.Budget(source, limits.allowance(pickle_size))
+        super().__init__(file, budget)
         self._source = source
         self._load_storage = load_storage
+        self._ordered_dict = copying(collections.OrderedDict, budget, "OrderedDict")
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
+            return self._ordered_dict
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
             return _rebuild_tensor_v2
         if (module, name) == ("torch._utils", "_rebuild_parameter"):
@@ -171,10 +193,12 @@ def _check_numel(numel: Any, source: str) -> int:
 
 
 class Budget:
-    """The bytes a file's storages may take, in all and one by one."""
+    """The bytes a file's storages may take, in all and one by one, and the bytes of the
+    copies of their views (a tensor is a copy of a view; a pickle may ask for the same view
+    again and again)."""
 
     def __init__(self, source: str):
-        self.source, self.used = source, 0
+        self.source, self.used, self.copied = source, 0, 0
 
     def take(self, nbytes: int, key: str) -> None:
         if nbytes > MAX_STORAGE_BYTES or self.used + nbytes > MAX_TOTAL_BYTES:
@@ -183,6 +207,18 @@ class Budget:
                            f"{MAX_TOTAL_BYTES // 2**20} MiB in all a SIB checkpoint needs; the "
                            "file is not one of the reference checkpoints.")
         self.used += nbytes
+
+    def copy(self, nbytes: int, size: tuple) -> None:
+        # Each tensor of a checkpoint is a view of its own storage, or of a storage shared by a
+        # few (tied weights, slices of one buffer): their copies take about what the storages
+        # take, never many times more.
+        limit = min(MAX_TOTAL_BYTES, COPIES_PER_STORAGE_BYTE * self.used + COPIES_SLACK)
+        if self.copied + nbytes > limit:
+            raise PthError(f"{self.source}: its tensors take more than {limit // 2**20} MiB (at "
+                           f"a tensor of size {size}), {COPIES_PER_STORAGE_BYTE} times what its "
+                           "storages hold; a checkpoint's tensors are views of its storages, so "
+                           "the file is not one of the reference checkpoints.")
+        self.copied += nbytes
 
 
 def _read_exactly(f, buffer: np.ndarray, source: str, key: str) -> None:
@@ -215,7 +251,9 @@ def load_zip(path: str) -> Any:
         prefix = pickles[0][: -len("data.pkl")]
         order = "<"
         if f"{prefix}byteorder" in names:
-            order = ">" if archive.read(f"{prefix}byteorder").strip() == b"big" else "<"
+            limits.check_compression(archive.getinfo(f"{prefix}byteorder"), path)
+            with archive.open(f"{prefix}byteorder") as marker:  # "little" or "big"
+                order = ">" if marker.read(16).strip() == b"big" else "<"
         cache: dict[str, _Storage] = {}
 
         def load_storage(pid: tuple) -> _Storage:
@@ -233,11 +271,16 @@ def load_zip(path: str) -> Any:
                 data = np.empty(numel, dtype)
                 with archive.open(member) as f:
                     _read_exactly(f, data, path, key)
-                cache[key] = _Storage(dtype, numel, data)
+                cache[key] = _Storage(dtype, numel, budget, data)
             return cache[key]
 
-        with archive.open(pickles[0]) as f:
-            return _RestrictedUnpickler(io.BytesIO(f.read()), path, load_storage).load()
+        info = archive.getinfo(pickles[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise PthError(f"{path}: its pickle {pickles[0]} declares {info.file_size} bytes, more "
+                           f"than the {MAX_PICKLE_BYTES // 2**20} MiB a SIB checkpoint's could "
+                           "need; the file is not one of the reference checkpoints.")
+        data = limits.read_member(archive, info, MAX_PICKLE_BYTES, f"{path}:{pickles[0]}")
+        return _RestrictedUnpickler(io.BytesIO(data), path, load_storage, len(data)).load()
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,14 +304,20 @@ def _resolve_pending(obj: Any) -> Any:
 
 def load_legacy(path: str) -> Any:
     budget = Budget(path)
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
+        def unpickler(load_storage: Callable[[tuple], _Storage]) -> _RestrictedUnpickler:
+            # Reads stop at the end of the file, whatever length the pickle declares.
+            return _RestrictedUnpickler(ClampedReader(f, size - f.tell()), path, load_storage,
+                                        size)
+
         def header():
-            return _RestrictedUnpickler(f, path, _no_storage(path)).load()
+            return unpickler(_no_storage(path)).load()
 
         try:
             magic = header()
-        except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as error:
-            if isinstance(error, UnsafePickleError):
+        except UNPICKLING_ERRORS as error:
+            if isinstance(error, DataError):  # refused, not unreadable
                 raise
             raise PthError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a "
                            "legacy torch.save stream).") from None
@@ -289,14 +338,14 @@ def load_legacy(path: str) -> Any:
             if root_key not in roots:
                 dtype = storage_type.dtype.newbyteorder(order)
                 budget.take(numel * dtype.itemsize, root_key)
-                roots[root_key] = _Storage(dtype, numel)
+                roots[root_key] = _Storage(dtype, numel, budget)
             root = roots[root_key]
             if view is None:
                 return root
             _view_key, offset, size = view
             return _ViewStorage(root, _check_numel(offset, path), _check_numel(size, path))
 
-        result = _RestrictedUnpickler(f, path, load_storage).load()
+        result = unpickler(load_storage).load()
         keys = header()
         if not isinstance(keys, list):
             raise PthError(f"{path}: malformed legacy checkpoint (no storage key list).")
@@ -319,7 +368,7 @@ class _ViewStorage(_Storage):
     """A legacy storage view: elements [offset, offset + numel) of a root storage."""
 
     def __init__(self, root: _Storage, offset: int, numel: int):
-        super().__init__(root.dtype, numel)
+        super().__init__(root.dtype, numel, root.budget)
         self.root, self.offset = root, offset
 
     @property
