@@ -7,6 +7,8 @@ so a reader sees the old file or the new one and a full disk leaves no partial f
 `WorkdirLock` holds an exclusive lock on `<workdir>/.lock` for as long as a run writes there;
 the operating system releases it when the process ends, however it ends, so a lock left by a
 dead process never blocks the next run.
+
+`what_is_at` says what stands at a path that is not what was asked for.
 """
 
 from __future__ import annotations
@@ -64,6 +66,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def what_is_at(path: str | os.PathLike, wanted: str) -> str:
+    """Why `path` is not `wanted`, as the end of a sentence that names it.
+
+    Args:
+      path: a path that was checked and is not what was asked for.
+      wanted: what was asked for, with its article: "a folder", "an image file".
+
+    Returns:
+      "is a broken symbolic link to <target>", "is a folder, not <wanted>", "is a file, not
+      <wanted>" or "does not exist".
+    """
+    path = os.fspath(path)
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"is a broken symbolic link to {os.readlink(path)}"
+    if os.path.isdir(path):
+        return f"is a folder, not {wanted}"
+    if os.path.exists(path):
+        return f"is a file, not {wanted}"
+    return "does not exist"
 
 
 class WorkdirLock:
