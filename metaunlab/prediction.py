@@ -29,7 +29,7 @@ import numpy as np
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import IMAGE_SUFFIXES
 from metaunlab.errors import ConfigError
-from metaunlab.files import atomic_path
+from metaunlab.files import atomic_path, what_is_at
 from metaunlab.methods.sib_head import sib_method
 from metaunlab.results import setting_name
 from metaunlab.train.query_schedule import training_query_counts
@@ -127,7 +127,10 @@ class Predictions:
 def _images_in(folder: Path, what: str) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     for file in files:
-        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+        if not file.is_file():  # a folder, a broken link
+            raise DataError(f"{file} {what_is_at(file, 'an image file')}; the {what} may hold "
+                            "only images, so replace or delete it.")
+        if file.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(f"{file} is not a {'/'.join(IMAGE_SUFFIXES)} image; the {what} "
                             "may hold only images, so move or delete it.")
     if not files:
@@ -150,8 +153,8 @@ def support_images(support_dir: str | os.PathLike) -> tuple[list[str], list[Path
     """
     root = Path(support_dir)
     if not root.is_dir():
-        raise DataError(f"support folder {root} does not exist; give --support_dir a folder "
-                        "with one folder of images per class.")
+        raise DataError(f"support folder {root} {what_is_at(root, 'a folder')}; give "
+                        "--support_dir a folder with one folder of images per class.")
     class_dirs = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     loose = [p for p in class_dirs if not p.is_dir()]
     if loose:
@@ -182,8 +185,8 @@ def query_images(query_dir: str | os.PathLike) -> list[Path]:
     """
     root = Path(query_dir)
     if not root.is_dir():
-        raise DataError(f"query folder {root} does not exist; give --query_dir a folder of "
-                        "unlabeled images.")
+        raise DataError(f"query folder {root} {what_is_at(root, 'a folder')}; give "
+                        "--query_dir a folder of unlabeled images.")
     return _images_in(root, "query folder")
 
 

@@ -39,7 +39,7 @@ from metaunlab.research import step_tuning
 from metaunlab.research.protocols import episode_groups
 from metaunlab.results import setting_name
 from metaunlab.train.checkpoints import Checkpointer
-from metaunlab.train.workdir import load_config, read_json
+from metaunlab.train.workdir import REWRITE_BY_TRAINING, load_config, read_json
 
 
 def _subset(total: int, max_rows: int | None, seed: int) -> np.ndarray:
@@ -101,11 +101,19 @@ class TrainedModel:
         if not os.path.exists(model_path):
             raise ConfigError(f"{model_path} does not exist; the run in --workdir={workdir} "
                                     "did not get past data loading, so there is no model yet.")
-        info = read_json(model_path)
+        info = read_json(model_path, REWRITE_BY_TRAINING)
+        try:
+            if "features_file" in info:
+                feat_dim, features_file = int(info["feat_dim"]), str(info["features_file"])
+            else:
+                height, width, channels = (int(n) for n in info["image_shape"])
+                image_format = ImageFormat(**info["image_format"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{model_path} is not a model description ({error!r}); "
+                              f"{REWRITE_BY_TRAINING}.") from None
         if "features_file" in info:
-            return cls(workdir, config, int(info["feat_dim"]),
-                       features_file=info["features_file"])
-        image_shape = tuple(info["image_shape"])
+            return cls(workdir, config, feat_dim, features_file=features_file)
+        image_shape = (height, width, channels)
         transform = augment.preset(config.data.transform)
         size = transform.output_size(image_shape[0])
         module, feat_dim = get_backbone(config.backbone, size)
@@ -113,8 +121,7 @@ class TrainedModel:
         variables = Checkpointer(os.path.join(workdir, "pretrain", "best")).restore(
             backbone.variables)
         # New files are resized to the stored training size whatever the run's setting.
-        fmt = dataclasses.replace(ImageFormat(**info["image_format"]),
-                                  image_size=image_shape[0])
+        fmt = dataclasses.replace(image_format, image_size=image_shape[0])
         return cls(workdir, config, feat_dim, backbone, variables, transform, fmt, image_shape)
 
     def embed(self, images: np.ndarray, desc: str | None = None) -> np.ndarray:

@@ -53,7 +53,7 @@ from metaunlab.methods import METHODS, Method, sib_method
 from metaunlab.methods.sib_head import StepScales
 from metaunlab.research.protocols import protocol_name
 from metaunlab.results import methods_table
-from metaunlab.train.workdir import read_json, write_json_atomic
+from metaunlab.train.workdir import REWRITE_BY_TRAINING, read_json, write_json_atomic
 from metaunlab.trained_model import TrainedModel, setting_name
 
 from .plotting import pyplot
@@ -327,7 +327,7 @@ def write_outputs(workdir: str, results: dict) -> None:
         f.write(format_markdown(results))
     plot_comparison(results, os.path.join(workdir, f"{name}.png"))
     path = os.path.join(workdir, "results.json")
-    existing = read_json(path) if os.path.exists(path) else {}
+    existing = read_json(path, REWRITE_BY_TRAINING) if os.path.exists(path) else {}
     existing[name] = results
     write_json_atomic(path, existing)
 

@@ -29,7 +29,7 @@ from metaunlab.methods import sib_method
 from metaunlab.results import markdown_table, methods_table, sib_table
 from metaunlab.train.metrics import read_metrics
 from metaunlab.train.pipeline import parse_settings
-from metaunlab.train.workdir import read_json
+from metaunlab.train.workdir import REWRITE_BY_TRAINING, REWRITE_CONFIG, read_json
 from metaunlab.trained_model import TrainedModel, setting_name
 
 from .compare import method_names, setting_names
@@ -280,9 +280,10 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
     if not os.path.exists(config_path):
         raise ConfigError(f"{config_path} does not exist; --workdir must be a directory "
                                 "written by a metaunlab training run.")
-    config = read_json(config_path)
+    config = read_json(config_path, REWRITE_CONFIG)
     results_path = os.path.join(workdir, "results.json")
-    results = read_json(results_path) if os.path.exists(results_path) else {}
+    results = (read_json(results_path, REWRITE_BY_TRAINING) if os.path.exists(results_path)
+               else {})
 
     curves = learning_curves(read_metrics(workdir))
     plot_learning_curves(curves, os.path.join(out_dir, CURVES))

@@ -10,10 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
 from metaunlab.data import limits
 from metaunlab.data.errors import DataError, looks_like_html
+from metaunlab.errors import shown
 
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
 
@@ -50,7 +52,7 @@ def decode_image(data: bytes, source: str, fmt: ImageFormat) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             _check_pixels(image.size, source)  # declared in the header: before decoding
-            converted = image.convert(fmt.mode)
+            converted = _over_white(image).convert(fmt.mode)
         size = fmt.image_size
         if size is not None and converted.size != (size, size):
             converted = converted.resize((size, size), _RESAMPLE[fmt.resample])
@@ -64,6 +66,9 @@ def decode_image(data: bytes, source: str, fmt: ImageFormat) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{source} is not a readable image ({error}); replace it or download "
                         "the data set again.") from error
+    if pixels.size and pixels.min() == pixels.max():
+        logging.warning("%s decodes to a blank image (every pixel %d); check that it holds "
+                        "the picture meant", shown(source), pixels.flat[0])
     if fmt.invert:
         pixels = 255 - pixels
     return pixels.reshape(pixels.shape[:2] + (fmt.channels,))
@@ -84,6 +89,21 @@ def read_image_file(path: str | os.PathLike) -> bytes:
     """The bytes of an image file, refused before reading if larger than
     ``limits.max_image_file_bytes()``."""
     return limits.read_file(path, limits.max_image_file_bytes(), "image file")
+
+
+def _over_white(image: Image.Image) -> Image.Image:
+    """`image` composited over a white background when it has an alpha channel or a
+    transparent colour (RGBA, LA, PA, P or L with transparency), else `image`.
+
+    Converting drops the alpha channel and keeps the colour under it, which in a drawing on
+    a transparent background is often black everywhere: strokes and background alike. Drawn
+    characters (Omniglot's) are dark strokes on white paper, which is what a transparent
+    background stands for.
+    """
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
 
 
 def load_image_files(paths: Sequence[str | os.PathLike], fmt: ImageFormat) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from metaunlab.data.episodes import Episodes, EpisodeShape, batch_episodes, pad_episodes
 from metaunlab.data.errors import DataError
-from metaunlab.files import atomic_path
+from metaunlab.files import atomic_path, what_is_at
 
 EpisodePaths = tuple[list[list[str]], list[list[str]]]  # (support, query), one list per class
 
@@ -97,8 +97,8 @@ def load_episodes_json(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(
-            f"episode file {path} does not exist; check the path or create it with "
-            "save_episodes_json."
+            f"episode file {path} {what_is_at(path, 'a file')}; check the path or create it "
+            "with save_episodes_json."
         )
     if path.stat().st_size > MAX_EPISODE_FILE_BYTES:
         raise DataError(
@@ -164,8 +164,8 @@ def resolve_episode_paths(
     real_root = root.resolve()
     if not root.is_dir():
         raise DataError(
-            f"image root {root} for {source} does not exist; point it at the split folder the "
-            "episode paths are relative to."
+            f"image root {root} for {source} {what_is_at(root, 'a folder')}; point it at the "
+            "split folder the episode paths are relative to."
         )
     _check_records(records, source)
     resolved: dict[str, str] = {}  # episode files reuse images heavily; check each once
@@ -184,8 +184,9 @@ def resolve_episode_paths(
             full = root.joinpath(*pure.parts)
             if not full.is_file():
                 raise DataError(
-                    f"episode {index} in {source} names {path!r} but {full} does not exist; "
-                    "check the image root or the data download."
+                    f"episode {index} in {source} names {path!r} but {full} "
+                    f"{what_is_at(full, 'an image file')}; check the image root or the data "
+                    "download."
                 )
             # A symbolic link (a downloaded archive can carry them) may point anywhere.
             if not full.resolve().is_relative_to(real_root):

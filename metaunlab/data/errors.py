@@ -1,12 +1,14 @@
 """The one exception type the data layer raises for problems a user can fix."""
 
+from metaunlab.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A data file, folder, flag or request is wrong in a way the user can fix.
 
     The message is always one sentence naming the offending file/folder/flag and saying
-    what to do. It subclasses ValueError so generic ``except ValueError`` handlers still
-    catch it.
+    what to do, with non-printable characters escaped (`metaunlab.errors.shown`). It
+    subclasses ValueError so generic ``except ValueError`` handlers still catch it.
     """
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import ImageFormat, load_image_files
 from metaunlab.data.errors import DataError
+from metaunlab.files import what_is_at
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REFERENCE_SPLITS = ("train", "val", "test")
@@ -52,7 +53,7 @@ def load_split_folder(
         raise DataError(f"image_size must be a positive integer or None, got {image_size!r}.")
     if not split_dir.is_dir():
         raise DataError(
-            f"split folder {split_dir} does not exist; expected "
+            f"split folder {split_dir} {what_is_at(split_dir, 'a folder')}; expected "
             f"{split_dir}/<class>/<image>.jpg {_LAYOUT_HINT}."
         )
     class_dirs = []
@@ -86,7 +87,10 @@ def load_class_folders(
     for label, class_dir in enumerate(class_dirs):
         files = _visible_children(class_dir)
         for file in files:
-            if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+            if not file.is_file():  # a folder, a broken link
+                raise DataError(f"{file} {what_is_at(file, 'an image file')}; class folders "
+                                "may hold only images, so replace or delete it.")
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(
                     f"{file} is not a {'/'.join(IMAGE_SUFFIXES)} image; class folders may hold "
                     "only images, so move or delete it."
@@ -124,8 +128,9 @@ def load_reference_layout(
     root = Path(root)
     if not root.is_dir():
         raise DataError(
-            f"data folder {root} does not exist; expected {root}/train/<class>/<image>.jpg "
-            f"{_LAYOUT_HINT}, or point the --data_dir flag at it."
+            f"data folder {root} {what_is_at(root, 'a folder')}; expected "
+            f"{root}/train/<class>/<image>.jpg {_LAYOUT_HINT}, or point the --data_dir flag at "
+            "it."
         )
     return {
         split: load_split_folder(root / split, image_size=image_size, channels=channels)

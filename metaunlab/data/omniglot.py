@@ -37,6 +37,7 @@ from metaunlab.data.omniglot_splits import (  # noqa: F401  (the splits, importa
     rotate_classes,
     split_omniglot,
 )
+from metaunlab.files import what_is_at
 
 OMNIGLOT_DIR_ENV = "METAUNLAB_OMNIGLOT_DIR"
 
@@ -124,7 +125,8 @@ def _size(image: np.ndarray) -> str:
 def _find_sources(data_dir: Path, archives: Sequence[str | os.PathLike] | None) -> list[Path]:
     if not data_dir.is_dir():
         raise DataError(
-            f"Omniglot folder {data_dir} does not exist; put images_background_small1.zip and "
+            f"Omniglot folder {data_dir} {what_is_at(data_dir, 'a folder')}; put "
+            "images_background_small1.zip and "
             f"images_background_small2.zip there, or set {OMNIGLOT_DIR_ENV} or the --data_dir "
             "flag to the folder that holds them."
         )
@@ -147,8 +149,8 @@ def _find_sources(data_dir: Path, archives: Sequence[str | os.PathLike] | None) 
     for path in resolved:
         if not path.exists():
             raise DataError(
-                f"Omniglot archive {path} does not exist; check the archive name or put the "
-                f"file in {data_dir}."
+                f"Omniglot archive {path} {what_is_at(path, 'an archive')}; check the archive "
+                f"name or put the file in {data_dir}."
             )
     if not resolved:
         raise DataError("load_omniglot got an empty archives list; name at least one archive.")

@@ -41,6 +41,7 @@ from pathlib import Path
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import REFERENCE_SPLITS, load_class_folders, load_reference_layout
+from metaunlab.files import what_is_at
 
 SPLIT_FILES = ("splits.json", "splits.txt")
 
@@ -59,7 +60,7 @@ def load_user_folders(
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist; point --data_dir (or "
+        raise DataError(f"data folder {root} {what_is_at(root, 'a folder')}; point --data_dir (or "
                         "--config.data.root) at your folder of class folders.")
     split_file = find_split_file(root, split_file)
     if split_file is None:

@@ -29,6 +29,7 @@ Params = dict[str, Any]
 
 # The file a head's description is saved in, beside its checkpoints.
 HEAD_FILE = "head.json"
+_RETRAIN = "meta-train the head again in a new work dir"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,15 +155,13 @@ class Head:
     def load(cls, folder: str) -> Head:
         """The head described by `folder`'s `head.json`."""
         path = os.path.join(folder, HEAD_FILE)
-        try:
-            with open(path) as f:
-                info = json.load(f)
-            return cls(int(info["n_way"]), int(info["feat_dim"]), tuple(info["transforms"]),
-                       info["readout"])
-        except FileNotFoundError:
+        if not os.path.exists(path):
             raise ConfigError(f"{path} does not exist: {folder} holds no SIB head description; "
                               "meta-train it again, or import it with experiments."
-                              "import_torch.") from None
+                              "import_torch.")
+        info = files.read_json_object(path, _RETRAIN)
+        try:
+            return cls(int(info["n_way"]), int(info["feat_dim"]), tuple(info["transforms"]),
+                       info["readout"])
         except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{path} is not a head description ({err}); meta-train the head "
-                              "again in a new work dir.") from None
+            raise ConfigError(f"{path} is not a head description ({err}); {_RETRAIN}.") from None

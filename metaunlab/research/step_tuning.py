@@ -35,6 +35,7 @@ from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.train.workdir import read_json, write_json_atomic
 
 FILE_NAME = "step_scales.json"
+_RETUNE = "delete it and rerun the same command to tune again"
 
 
 def parse_candidates(text: str, flag: str = "--config.test.step_scales") -> tuple[float, ...]:
@@ -128,13 +129,12 @@ def load(directory: str, checkpoint: str) -> StepScales | None:
     path = os.path.join(directory, FILE_NAME)
     if not os.path.exists(path):
         return None
-    record = read_json(path)
+    record = read_json(path, _RETUNE)
     try:
         if record["checkpoint"] != checkpoint:
             return None
         return StepScales(tuple(float(q) for q in record["queries_per_class"]),
                           tuple(float(s) for s in record["scales"]))
     except (KeyError, TypeError, ValueError) as error:
-        raise ConfigError(f"{path} is not a step-size record ({error}); delete it and rerun "
-                          "the same command to tune again.") from None
+        raise ConfigError(f"{path} is not a step-size record ({error}); {_RETUNE}.") from None
 

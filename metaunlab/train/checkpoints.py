@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from metaunlab.errors import ConfigError
+from metaunlab.errors import ConfigError, shown
 from metaunlab.files import write_error
 
 _DIGEST = "metaunlab_sha256"
@@ -95,12 +95,26 @@ def _key_name(key: Any) -> str:
 
 class Checkpointer:
     """One named sequence of checkpoints (for example `<workdir>/pretrain/last`), keeping
-    the newest `max_to_keep`."""
+    the newest `max_to_keep`.
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 1):
+    With `remove_unfinished`, the temporary folders of saves a killed process left
+    (`<step>.orbax-checkpoint-tmp-<time>`) are removed, by orbax (`cleanup_tmp_directories`,
+    before the next save), each named in a warning. Only the writer that holds the work
+    dir's lock (a training run) may ask for it: a reader would remove a live run's save.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 1,
+                 remove_unfinished: bool = False):
         self.directory = os.path.abspath(os.fspath(directory))
+        if remove_unfinished and jax.process_index() == 0:  # orbax cleans on process 0 only
+            for folder in sorted(glob.glob(os.path.join(
+                    glob.escape(self.directory), f"*{ocp.path.atomicity_types.TMP_DIR_SUFFIX}*"))):
+                logging.getLogger("absl").warning(
+                    "removing %s, the temporary folder of a checkpoint save that was "
+                    "interrupted", shown(folder))
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=False,
+                                               cleanup_tmp_directories=remove_unfinished)
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         except OSError as error:

@@ -10,7 +10,8 @@ training transform draws nothing at random.
 The cache lives in the work dir, `<workdir>/feature_cache/train_views<M>.npy` with a JSON
 description beside it, and is written atomically (temporary file, then rename), so a rerun
 reuses it and an interrupted run never leaves half an array behind. A cache made for other
-images, another backbone checkpoint, transform, seed or M is recomputed, not reused.
+images, another backbone checkpoint, transform, seed or M is recomputed, not reused, and
+so is a damaged one (with a warning).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from metaunlab import evaluation
 from metaunlab.data.augment import ImageTransform
-from metaunlab.errors import ConfigError
+from metaunlab.errors import ConfigError, shown
 from metaunlab.files import atomic_path
 from metaunlab.train.workdir import read_json, write_json_atomic
+
+_COMPUTED_AGAIN = "the feature cache is computed again"
 
 
 def fingerprint(tree: Any) -> str:
@@ -67,8 +71,13 @@ def load_or_compute(cache_dir: str, feature_fn: Callable, variables: Any, images
     array_path = os.path.join(cache_dir, f"train_views{views}.npy")
     info_path = array_path[:-len(".npy")] + ".json"
     if os.path.exists(array_path) and os.path.exists(info_path):
-        if read_json(info_path) == description:
-            return np.load(array_path)
+        try:  # a damaged cache is computed again
+            if read_json(info_path, _COMPUTED_AGAIN) == description:
+                return np.load(array_path)
+        except ConfigError as error:
+            logging.warning("%s", error)
+        except (ValueError, EOFError) as error:
+            logging.warning("%s is damaged (%s); %s.", shown(array_path), error, _COMPUTED_AGAIN)
     feats = compute_views(feature_fn, variables, images, transform, views, seed, desc=desc)
     os.makedirs(cache_dir, exist_ok=True)
     with atomic_path(array_path, suffix=".npy") as partial:

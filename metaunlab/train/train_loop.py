@@ -91,8 +91,10 @@ class TrainLoop:
 
     def __post_init__(self) -> None:
         # Two kept: a corrupt latest one (the checksum says so) leaves the one before it.
-        self.last = Checkpointer(os.path.join(self.directory, "last"), max_to_keep=2)
-        self.best = Checkpointer(os.path.join(self.directory, "best"))
+        # A training phase is the work dir's one writer: what an interrupted save left goes.
+        self.last = Checkpointer(os.path.join(self.directory, "last"), max_to_keep=2,
+                                 remove_unfinished=True)
+        self.best = Checkpointer(os.path.join(self.directory, "best"), remove_unfinished=True)
 
     def resume(self, state: State) -> State:
         """`state` restored from `last` when there is one, else unchanged. Records this phase

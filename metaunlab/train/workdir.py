@@ -1,4 +1,5 @@
-"""The self-describing work directory: config.json, results.json, atomic JSON writes."""
+"""The self-describing work directory: config.json, results.json, atomic JSON writes, and
+JSON files read back as one sentence when damaged."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from typing import Any
 import ml_collections
 
 from metaunlab.errors import ConfigError
-from metaunlab.files import atomic_path
+from metaunlab.files import atomic_path, read_json_object
 from metaunlab.train.parallel import is_primary
+
+# What to do about a damaged work-dir file (the end of `read_json`'s message).
+REWRITE_CONFIG = "restore it from a copy, or start the run again in a new --workdir"
+REWRITE_BY_TRAINING = ("rerun the training command on this --workdir, which writes it again "
+                       "and resumes from the run's checkpoints")
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -26,9 +32,18 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, what_to_do: str) -> dict[str, Any]:
+    """The JSON object in the work-dir file `path`.
+
+    Args:
+      path: config.json, model.json, results.json, ...
+      what_to_do: how the user gets a good file back (`REWRITE_CONFIG`, ...).
+
+    Raises:
+      ConfigError: the file cannot be read, is damaged or holds no JSON object: one
+        sentence naming it and ending with `what_to_do`.
+    """
+    return read_json_object(path, what_to_do)
 
 
 # Fields (or groups of fields) that may change between a run and its resumption without
@@ -79,7 +94,7 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     path = os.path.join(workdir, "config.json")
     new = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
-        old = _without_removed_flags(read_json(path), path)
+        old = _without_removed_flags(read_json(path, REWRITE_CONFIG), path)
         changed = sorted(_differences(old, new))
         changed = [c for c in changed if not _is_resumable(c)]
         if changed:
@@ -100,7 +115,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                               "of them as --workdir.")
         raise ConfigError(f"{path} does not exist; --workdir must be a directory written "
                                 "by a metaunlab training run.")
-    return ml_collections.ConfigDict(_without_removed_flags(read_json(path), path))
+    return ml_collections.ConfigDict(_without_removed_flags(read_json(path, REWRITE_CONFIG),
+                                                            path))
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
