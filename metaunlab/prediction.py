@@ -29,8 +29,8 @@ import numpy as np
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import IMAGE_SUFFIXES
 from metaunlab.errors import ConfigError
-from metaunlab.files import atomic_path
 from metaunlab.methods.sib_head import sib_method
+from metaunlab.outputs import output_file
 from metaunlab.results import setting_name
 from metaunlab.train.query_schedule import training_query_counts
 
@@ -100,10 +100,11 @@ class Predictions:
         return [self.classes[i] for i in self.k0_probabilities.argmax(axis=1)]
 
     def to_csv(self, path: str | os.PathLike, *, class_columns: bool = False) -> None:
-        """Write the predictions as CSV, one row per query (written atomically).
+        """Write the predictions as CSV, one row per query (written atomically, through a
+        symlink, `metaunlab.outputs.output_file`).
 
         The columns are `path,label,probability,label_k0,probability_k0` (probability: of
-        the label).
+        the label). Text cells are safe to open in a spreadsheet (`spreadsheet_cell`).
 
         Args:
           path: the CSV file.
@@ -112,16 +113,35 @@ class Predictions:
         header = ["path", "label", "probability", "label_k0", "probability_k0"]
         if class_columns:
             header += [f"p_{name}" for name in self.classes]
-        with atomic_path(path) as partial, open(partial, "w", newline="") as f:
+        classes = [spreadsheet_cell(name) for name in self.classes]
+        with output_file(path) as partial, open(partial, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(header)
+            writer.writerow(header)  # every name starts with a letter
             for i, query in enumerate(self.paths):
                 sib, k0 = self.probabilities[i], self.k0_probabilities[i]
-                row = [query, self.classes[sib.argmax()], f"{sib.max():.6f}",
-                       self.classes[k0.argmax()], f"{k0.max():.6f}"]
+                row = [spreadsheet_cell(query), classes[sib.argmax()], f"{sib.max():.6f}",
+                       classes[k0.argmax()], f"{k0.max():.6f}"]
                 if class_columns:
                     row += [f"{p:.6f}" for p in sib]
                 writer.writerow(row)
+
+
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """`text` as a CSV cell no spreadsheet runs as a formula.
+
+    Args:
+      text: a class name, a file path or any other string a user controls.
+
+    Returns:
+      `text` behind a single quote when it starts with `=`, `+`, `-`, `@`, a tab or a
+      carriage return (OWASP's advice: the quote makes the cell text), else `text`. The csv
+      module then quotes any comma, quote or line break in it.
+    """
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _images_in(folder: Path, what: str) -> list[Path]:
