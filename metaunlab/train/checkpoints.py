@@ -97,9 +97,16 @@ class Checkpointer:
     """One named sequence of checkpoints (for example `<workdir>/pretrain/last`), keeping
     the newest `max_to_keep`."""
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 1):
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 1, *,
+                 read_only: bool = False):
+        """Args:
+          directory: the folder of the sequence's checkpoints.
+          max_to_keep: how many of the newest checkpoints a save keeps.
+          read_only: only restore: the folder is not created when it does not exist (a
+            command that reads a work dir leaves no trace in it).
+        """
         self.directory = os.path.abspath(os.fspath(directory))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                                enable_async_checkpointing=False)
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
