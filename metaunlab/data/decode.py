@@ -53,6 +53,9 @@ def decode_image(data: bytes, source: str, fmt: ImageFormat) -> np.ndarray:
         if size is not None and converted.size != (size, size):
             converted = converted.resize((size, size), _RESAMPLE[fmt.resample])
         pixels = np.asarray(converted, dtype=np.uint8)
+    except Image.UnidentifiedImageError:  # its message shows the in-memory buffer, not the file
+        raise DataError(f"{source} is not a readable image (no image format recognised); "
+                        "replace it or download the data set again.") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"{source} is not a readable image ({error}); replace it or download "
                         "the data set again.") from error
