@@ -29,7 +29,13 @@ def main(argv):
     if FLAGS.quick and FLAGS.smoke:
         cli.fail("--quick and --smoke are exclusive; give one of them, or neither for the full "
                  "suite.")
+    from metaunlab.outputs import check_output_file, write_output_text
+
     from .tools import benchmark  # after flag parsing: fast --help
+
+    if FLAGS.json:
+        with cli.user_errors():
+            check_output_file(FLAGS.json, "--json")  # before minutes of timing
 
     mode = "smoke" if FLAGS.smoke else "quick" if FLAGS.quick else "full"
     env = benchmark.environment()
@@ -45,9 +51,8 @@ def main(argv):
     for line in benchmark.summary(records):
         print(line)
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(records, f, indent=1)
-            f.write("\n")
+        with cli.user_errors():
+            write_output_text(FLAGS.json, json.dumps(records, indent=1) + "\n")
         print(f"wrote {len(records)} records to {FLAGS.json}")
 
 

@@ -2,13 +2,13 @@
 
 A `DataError` or `ConfigError` (bad data, a bad flag or config field, an unusable work dir)
 ends the script with its one-sentence message and exit status 2; any other exception is a bug
-and shows its traceback.
+and shows its traceback. Every file or folder a script writes where a flag says is checked
+before any work and written by `metaunlab.outputs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 
@@ -41,10 +41,3 @@ def user_errors() -> Iterator[None]:
     except (DataError, ConfigError) as error:
         fail(str(error))
 
-
-def check_output_path(path: str, flag: str) -> None:
-    """Refuse, before any work, an output file whose folder does not exist."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ConfigError(f"{flag}={path}: the folder {folder} does not exist; create it or "
-                          "write elsewhere.")

@@ -26,18 +26,22 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
+    from metaunlab.data.episode_files import read_episode_file
+    from metaunlab.outputs import check_not_an_input, check_output_file, write_output_text
     from metaunlab.trained_model import TrainedModel
 
     with cli.user_errors():
-        if FLAGS.output:  # before the evaluation, not after it
-            cli.check_output_path(FLAGS.output, "--output")
+        if FLAGS.output:  # before any work, and never into what this read-only command reads
+            check_output_file(FLAGS.output, "--output", inputs=[
+                ("work dir", FLAGS.workdir), ("episode file", FLAGS.episodes)])
+            images = read_episode_file(FLAGS.episodes, FLAGS.image_root).paths
+            check_not_an_input(FLAGS.output, "--output",
+                               [("image of the episode file", image) for image in images])
         model = TrainedModel.load(FLAGS.workdir)
         results = model.evaluate_episode_file(FLAGS.episodes, FLAGS.image_root,
                                               checkpoint=FLAGS.checkpoint)
         if FLAGS.output:
-            from metaunlab.train.workdir import write_json_atomic
-
-            write_json_atomic(FLAGS.output, results)
+            write_output_text(FLAGS.output, json.dumps(results, indent=2, sort_keys=True) + "\n")
     for name, entry in results["methods"].items():
         print(f"{name}: {entry['accuracy']:.2f} +- {entry['ci95']:.2f}% "
               f"over {results['episodes']} episodes")

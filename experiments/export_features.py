@@ -21,10 +21,12 @@ def main(argv):
     cli.set_default_verbosity()
     from metaunlab.data.features import SPLITS, save_feature_file
     from metaunlab.errors import ConfigError
+    from metaunlab.outputs import check_output_file
     from metaunlab.trained_model import TrainedModel
 
     with cli.user_errors():
-        cli.check_output_path(FLAGS.output, "--output")
+        # The work dir is only read: the file goes elsewhere.
+        check_output_file(FLAGS.output, "--output", inputs=[("work dir", FLAGS.workdir)])
         model = TrainedModel.load(FLAGS.workdir)
         if model.features_file is not None:
             raise ConfigError(f"--workdir={FLAGS.workdir} was trained on the features file "

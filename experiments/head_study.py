@@ -39,12 +39,15 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
+    from metaunlab.outputs import check_output_folder, write_output_text
     from metaunlab.train.config_checks import parse_settings
     from metaunlab.trained_model import TrainedModel
 
     from .tools.head_study import format_study, parse_variants, run_head_study
 
     with cli.user_errors():
+        # Before the study's meta-training, and never into the work dir it only reads.
+        check_output_folder(FLAGS.output, "--output", inputs=[("work dir", FLAGS.workdir)])
         variants = parse_variants(FLAGS.variants)
         settings = FLAGS.settings or TrainedModel.load(FLAGS.workdir).config.settings.split(",")
         study = run_head_study(
@@ -52,12 +55,10 @@ def main(argv):
             query_counts=[int(q) for q in FLAGS.n_query],
             distributions=FLAGS.query_distribution, seeds=[int(s) for s in FLAGS.seeds],
             episodes=FLAGS.episodes, baselines=FLAGS.baselines, split=FLAGS.split)
-    os.makedirs(FLAGS.output, exist_ok=True)
-    with open(os.path.join(FLAGS.output, "study.json"), "w") as f:
-        json.dump(study, f, indent=1)
-    table = format_study(study)
-    with open(os.path.join(FLAGS.output, "study.md"), "w") as f:
-        f.write(table + "\n")
+        table = format_study(study)
+        os.makedirs(FLAGS.output, exist_ok=True)
+        write_output_text(os.path.join(FLAGS.output, "study.json"), json.dumps(study, indent=1))
+        write_output_text(os.path.join(FLAGS.output, "study.md"), table + "\n")
     print(table)
     print(f"wrote {FLAGS.output}/study.json and study.md in {study['wall_seconds']:.0f} s")
 

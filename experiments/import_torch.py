@@ -66,7 +66,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
+    from metaunlab.outputs import check_output_folder
+
     with cli.user_errors():
+        # Before the checkpoint is read: the new work dir can be written.
+        check_output_folder(FLAGS.workdir, "--workdir",
+                            inputs=[(".pth checkpoint", FLAGS.checkpoint)])
         summary = import_checkpoint(FLAGS.checkpoint, FLAGS.arch, FLAGS.dataset, FLAGS.workdir,
                                     shot=FLAGS.shot,
                                     use_torch=False if FLAGS.torch_free else None,

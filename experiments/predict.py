@@ -34,10 +34,14 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
+    from metaunlab.outputs import check_output_file
     from metaunlab.trained_model import TrainedModel
 
     with cli.user_errors():
-        cli.check_output_path(FLAGS.output, "--output")
+        # Before any work, and never into what this read-only command reads.
+        check_output_file(FLAGS.output, "--output", inputs=[
+            ("work dir", FLAGS.workdir), ("support folder", FLAGS.support_dir),
+            ("query folder", FLAGS.query_dir)])
         model = TrainedModel.load(FLAGS.workdir)
         predictions = model.predict_folders(FLAGS.support_dir, FLAGS.query_dir,
                                             checkpoint=FLAGS.checkpoint, seed=FLAGS.seed,

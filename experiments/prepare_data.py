@@ -10,6 +10,7 @@ test.csv. Writes the SIB reference layout DATA/Mini-ImageNet/{train,val,test}/<w
 Rerunning after an interruption keeps the images already written.
 """
 
+import os
 
 from absl import app, flags
 
@@ -35,8 +36,15 @@ def run(argv):
         cli.fail(f"--{missing[0]} is not set; mini_imagenet needs --imagenet_dir, --csv_dir "
                  "and --out.")
     from metaunlab.data.mini_imagenet_build import build_from_imagenet
+    from metaunlab.outputs import check_output_folder
 
     with cli.user_errors():
+        # Written among the ImageNet files, new images would change the files each class
+        # has (the CSVs number them); the split CSVs may share a folder with the output.
+        check_output_folder(flag.out, "--out", inputs=[
+            ("ImageNet folder", flag.imagenet_dir),
+            *((f"{split} CSV", os.path.join(flag.csv_dir, f"{split}.csv"))
+              for split in ("train", "val", "test"))])
         counts = build_from_imagenet(flag.imagenet_dir, flag.csv_dir, flag.out,
                                      image_size=flag.image_size)
     print(f"wrote {flag.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items())

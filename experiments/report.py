@@ -23,9 +23,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     cli.set_default_verbosity()
+    from metaunlab.outputs import check_output_folder
+
     from .tools.report import write_report
 
     with cli.user_errors():
+        # Before the report's evaluation; the work dir is the default place of the report.
+        check_output_folder(FLAGS.output_dir or FLAGS.workdir, "--output_dir")
         out = write_report(FLAGS.workdir, num_episodes=FLAGS.num_episodes,
                            steps=[int(k) for k in FLAGS.steps], checkpoint=FLAGS.checkpoint,
                            output_dir=FLAGS.output_dir)

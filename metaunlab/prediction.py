@@ -29,12 +29,14 @@ import numpy as np
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import IMAGE_SUFFIXES
 from metaunlab.errors import ConfigError
-from metaunlab.files import atomic_path, what_is_at
-from metaunlab.methods.sib_head import sib_method
+from metaunlab.files import what_is_at
+from metaunlab.methods.sib_head import StepScales, sib_method
+from metaunlab.outputs import output_file
 from metaunlab.results import setting_name
 from metaunlab.train.query_schedule import training_query_counts
 
 if TYPE_CHECKING:
+    from metaunlab.head import Head
     from metaunlab.trained_model import TrainedModel
 
 
@@ -100,10 +102,11 @@ class Predictions:
         return [self.classes[i] for i in self.k0_probabilities.argmax(axis=1)]
 
     def to_csv(self, path: str | os.PathLike, *, class_columns: bool = False) -> None:
-        """Write the predictions as CSV, one row per query (written atomically).
+        """Write the predictions as CSV, one row per query (written atomically, through a
+        symlink, `metaunlab.outputs.output_file`).
 
         The columns are `path,label,probability,label_k0,probability_k0` (probability: of
-        the label).
+        the label). Text cells are safe to open in a spreadsheet (`spreadsheet_cell`).
 
         Args:
           path: the CSV file.
@@ -112,16 +115,35 @@ class Predictions:
         header = ["path", "label", "probability", "label_k0", "probability_k0"]
         if class_columns:
             header += [f"p_{name}" for name in self.classes]
-        with atomic_path(path) as partial, open(partial, "w", newline="") as f:
+        classes = [spreadsheet_cell(name) for name in self.classes]
+        with output_file(path) as partial, open(partial, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(header)
+            writer.writerow(header)  # every name starts with a letter
             for i, query in enumerate(self.paths):
                 sib, k0 = self.probabilities[i], self.k0_probabilities[i]
-                row = [query, self.classes[sib.argmax()], f"{sib.max():.6f}",
-                       self.classes[k0.argmax()], f"{k0.max():.6f}"]
+                row = [spreadsheet_cell(query), classes[sib.argmax()], f"{sib.max():.6f}",
+                       classes[k0.argmax()], f"{k0.max():.6f}"]
                 if class_columns:
                     row += [f"{p:.6f}" for p in sib]
                 writer.writerow(row)
+
+
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """`text` as a CSV cell no spreadsheet runs as a formula.
+
+    Args:
+      text: a class name, a file path or any other string a user controls.
+
+    Returns:
+      `text` behind a single quote when it starts with `=`, `+`, `-`, `@`, a tab or a
+      carriage return (OWASP's advice: the quote makes the cell text), else `text`. The csv
+      module then quotes any comma, quote or line break in it.
+    """
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def _images_in(folder: Path, what: str) -> list[Path]:
@@ -236,6 +258,67 @@ def predict(model: TrainedModel, support_feats: np.ndarray, support_labels: np.n
       ConfigError: no head for N ways, or `step="tuned"` for a head with no tuned step.
       DataError: a class of 0..N-1 has no support example.
     """
+    head = ready_head(model, support_labels, checkpoint=checkpoint, step=step)
+    return head.probabilities(support_feats, support_labels, query_feats, seed)
+
+
+@dataclasses.dataclass
+class ReadyHead:
+    """The trained head that serves one support set, read from the work dir.
+
+    Attributes:
+      model: the trained run.
+      n_way, n_shot: the support set's shape.
+      params: the head's parameters (of the checkpoint asked for).
+      head: its composition.
+      scales: the step multiples tuned on validation (`step="tuned"`), else None.
+    """
+
+    model: TrainedModel
+    n_way: int
+    n_shot: int
+    params: dict
+    head: Head
+    scales: StepScales | None
+
+    def probabilities(self, support_feats: np.ndarray, support_labels: np.ndarray,
+                      query_feats: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(SIB's probabilities (Q, N), K = 0's (Q, N)), as `predict` returns them."""
+        mt = self.model.config.metatrain
+        support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
+
+        def probabilities(steps, queries):
+            method = sib_method(self.params, steps, mt.inner_lr,
+                                step_scales=self.scales if steps else None, head=self.head)
+            return np.asarray(method.predictor(self.n_way)(
+                method.params, None, *support, jnp.asarray(queries)[None])[0])
+
+        sib_probs = np.zeros((len(query_feats), self.n_way), np.float32)
+        largest = max(training_query_counts(mt))  # the largest query set meta-training saw
+        for rows in transductive_chunks(len(query_feats), self.n_way * largest, seed):
+            sib_probs[rows] = probabilities(mt.sib_steps, query_feats[rows])
+        return sib_probs, probabilities(0, query_feats)
+
+
+def ready_head(model: TrainedModel, support_labels: np.ndarray, *, checkpoint: str = "last",
+               step: str = "trained") -> ReadyHead:
+    """The head for a support set with these labels, read before any image is embedded, so
+    that a missing head, checkpoint or tuned step is reported before the work.
+
+    Args:
+      model: the trained run.
+      support_labels: (Ns,) int labels in 0..N-1, every class present.
+      checkpoint: "last" or "best".
+      step: "trained" or "tuned", as in `predict`.
+
+    Returns:
+      A `ReadyHead`.
+
+    Raises:
+      ConfigError: no head for N ways, no such checkpoint, or `step="tuned"` for a head with
+        no tuned step.
+      DataError: a class of 0..N-1 has no support example.
+    """
     if step not in ("trained", "tuned"):
         raise ConfigError(f"step={step!r}: use 'trained' or 'tuned'.")
     n_way, n_shot = support_shape(model, support_labels)
@@ -250,20 +333,7 @@ def predict(model: TrainedModel, support_feats: np.ndarray, support_labels: np.n
                 f"{model.workdir} ({checkpoint} checkpoint) has no step size tuned on "
                 "validation; rerun the run with --config.test.step_scales=0.25,0.5,1,2,4 "
                 "(it tunes without retraining), or use --step=trained.")
-    mt = model.config.metatrain
-    support = (jnp.asarray(support_feats)[None], jnp.asarray(support_labels)[None])
-
-    def probabilities(steps, queries):
-        method = sib_method(params, steps, mt.inner_lr,
-                            step_scales=scales if steps else None, head=head)
-        return np.asarray(method.predictor(n_way)(method.params, None, *support,
-                                                  jnp.asarray(queries)[None])[0])
-
-    sib_probs = np.zeros((len(query_feats), n_way), np.float32)
-    largest = max(training_query_counts(mt))  # the largest query set meta-training saw
-    for rows in transductive_chunks(len(query_feats), n_way * largest, seed):
-        sib_probs[rows] = probabilities(mt.sib_steps, query_feats[rows])
-    return sib_probs, probabilities(0, query_feats)
+    return ReadyHead(model, n_way, n_shot, params, head, scales)
 
 
 def support_shape(model: TrainedModel, support_labels: np.ndarray) -> tuple[int, int]:
@@ -302,13 +372,12 @@ def predict_folders(model: TrainedModel, support_dir: str, query_dir: str, *,
     """
     classes, support_files, labels = support_images(support_dir)
     queries = query_images(query_dir)
-    support_shape(model, labels)  # before any image is read
+    head = ready_head(model, labels, checkpoint=checkpoint, step=step)  # before any image
     feats = model.embed_files([str(p) for p in support_files + queries])
-    sib_probs, k0_probs = predict(model, feats[:len(labels)], labels, feats[len(labels):],
-                                       checkpoint=checkpoint, seed=seed, step=step)
-    n_way, n_shot = support_shape(model, labels)
+    sib_probs, k0_probs = head.probabilities(feats[:len(labels)], labels, feats[len(labels):],
+                                             seed)
     return Predictions([str(p) for p in queries], classes, sib_probs, k0_probs,
-                       head=describe_head(model, n_way, n_shot, checkpoint, step))
+                       head=describe_head(model, head.n_way, head.n_shot, checkpoint, step))
 
 
 def describe_head(model: TrainedModel, n_way: int, n_shot: int, checkpoint: str = "last",

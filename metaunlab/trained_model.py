@@ -118,8 +118,8 @@ class TrainedModel:
         size = transform.output_size(image_shape[0])
         module, feat_dim = get_backbone(config.backbone, size)
         backbone = init_backbone(module, feat_dim, (size, size, image_shape[2]), config.seed)
-        variables = Checkpointer(os.path.join(workdir, "pretrain", "best")).restore(
-            backbone.variables)
+        variables = Checkpointer(os.path.join(workdir, "pretrain", "best"),
+                                 read_only=True).restore(backbone.variables)
         # New files are resized to the stored training size whatever the run's setting.
         fmt = dataclasses.replace(image_format, image_size=image_shape[0])
         return cls(workdir, config, feat_dim, backbone, variables, transform, fmt, image_shape)
@@ -265,7 +265,8 @@ class TrainedModel:
           ConfigError: no head was meta-trained for n_way ways.
         """
         name = self._require_head(n_way, n_shot)
-        saved = Checkpointer(os.path.join(self.workdir, "metatrain", name, checkpoint)).restore()
+        saved = Checkpointer(os.path.join(self.workdir, "metatrain", name, checkpoint),
+                             read_only=True).restore()
         # `last` holds the whole training state, `best` the parameters alone.
         return saved["params"] if checkpoint == "last" else saved
 
@@ -327,19 +328,23 @@ class TrainedModel:
           "sib_tuned", SIB at the multiple for each episode's query count.
         """
         episode_file = read_episode_file(episodes_path, image_root)
-        feats = self.embed_files(episode_file.paths)
         mt = self.config.metatrain
+        # Every head and checkpoint is read before any image is embedded: a missing one is
+        # reported before the work.
+        heads = {shape: (self.head(shape.n_way, shape.n_shot),
+                         self.sib_params(shape.n_way, shape.n_shot, checkpoint))
+                 for shape in episode_file.groups}
         scales = {shape: self.step_scales(shape.n_way, shape.n_shot, checkpoint)
                   for shape in episode_file.groups}
         tuned = all(s is not None for s in scales.values())
+        feats = self.embed_files(episode_file.paths)
         per_method: dict[str, list[np.ndarray]] = {}
         by_shape = {}
         for shape, (_, episodes) in episode_file.groups.items():
-            params = self.sib_params(shape.n_way, shape.n_shot, checkpoint)
             name = f"{setting_name(shape.n_way, shape.n_shot)}_{shape.n_query}query"
             by_shape[name] = {"episodes": len(episodes)}
             variants = evaluation.sib_variants(
-                self.head(shape.n_way, shape.n_shot), params, steps=mt.sib_steps, lr=mt.inner_lr,
+                *heads[shape], steps=mt.sib_steps, lr=mt.inner_lr,
                 step_scales=scales[shape] if tuned else None)
             for method, head in variants.items():
                 result = evaluation.evaluate(head, feats, episodes)

@@ -244,6 +244,28 @@ def run_script():
     return _run_script
 
 
+# --- what a folder holds ----------------------------------------------------------------------
+
+
+def _tree_of(root: Path) -> dict[str, bytes | None]:
+    """Every folder (None) and file (its bytes) below `root`, by relative path; empty folders
+    count, and a symlink counts as the file it points to."""
+    tree = {}
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        tree.update({str((here / name).relative_to(root)): None for name in dirs})
+        tree.update({str((here / name).relative_to(root)): (here / name).read_bytes()
+                     for name in files})
+    return tree
+
+
+@pytest.fixture(scope="session")
+def tree_of():
+    """`tree_of(root)`: {relative path: file bytes, or None for a folder} of everything below
+    `root`, to show that a command left a folder as it was."""
+    return _tree_of
+
+
 # --- the tiny meta-training run in a subprocess (tests/_tiny_run.py) ------------------------
 
 

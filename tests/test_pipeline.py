@@ -237,11 +237,22 @@ def _class_images(pngs, count, per_class):
     return {c: by_class[c][:per_class] for c in sorted(by_class)[:count]}
 
 
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
 def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
-        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script, omniglot_pngs):
+        tiny_omniglot_run, tmp_path, run_evaluate_cli, run_script, omniglot_pngs, tree_of,
+        umask_022):
+    """Both only read the work dir: they write their outputs, through symlinks (kept) with
+    the umask's mode, and nothing into it."""
     import csv
 
     workdir = tiny_omniglot_run.workdir
+    before = tree_of(workdir)
     images = _class_images(omniglot_pngs(tiny_omniglot_run.data), 5, 20)
     support, queries, image_root = tmp_path / "support", tmp_path / "queries", tmp_path / "all"
     truth, record = {}, {"Support": [], "Query": []}
@@ -259,6 +270,12 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
         record["Support"].append([files[0][0]])
         record["Query"].append([n for n, _ in files[1:5]])
     out = tmp_path / "predictions.csv"
+    outputs = {out: tmp_path / "kept" / "predictions.csv",
+               # where `run_evaluate_cli` has evaluate write its --output
+               tmp_path / "evaluate_output.json": tmp_path / "kept" / "evaluate.json"}
+    (tmp_path / "kept").mkdir()
+    for link, target in outputs.items():
+        os.symlink(target, link)
     proc = run_script("experiments.predict", f"--workdir={workdir}", f"--support_dir={support}",
                       f"--query_dir={queries}", f"--output={out}")
     assert proc.returncode == 0, proc.stderr
@@ -267,6 +284,8 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
     accuracy = {key: 100.0 * np.mean([truth[os.path.basename(r["path"])] == r[key]
                                       for r in rows]) for key in ("label", "label_k0")}
     written = run_evaluate_cli(workdir, [record], image_root, tmp_path)
+    for link, target in outputs.items():
+        assert os.readlink(link) == str(target) and (target.stat().st_mode & 0o777) == 0o644
     # evaluate counts in float32 (60.0000038 for 12 of 20): equal up to its rounding.
     assert written["methods"]["sib"]["accuracy"] == pytest.approx(accuracy["label"], abs=1e-4)
     assert written["methods"]["k0"]["accuracy"] == pytest.approx(accuracy["label_k0"], abs=1e-4)
@@ -291,6 +310,7 @@ def test_predict_cli_labels_folders_as_evaluate_scores_the_same_episode(
     assert len(predictions.paths) == 95 and predictions.probabilities.shape == (95, 5)
     np.testing.assert_allclose(predictions.probabilities.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(predictions.k0_probabilities.sum(1), 1.0, atol=1e-5)
+    assert tree_of(workdir) == before
 
 
 def test_predict_refuses_a_way_count_with_no_trained_head(tiny_omniglot_run, tmp_path,

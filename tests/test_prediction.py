@@ -1,6 +1,8 @@
 """Predicting on folders: the query chunks, the CSV, and bad folders as one sentence."""
 
 import csv
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -85,3 +87,40 @@ def test_class_counts_and_the_warning_when_sib_forces_even_counts():
                                   ([0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 1, 2]),
                                   ([0, 1, 2], [0, 0, 0])):
         assert _one_hot_predictions(sib_labels, k0_labels).forced_even_warning() is None
+
+
+def test_text_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(tmp_path):
+    hyperlink = '=HYPERLINK("x","y")'
+    for name in (hyperlink, "+cmd", 'plain, "quoted"'):
+        (tmp_path / "s" / name).mkdir(parents=True)
+        (tmp_path / "s" / name / "a.png").write_bytes(b"")
+    classes, _, _ = support_images(tmp_path / "s")
+    paths = ["-1.png", "@SUM(A1).png", "\tt.png", "\rr.png", "=1+1.png", "q/ok-1.png"]
+    probabilities = np.eye(3)[[0, 1, 2, 0, 1, 2]]
+    Predictions(paths, classes, probabilities, probabilities).to_csv(tmp_path / "p.csv")
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [row[0] for row in rows] == ["'-1.png", "'@SUM(A1).png", "'\tt.png", "'\rr.png",
+                                        "'=1+1.png", "q/ok-1.png"]
+    labels = {row[1] for row in rows} | {row[3] for row in rows}
+    assert labels == {"'+cmd", "'" + hyperlink, 'plain, "quoted"'}
+
+
+@pytest.mark.parametrize("umask, existing_mode, mode", [
+    (0o022, None, 0o644), (0o027, None, 0o640), (0o022, 0o600, 0o600), (0o022, 0o664, 0o664)])
+def test_the_csv_is_written_through_a_symlink_with_the_umask_or_the_mode_it_had(
+        umask, existing_mode, mode, tmp_path):
+    target, link = tmp_path / "kept" / "p.csv", tmp_path / "link.csv"
+    target.parent.mkdir()
+    if existing_mode is not None:
+        target.write_text("old")
+        target.chmod(existing_mode)
+    os.symlink(target, link)
+    previous = os.umask(umask)
+    try:
+        _one_hot_predictions([0, 1], [0, 1]).to_csv(link)
+    finally:
+        os.umask(previous)
+    assert os.readlink(link) == str(target)
+    assert target.read_text().startswith("path,label,")
+    assert stat.S_IMODE(target.stat().st_mode) == mode

@@ -51,6 +51,7 @@ from metaunlab.files import WorkdirLock
 from metaunlab.head import Head
 from metaunlab.methods import METHODS, Method, sib_method
 from metaunlab.methods.sib_head import StepScales
+from metaunlab.outputs import output_file, write_output_text
 from metaunlab.research.protocols import protocol_name
 from metaunlab.results import methods_table
 from metaunlab.train.workdir import REWRITE_BY_TRAINING, read_json, write_json_atomic
@@ -323,9 +324,9 @@ def output_name(results: dict) -> str:
 
 def write_outputs(workdir: str, results: dict) -> None:
     name = output_name(results)
-    with open(os.path.join(workdir, f"{name}.md"), "w") as f:
-        f.write(format_markdown(results))
-    plot_comparison(results, os.path.join(workdir, f"{name}.png"))
+    write_output_text(os.path.join(workdir, f"{name}.md"), format_markdown(results))
+    with output_file(os.path.join(workdir, f"{name}.png"), ".png") as partial:
+        plot_comparison(results, partial)
     path = os.path.join(workdir, "results.json")
     existing = read_json(path, REWRITE_BY_TRAINING) if os.path.exists(path) else {}
     existing[name] = results

@@ -26,6 +26,7 @@ from metaunlab import evaluation
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.errors import ConfigError
 from metaunlab.methods import sib_method
+from metaunlab.outputs import output_file, write_output_text
 from metaunlab.results import markdown_table, methods_table, sib_table
 from metaunlab.train.metrics import read_metrics
 from metaunlab.train.pipeline import parse_settings
@@ -286,7 +287,8 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
                else {})
 
     curves = learning_curves(read_metrics(workdir))
-    plot_learning_curves(curves, os.path.join(out_dir, CURVES))
+    with output_file(os.path.join(out_dir, CURVES), ".png") as partial:
+        plot_learning_curves(curves, partial)
     files = [CURVES]
 
     model = TrainedModel.load(workdir)
@@ -304,11 +306,14 @@ def write_report(workdir: str, *, num_episodes: int = 300, steps: Sequence[int] 
                                        n_query=int(model.config.test.n_query),
                                        seed=int(model.config.test.seed),
                                        checkpoint=checkpoint)
-        plot_accuracy_vs_k(k_results, trained_k, os.path.join(out_dir, ACCURACY_VS_K))
-        plot_episode_histograms(k_results, trained_k, os.path.join(out_dir, HISTOGRAM))
+        with output_file(os.path.join(out_dir, ACCURACY_VS_K), ".png") as partial:
+            plot_accuracy_vs_k(k_results, trained_k, partial)
+        with output_file(os.path.join(out_dir, HISTOGRAM), ".png") as partial:
+            plot_episode_histograms(k_results, trained_k, partial)
         files += [ACCURACY_VS_K, HISTOGRAM]
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(format_report(config, results, k_results, trained_k, curves, workdir, out_dir))
+    write_output_text(os.path.join(out_dir, "report.md"),
+                      format_report(config, results, k_results, trained_k, curves, workdir,
+                                    out_dir))
     files.append("report.md")
     summary = {name: {k: v for k, v in r.items() if k != "per_episode"}
                for name, r in k_results.items()}

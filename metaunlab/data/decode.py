@@ -63,6 +63,9 @@ def decode_image(data: bytes, source: str, fmt: ImageFormat) -> np.ndarray:
                         "this library); replace it with a smaller image.") from None
     except DataError:
         raise
+    except Image.UnidentifiedImageError:  # its message shows the in-memory buffer, not the file
+        raise DataError(f"{source} is not a readable image (no image format recognised); "
+                        "replace it or download the data set again.") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{source} is not a readable image ({error}); replace it or download "
                         "the data set again.") from error

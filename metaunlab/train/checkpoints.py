@@ -103,8 +103,15 @@ class Checkpointer:
     dir's lock (a training run) may ask for it: a reader would remove a live run's save.
     """
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 1,
-                 remove_unfinished: bool = False):
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 1, *,
+                 remove_unfinished: bool = False, read_only: bool = False):
+        """Args:
+          directory: the folder of the sequence's checkpoints.
+          max_to_keep: how many of the newest checkpoints a save keeps.
+          remove_unfinished: remove the temporary folders of interrupted saves (above).
+          read_only: only restore: the folder is not created when it does not exist (a
+            command that reads a work dir leaves no trace in it).
+        """
         self.directory = os.path.abspath(os.fspath(directory))
         if remove_unfinished and jax.process_index() == 0:  # orbax cleans on process 0 only
             for folder in sorted(glob.glob(os.path.join(
@@ -112,7 +119,7 @@ class Checkpointer:
                 logging.getLogger("absl").warning(
                     "removing %s, the temporary folder of a checkpoint save that was "
                     "interrupted", shown(folder))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                                enable_async_checkpointing=False,
                                                cleanup_tmp_directories=remove_unfinished)
         try:
