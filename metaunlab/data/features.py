@@ -142,5 +142,7 @@ def save_feature_file(path: str | os.PathLike,
     for split, (features, labels) in splits.items():
         arrays[f"{split}_features"] = np.asarray(features, np.float32)
         arrays[f"{split}_labels"] = np.asarray(labels, np.int64)
-    with atomic_path(path, suffix=".npz") as partial, open(partial, "wb") as file:
+    # Through a symbolic link to the file it names, as for every output.
+    with atomic_path(os.path.realpath(path), suffix=".npz") as partial, \
+            open(partial, "wb") as file:
         np.savez(file, **arrays)
