@@ -124,13 +124,13 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_saves_nothing_after
 
 def test_piped_output_gets_a_line_per_log_step_and_compilation_is_timed_apart(tmp_path,
                                                                              capsys):
-    """The first call stands for compilation (0.5 s; later calls 1 ms): it is reported once,
+    """The first call stands for compilation (1 s; later calls 1 ms): it is reported once,
     and neither the logged throughput nor the time left counts it. Output that is not a
     terminal (here pytest's capture) gets lines, not progress-bar frames."""
     loop, writer = _loop(tmp_path, steps_per_call=1)
 
     def advance(state, step, count):
-        time.sleep(0.5 if step == 0 else 0.001)
+        time.sleep(1.0 if step == 0 else 0.001)
         return dict(state, step=state["step"] + count), {"loss": jnp.float32(1.0),
                                                          "accuracy": jnp.float32(0.5)}
 
@@ -142,12 +142,13 @@ def test_piped_output_gets_a_line_per_log_step_and_compilation_is_timed_apart(tm
     err = captured.out + captured.err
     assert "\r" not in err and "it/s" not in err  # no bar frames
     compiling = re.findall(r"phase: first call \(compiling the step\) took (\S+) s", err)
-    assert len(compiling) == 1 and float(compiling[0]) >= 0.5
+    assert len(compiling) == 1 and float(compiling[0]) >= 1.0
     lines = re.findall(r"phase step (\d+)/23: loss 1\.000, acc 0\.5%, (\d+) episodes/s, "
                        r"0:(\d\d) left", err)
     assert [int(step) for step, _, _ in lines] == [5, 10, 15, 20]
-    # 2 episodes a step, at most a few ms a step: with the 0.5 s first call counted, the
-    # first window could not exceed 20 episodes/s, nor would 18 steps take 0:00 to finish.
-    assert all(int(rate) > 100 and int(left) == 0 for _, rate, left in lines)
+    # Counting the first call, the first window (steps 1 to 5, 2 episodes each) could not
+    # exceed 10 episodes/s, and the 18 steps left would be estimated at 4 s or more.
+    _, first_rate, first_left = lines[0]
+    assert int(first_rate) > 20 and int(first_left) <= 1
     rates = [r["episodes_per_s"] for r in read_metrics(tmp_path) if r["phase"] == "phase"]
-    assert len(rates) == 4 and min(rates) > 100
+    assert len(rates) == 4 and rates[0] > 20
