@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import IMAGE_SUFFIXES
-from metaunlab.errors import ConfigError
+from metaunlab.errors import ConfigError, shown
 from metaunlab.files import what_is_at
 from metaunlab.methods.sib_head import StepScales, sib_method
 from metaunlab.outputs import output_file
@@ -147,16 +148,22 @@ def spreadsheet_cell(text: str) -> str:
 
 
 def _images_in(folder: Path, what: str) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    for file in files:
-        if not file.is_file():  # a folder, a broken link
-            raise DataError(f"{file} {what_is_at(file, 'an image file')}; the {what} may hold "
-                            "only images, so replace or delete it.")
-        if file.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(f"{file} is not a {'/'.join(IMAGE_SUFFIXES)} image; the {what} "
-                            "may hold only images, so move or delete it.")
+    """The image files of `folder`; other files (notes, spreadsheets) are skipped with a
+    warning naming them, and a folder or a broken link inside it is refused."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for entry in entries:
+        if not entry.is_file():  # a folder, a broken link
+            raise DataError(f"{entry} {what_is_at(entry, 'an image file')}; the {what} may "
+                            "hold only images, so replace or delete it.")
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if skipped:
+        logging.warning("skipping %d file(s) of the %s %s that are not %s images: %s",
+                        len(skipped), what, shown(str(folder)), "/".join(IMAGE_SUFFIXES),
+                        ", ".join(shown(name) for name in skipped))
     if not files:
-        raise DataError(f"{what} {folder} holds no images; add some.")
+        raise DataError(f"{what} {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images; add "
+                        "some.")
     return files
 
 
@@ -170,8 +177,9 @@ def support_images(support_dir: str | os.PathLike) -> tuple[list[str], list[Path
       (class names, sorted; image files; labels (n,) int32, the class of each file).
 
     Raises:
-      DataError: no such folder, fewer than two classes, a loose file, an empty class, or
-        a file that is not an image.
+      DataError: no such folder, fewer than two classes, a loose file, a class without
+        images, or a folder or broken link inside a class folder. Files that are not images
+        are skipped with a warning.
     """
     root = Path(support_dir)
     if not root.is_dir():
@@ -203,7 +211,8 @@ def query_images(query_dir: str | os.PathLike) -> list[Path]:
       The image files, sorted by name.
 
     Raises:
-      DataError: no such folder, no images, or an entry that is not an image file.
+      DataError: no such folder, no images, or a folder or broken link inside it. Files that
+        are not images are skipped with a warning.
     """
     root = Path(query_dir)
     if not root.is_dir():

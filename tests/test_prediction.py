@@ -42,7 +42,7 @@ def test_csv_has_the_label_its_probability_k0_and_optional_class_columns(tmp_pat
         "path,label,probability,label_k0,probability_k0")
 
 
-def test_folders_are_read_as_classes_and_bad_ones_refused(tmp_path):
+def test_folders_are_read_as_classes_and_bad_ones_refused(tmp_path, caplog):
     for name in ("b_class", "a_class"):
         (tmp_path / "s" / name).mkdir(parents=True)
         for i in range(2 if name == "a_class" else 1):
@@ -59,14 +59,25 @@ def test_folders_are_read_as_classes_and_bad_ones_refused(tmp_path):
     with pytest.raises(DataError, match="is a file directly inside the support folder"):
         support_images(tmp_path / "s")
     (tmp_path / "s" / "loose.png").unlink()
+    # A file that is not an image is skipped, named in a warning.
     (tmp_path / "s" / "a_class" / "notes.txt").write_text("hi")
-    with pytest.raises(DataError, match=r"notes\.txt is not a \.jpg/\.jpeg/\.png image"):
+    caplog.clear()
+    assert support_images(tmp_path / "s")[1] == files
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"skipping 1 file(s) of the class folder {tmp_path / 's' / 'a_class'} that are not "
+        ".jpg/.jpeg/.png images: notes.txt"]
+    (tmp_path / "q" / "x.jpg").unlink()
+    (tmp_path / "q" / "table.csv").write_text("")
+    with pytest.raises(DataError, match=r"query folder .* holds no \.jpg/\.jpeg/\.png images"):
+        query_images(tmp_path / "q")
+    (tmp_path / "s" / "a_class" / "sub").mkdir()
+    with pytest.raises(DataError, match=r"a_class/sub is a folder, not an image file"):
         support_images(tmp_path / "s")
     (tmp_path / "one" / "c").mkdir(parents=True)
     with pytest.raises(DataError, match="has 1 class folder"):
         support_images(tmp_path / "one")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"query folder .* holds no images"):
+    with pytest.raises(DataError, match=r"query folder .* holds no \.jpg/\.jpeg/\.png images"):
         query_images(tmp_path / "empty")
 
 
