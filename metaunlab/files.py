@@ -7,10 +7,10 @@ so a reader sees the old file or the new one and a full disk leaves no partial f
 The file gets the mode a plain `open` would give it (0666 less the umask), or the mode of
 the file it replaces, so a work dir stays readable to the colleagues its folder lets in.
 A process killed while writing leaves its temporary file; `WorkdirLock` holds an exclusive
-lock on `<workdir>/.lock` for as long as a run writes there, and removes such files when it
-is taken (a run that holds the lock is the only writer, so none of them is being written).
-The operating system releases the lock when the process ends, however it ends, so a lock
-left by a dead process never blocks the next run.
+lock (`filelock`) on `<workdir>/.lock` for as long as a run writes there, and removes such
+files when it is taken (a run that holds the lock is the only writer, so none of them is
+being written). The operating system releases the lock when the process ends, however it
+ends, so a lock left by a dead process never blocks the next run.
 
 `read_json_object` reads a JSON file the project wrote, and says in one sentence what to
 do when it is damaged; `what_is_at` says what stands at a path that is not what was asked.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import filelock
 from absl import logging
 
 from metaunlab.errors import ConfigError, shown
@@ -195,7 +195,9 @@ class WorkdirLock:
 
     def __init__(self, workdir: str | os.PathLike):
         self.path = os.path.join(os.fspath(workdir), ".lock")
-        self._fd: int | None = None
+        # timeout=0: a held lock is refused at once; filelock's lock is the operating
+        # system's, so it is released when the process ends, however it ends.
+        self._lock = filelock.FileLock(self.path, timeout=0)
 
     def __enter__(self) -> WorkdirLock:
         folder = os.path.dirname(self.path)
@@ -203,24 +205,25 @@ class WorkdirLock:
             raise ConfigError(f"--workdir={folder} does not exist; point it at the work dir "
                               "of a run.")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock.acquire()
+        except filelock.Timeout:
+            holder = _read_holder(self.path) or "another process"
+            raise ConfigError(f"{folder} is in use by {holder}; wait for that run to end, or "
+                              "use another --workdir.") from None
         except OSError as error:
             raise write_error(self.path, error) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise ConfigError(f"{os.path.dirname(self.path)} is in use by {holder}; wait for "
-                              "that run to end, or use another --workdir.") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})"
-                 .encode())
-        self._fd = fd
+        # Who holds it, for the message another run gets (the lock itself is the flock).
+        with contextlib.suppress(OSError), open(self.path, "w") as f:
+            f.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         remove_partial_files(folder)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock
-            self._fd = None
+        self._lock.release()
+
+
+def _read_holder(path: str) -> str:
+    with contextlib.suppress(OSError):
+        with open(path, errors="replace") as f:
+            return f.read(200).strip()
+    return ""
