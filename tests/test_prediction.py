@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 
 from metaunlab.data.errors import DataError
-from metaunlab.prediction import (
-    Predictions,
-    query_images,
-    support_images,
-    transductive_chunks,
-)
+from metaunlab.data.task_folders import query_images, support_images
+from metaunlab.prediction import Predictions, transductive_chunks
 
 
 def test_small_query_sets_are_one_chunk_and_large_ones_nearly_equal_seeded_chunks():

@@ -10,8 +10,8 @@ from metaunlab.data.episode_files import resolve_episode_paths
 from metaunlab.data.errors import DataError
 from metaunlab.data.folders import load_class_folders
 from metaunlab.data.omniglot import default_omniglot_dir, load_omniglot
+from metaunlab.data.task_folders import query_images
 from metaunlab.data.user_folders import load_user_folders
-from metaunlab.prediction import query_images
 
 ODD = "run\x1b[31m\x07red\u202e"  # a colour escape, a bell and a right-to-left override
 ODD_SHOWN = r"run\x1b[31m\x07red\u202e"
