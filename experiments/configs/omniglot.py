@@ -91,9 +91,10 @@ def get_config(protocol: str = "character"):
     # Meta-training reads the frozen features of the training images as drawn, computed
     # once, not distorted views of them (metatrain.feature_views, metatrain.transform;
     # docs/omniglot.md, "SIB below K = 0 at 5 shots with 15 queries per class").
-    # A log record, and a line of log.txt, every 250 iterations (a multiple of the 10
-    # iterations a call runs on features, so the calls, and the results, are the same).
-    c.metatrain.log_every = 250
+    # A log record, and a line of log.txt, at every validation: every 500 iterations (a
+    # multiple of the 10 iterations a call runs on features, so the calls, and the results,
+    # are those of any other multiple).
+    c.metatrain.log_every = 500
     # Query sets of both kinds users meet: balanced, and with Dirichlet(2) class proportions
     # (the counts where those fit the 20 drawings of a character: up to 5 per class), one
     # drawn per iteration, so phi learns what an imbalanced query set looks like. No part of
