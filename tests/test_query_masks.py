@@ -1,9 +1,8 @@
 """Padded query sets: every method, SIB included, ignores padded queries when given the
-mask, a batch of differently sized query sets compiles once, and the masked phi VJP is
-autodiff's."""
+mask, a batch of differently sized query sets compiles once (the masked phi VJP is
+autodiff's: tests/test_synthetic_gradient.py)."""
 
 import dataclasses
-import functools
 
 import chex
 import jax
@@ -11,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metaunlab import evaluation, sib, synthetic_gradient
+from metaunlab import evaluation, sib
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
 from metaunlab.methods import METHODS, sib_method
 
@@ -115,30 +114,3 @@ def test_masked_accuracy_counts_real_queries_only() -> None:
         plain = evaluation.evaluate(METHODS[name], feats, episodes).accuracies
         masked = evaluation.evaluate(METHODS[name], feats, padded).accuracies
         np.testing.assert_allclose(masked, plain, atol=1e-4)
-
-
-def _phi_loss(apply_fn, params, logits, mask, target):
-    return jnp.sum(apply_fn(params, logits, mask) * target)
-
-
-def test_masked_phi_vjp_is_autodiffs() -> None:
-    with jax.enable_x64(True):
-        key = jax.random.PRNGKey(0)
-        params = jax.tree.map(lambda x: x.astype(jnp.float64),
-                              synthetic_gradient.init(key, N_WAY))
-        rng = np.random.default_rng(0)
-        logits = jnp.asarray(rng.normal(size=(3, 9, N_WAY)))
-        target = jnp.asarray(rng.normal(size=(3, 9, N_WAY)))
-        mask = jnp.asarray(np.arange(9)[None] < np.array([[4], [9], [6]]))
-        manual = jax.grad(functools.partial(_phi_loss, synthetic_gradient.apply),
-                          argnums=(0, 1))(params, logits, mask, target)
-        oracle = jax.grad(functools.partial(_phi_loss, synthetic_gradient.apply_autodiff),
-                          argnums=(0, 1))(params, logits, mask, target)
-        chex.assert_trees_all_close(manual, oracle, atol=1e-10)
-        np.testing.assert_allclose(synthetic_gradient.apply(params, logits, mask),
-                                   synthetic_gradient.apply_autodiff(params, logits, mask),
-                                   atol=1e-12)
-        # Only the real queries' statistics: the 4 real rows of episode 0 alone.
-        alone = synthetic_gradient.apply(params, logits[0, :4])
-        np.testing.assert_allclose(synthetic_gradient.apply(params, logits, mask)[0, :4], alone,
-                                   atol=1e-12)

@@ -218,9 +218,10 @@ def test_a_batch_of_episodes_equals_one_call_per_episode(perturbed_sib_params):
     assert float(loss) == pytest.approx(float(np.mean(singles)), rel=1e-5)
 
 
+# Both forms, each with and without the grad-matching term and remat, on 1 and 3 episodes.
 @pytest.mark.parametrize("form,grad_coeff,remat,n_episodes", [
-    ("direct", 0.0, False, 3), ("gram", 0.0, False, 3), ("direct", 1.0, True, 3),
-    ("gram", 1.0, False, 3), ("direct", 1.0, False, 1), ("gram", 0.0, True, 1)])
+    ("direct", 0.0, False, 3), ("direct", 1.0, True, 1), ("gram", 1.0, False, 3),
+    ("gram", 0.0, True, 1)])
 def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float64(
         form, grad_coeff, remat, n_episodes, perturbed_sib_params):
     """Both forms take the episode axis as a leading axis of every array, not by vmap (one
@@ -247,7 +248,7 @@ def test_leading_episode_axis_equals_vmap_and_phis_vjp_equals_autodiff_in_float6
             with _phi_by_autodiff():
                 return batched(p)
 
-        # Compiled whole, as training runs it: its 6 cases take 38 s so, 47 s op by op (2 cores).
+        # Compiled whole, as training runs it (faster than op by op).
         (loss, logits), grads = jax.jit(jax.value_and_grad(batched, has_aux=True))(params)
         (want_loss, want_logits), want_grads = jax.jit(
             jax.value_and_grad(vmapped, has_aux=True))(params)

@@ -22,23 +22,34 @@ def _max_rel(a, b):
                                strict=True))
 
 
-@pytest.mark.parametrize("lead", [(), (3,), (2, 3)])
-def test_manual_vjp_equals_autodiff_of_the_module_in_float64(lead, perturbed_sib_params):
+@pytest.mark.parametrize("lead,masked", [((), False), ((2, 3), True)])
+def test_manual_vjp_equals_autodiff_of_the_module_in_float64(lead, masked,
+                                                             perturbed_sib_params):
+    """One episode, and a (2, 3) grid of padded episodes (4 to 15 real queries) whose
+    BatchNorm statistics are their real queries'."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(len(lead))
         params = _params64(perturbed_sib_params, len(lead))
         logits = jnp.asarray(4.0 * rng.normal(size=lead + (15, 5)))
         cotangent = jnp.asarray(rng.normal(size=lead + (15, 5)))
+        mask = None
+        if masked:
+            real = np.array([[4, 15, 9], [12, 6, 15]])
+            mask = jnp.asarray(np.arange(15) < real[..., None])
         hidden = logits @ params["dense1"]["kernel"] + params["dense1"]["bias"]
         assert 0.1 < float((hidden > 0).mean()) < 0.9  # both sides of every ReLU are used
 
-        out_manual, vjp_manual = jax.vjp(phi.apply, params, logits)
-        out_auto, vjp_auto = jax.vjp(phi.apply_autodiff, params, logits)
+        out_manual, vjp_manual = jax.vjp(lambda p, z: phi.apply(p, z, mask), params, logits)
+        out_auto, vjp_auto = jax.vjp(lambda p, z: phi.apply_autodiff(p, z, mask), params,
+                                     logits)
         assert _max_rel(out_auto, out_manual) < 1e-13
         grads_auto, grads_manual = vjp_auto(cotangent), vjp_manual(cotangent)
         for leaf in jax.tree_util.tree_leaves(grads_auto):
             assert float(jnp.abs(leaf).max()) > 1e-6  # every gradient is really exercised
         assert _max_rel(grads_auto, grads_manual) < 1e-12
+        if masked:  # the real rows of an episode: as that episode alone, unpadded
+            np.testing.assert_allclose(out_manual[0, 0, :4], phi.apply(params, logits[0, 0, :4]),
+                                       atol=1e-12)
 
 
 def test_each_episode_is_normalised_with_its_own_queries(perturbed_sib_params):

@@ -154,10 +154,11 @@ def test_compare_on_an_imbalanced_episode_file(tiny, tmp_path):
     image_root = tmp_path / "images"
     image_root.mkdir()
     from PIL import Image
-    for i, image in enumerate(test.images):
-        Image.fromarray(image[..., 0]).save(image_root / paths[i])
     episodes = EpisodeSampler(test, EpisodeShape(5, 1, 3), seed=5, query_totals=(6, 15),
                               query_distribution="dirichlet:1").sample(0, 5)
+    for i in np.unique(np.concatenate([episodes.support_idx.ravel(),
+                                       episodes.query_idx.ravel()])):  # the images it names
+        Image.fromarray(test.images[i][..., 0]).save(image_root / paths[i])
     episode_file = tmp_path / "episodes.json"
     episode_file.write_text(json.dumps(fixed_episodes_to_json(episodes, paths)))
     out = run_compare(str(workdir), episodes_file=str(episode_file), image_root=str(image_root),
