@@ -13,7 +13,10 @@ def assert_gradient_matches_finite_differences(loss, params, rng: np.random.Gene
     """jax.grad(loss)(params) against central differences at `per_leaf` random coordinates
     of every parameter array (all of them when smaller), in the precision of `params`
     (float64 for the tolerances here). Returns the gradient."""
-    grads = jax.grad(loss)(params)
+    # Compiled once each: the loss is evaluated twice per checked coordinate, and op by op
+    # each evaluation would dispatch every op of the K unrolled steps again.
+    grads = jax.jit(jax.grad(loss))(params)
+    loss = jax.jit(loss)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     grad_leaves = jax.tree_util.tree_leaves(grads)
     for i, (leaf, grad_leaf) in enumerate(zip(leaves, grad_leaves, strict=True)):
