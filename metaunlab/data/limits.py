@@ -233,3 +233,28 @@ def check_archive(path: str | os.PathLike, infos: list[zipfile.ZipInfo]) -> None
     total = sum(info.file_size for info in infos)
     if total > limit:
         raise too_big(os.fspath(path), f"declares {size_text(total)} of members", limit)
+
+
+READ_CHUNK = 4 * 2**20  # bytes read (or decompressed) at a time
+
+
+def read_into(file, buffer: Any) -> int:
+    """Fill the bytes of `buffer` (a NumPy array) from the binary file object `file`,
+    `READ_CHUNK` at a time, so no copy of the whole is ever made.
+
+    Args:
+      file: an open binary file (a zip member, a plain file).
+      buffer: the array to fill.
+
+    Returns:
+      How many bytes were filled: fewer than `buffer.nbytes` when the file ended first.
+    """
+    view = memoryview(buffer.view("uint8")).cast("B")
+    filled = 0
+    while filled < len(view):
+        count = file.readinto(view[filled:filled + READ_CHUNK])
+        if not count:
+            break
+        filled += count
+    return filled
+

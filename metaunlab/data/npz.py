@@ -20,7 +20,6 @@ from metaunlab.data.errors import DataError
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                    (2, 0): np.lib.format.read_array_header_2_0}
-_READ_CHUNK = 4 * 2**20  # bytes decompressed at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +89,10 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> _Me
 
 def _read(archive: zipfile.ZipFile, member: _Member) -> np.ndarray:
     array = np.empty(member.count, member.dtype)
-    view = memoryview(array.view(np.uint8))
     with archive.open(member.info) as file:
         file.read(member.header_bytes)
-        filled = 0
-        while filled < len(view):
-            count = file.readinto(view[filled:filled + _READ_CHUNK])
-            if not count:
-                raise EOFError(f"{member.info.filename} ends after {filled} of {len(view)} "
-                               "bytes of data")
-            filled += count
+        filled = limits.read_into(file, array)
+    if filled < array.nbytes:
+        raise EOFError(f"{member.info.filename} ends after {filled} of {array.nbytes} bytes "
+                       "of data")
     return array.reshape(member.shape, order="F" if member.fortran_order else "C")

@@ -41,7 +41,7 @@ MAX_TOTAL_BYTES = 400 * 2**20
 MAX_PICKLE_BYTES = 16 * 2**20  # data.pkl of the largest reference checkpoint: about 50 KB
 COPIES_PER_STORAGE_BYTE = 4  # the copies of views, per byte of storage
 COPIES_SLACK = 16 * 2**20
-READ_CHUNK = 4 * 2**20  # bytes read at a time
+READ_CHUNK = limits.READ_CHUNK  # bytes read at a time
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -223,14 +223,10 @@ class Budget:
 
 def _read_exactly(f, buffer: np.ndarray, source: str, key: str) -> None:
     """Fill `buffer` from the file object `f` in chunks; the member must hold exactly that."""
-    view = memoryview(buffer.view(np.uint8))
-    filled = 0
-    while filled < len(view):
-        count = f.readinto(view[filled:filled + READ_CHUNK])
-        if not count:
-            raise PthError(f"{source}: storage {key!r} is truncated ({filled} of {len(view)} "
-                           "bytes).")
-        filled += count
+    filled = limits.read_into(f, buffer)
+    if filled < buffer.nbytes:
+        raise PthError(f"{source}: storage {key!r} is truncated ({filled} of {buffer.nbytes} "
+                       "bytes).")
     if f.read(1):
         raise PthError(f"{source}: storage {key!r} holds more bytes than its elements need.")
 
