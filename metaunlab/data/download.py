@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from metaunlab.data.checksums import file_digest
 from metaunlab.data.errors import DataError, looks_like_html
 from metaunlab.files import atomic_path
 
@@ -45,7 +46,7 @@ def download(url: str, destination: str | os.PathLike, sha256: str, *,
         destination is left as it was.
     """
     destination = Path(destination)
-    if destination.is_file() and _sha256(destination) == sha256:
+    if destination.is_file() and file_digest(destination) == sha256:
         return destination
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -63,17 +64,17 @@ def download(url: str, destination: str | os.PathLike, sha256: str, *,
         raise DataError(f"cannot reach {host} ({reason}); {failure}.") from None
     # atomic_path raises a one-sentence ConfigError when the folder is not writable.
     with response, atomic_path(destination) as partial:
-        _stream(response, url, Path(partial), sha256, failure)
+        _stream(response, url, Path(partial), sha256, failure, label=destination.name)
     return destination
 
 
-def _stream(response, url: str, partial: Path, sha256: str, failure: str) -> None:
+def _stream(response, url: str, partial: Path, sha256: str, failure: str, *,
+            label: str) -> None:
     """Copy the response into ``partial``, checking its start, length and checksum."""
     announced = int(response.headers.get("Content-Length") or 0) or None
     digest, received, first = hashlib.sha256(), 0, b""
     bar = tqdm(total=announced, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-               desc=os.path.basename(partial.name.split(".partial")[0].lstrip(".")),
-               disable=None, file=sys.stderr)  # disable=None: a bar only on a terminal
+               desc=label, disable=None, file=sys.stderr)  # disable=None: a bar only on a terminal
     try:
         with bar, open(partial, "wb") as out:
             while chunk := response.read(_CHUNK):
@@ -96,10 +97,3 @@ def _stream(response, url: str, partial: Path, sha256: str, failure: str) -> Non
         raise DataError(f"{url} sent a file with SHA-256 {digest.hexdigest()}, not the "
                         f"published {sha256}; {failure}.")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

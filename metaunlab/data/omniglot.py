@@ -26,7 +26,7 @@ from metaunlab.data import limits
 from metaunlab.data.dataset import ImageDataset
 from metaunlab.data.decode import ImageFormat, decode_image, read_image_file
 from metaunlab.data.errors import DataError, looks_like_html
-from metaunlab.data.omniglot_fetch import omniglot_cache_dir
+from metaunlab.data.omniglot_fetch import omniglot_cache_dir, omniglot_sources
 from metaunlab.data.omniglot_splits import (  # noqa: F401  (the splits, importable from here too)
     MINIMAL_ALPHABET_FOLDS,
     ROTATION_ANGLES,
@@ -131,11 +131,7 @@ def _find_sources(data_dir: Path, archives: Sequence[str | os.PathLike] | None) 
             "flag to the folder that holds them."
         )
     if archives is None:
-        found = sorted(
-            p
-            for p in data_dir.glob("images_*")
-            if (p.is_file() and p.suffix == ".zip") or p.is_dir()
-        )
+        found = omniglot_sources(data_dir)
         if not found:
             raise DataError(
                 f"{data_dir} holds no Omniglot archives (images_*.zip) or extracted images_* "

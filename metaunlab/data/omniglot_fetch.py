@@ -36,14 +36,20 @@ def omniglot_cache_dir() -> Path:
     return Path(cache) / "metaunlab" / "omniglot"
 
 
+def omniglot_sources(folder: Path) -> list[Path]:
+    """The Omniglot archives (``images_*.zip``) and extracted ``images_*`` folders in
+    ``folder``, sorted."""
+    return sorted(p for p in folder.glob("images_*")
+                  if (p.is_file() and p.suffix == ".zip") or p.is_dir())
+
+
 def has_omniglot(folder: Path) -> bool:
     """Whether ``folder`` holds both minimal archives, or Omniglot archives or extracted
     ``images_*`` folders of other names (e.g. the full ``images_background.zip``) and neither
     minimal archive: a folder holding one minimal archive is a download cut short."""
     if not folder.is_dir():
         return False
-    present = [p.name for p in folder.glob("images_*")
-               if (p.is_file() and p.suffix == ".zip") or p.is_dir()]
+    present = [p.name for p in omniglot_sources(folder)]
     minimal = [name for name in MINIMAL_ARCHIVES if name in present]
     return len(minimal) == len(MINIMAL_ARCHIVES) or (bool(present) and not minimal)
 
