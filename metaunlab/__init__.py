@@ -12,6 +12,9 @@ saved with its checkpoints:
     head = metaunlab.Head(n_way, feat_dim, transforms=("power", "centering"))
     logits = head.apply(head.init(rng), support_feats, support_labels, query_feats)
 
+A head with `phi="equivariant"` (`equivariant_phi`) serves any number of ways:
+`head.for_ways(n_way)`.
+
 Where things are: the reference SIB head `sib` (its synthetic-gradient network
 `synthetic_gradient`), composable head parts `head`, backbones `backbones`, the baselines
 `methods`, data and episodes `data`, training `train` (`pretrain`, `metatrain`, the whole

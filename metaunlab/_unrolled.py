@@ -24,15 +24,17 @@ from metaunlab.numerics import (
 )
 
 
-def _synthetic_cosine_gradient(params, cos: jax.Array,
-                               query_mask: jax.Array | None = None) -> jax.Array:
+def _synthetic_cosine_gradient(params, cos: jax.Array, query_mask: jax.Array | None = None,
+                               phi_apply=None) -> jax.Array:
     """phi's estimate of d(loss)/d(cos), (Nq, N): scale * phi(z) with z = scale * (cos +
     bias), the chain rule through the logits, along which both forms step. With
     `query_mask`, phi's BatchNorm sees the real queries only and padded rows are 0, so
-    they add nothing to the step."""
+    they add nothing to the step. `phi_apply` is phi's apply function (None: the reference
+    phi, `metaunlab.synthetic_gradient.apply`)."""
     classifier = params["classifier"]
     logits = logits_of_cosines(classifier, cos)
-    gcos = classifier["scale"] * phi.apply(params["grad_net"], logits, query_mask)
+    phi_apply = phi.apply if phi_apply is None else phi_apply
+    gcos = classifier["scale"] * phi_apply(params["grad_net"], logits, query_mask)
     if query_mask is None:
         return gcos
     return jnp.where(query_mask[..., None], gcos, 0.0)
@@ -47,7 +49,7 @@ def episode_lr(lr, trailing: int):
 
 
 def synthetic_step(params, theta: jax.Array, query_hat: jax.Array, *,
-                   lr: float, query_mask: jax.Array | None = None) -> jax.Array:
+                   lr: float, query_mask: jax.Array | None = None, phi_apply=None) -> jax.Array:
     """One synthetic gradient step: theta - lr * (dz/dtheta)^T phi(z), z the query logits.
 
     `query_hat` are the L2-normalised query features. The vector-Jacobian product through
@@ -62,7 +64,7 @@ def synthetic_step(params, theta: jax.Array, query_hat: jax.Array, *,
     clamped = jnp.maximum(norm, NORM_EPS)
     theta_hat = theta / clamped[..., None]
     cos = query_hat @ transpose(theta_hat)  # (Nq, N)
-    gcos = _synthetic_cosine_gradient(params, cos, query_mask)
+    gcos = _synthetic_cosine_gradient(params, cos, query_mask, phi_apply)
     # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
     radial = jnp.where(norm > NORM_EPS, jnp.sum(gcos * cos, axis=-2), 0.0)
     grad_theta = (transpose(gcos) @ query_hat - radial[..., None] * theta_hat) / clamped[..., None]
@@ -70,11 +72,12 @@ def synthetic_step(params, theta: jax.Array, query_hat: jax.Array, *,
 
 
 def direct_logits(params, theta0: jax.Array, query_feats: jax.Array, *, steps: int,
-                  lr, remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
+                  lr, remat: bool = False, query_mask: jax.Array | None = None,
+                  phi_apply=None) -> jax.Array:
     """Query logits after `steps` synthetic steps on theta itself. With `remat` each step is
     recomputed in the backward pass (`jax.checkpoint`), so only theta between steps is
     kept."""
-    step = functools.partial(synthetic_step, lr=lr, query_mask=query_mask)
+    step = functools.partial(synthetic_step, lr=lr, query_mask=query_mask, phi_apply=phi_apply)
     if remat:
         step = jax.checkpoint(step)
     theta = theta0
@@ -85,7 +88,8 @@ def direct_logits(params, theta0: jax.Array, query_feats: jax.Array, *, steps: i
 
 
 def gram_logits(params, theta0: jax.Array, query_feats: jax.Array, *, steps: int,
-                lr, remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
+                lr, remat: bool = False, query_mask: jax.Array | None = None,
+                phi_apply=None) -> jax.Array:
     """`direct_logits`, computed in the span of the query features.
 
     Every synthetic step moves row c of theta along (J^T g)_c = (sum_q gcos[q,c] fqn[q]
@@ -114,7 +118,7 @@ def gram_logits(params, theta0: jax.Array, query_feats: jax.Array, *, steps: int
 
     def one_step(params, a, b):
         cos, clamped, norm = cosine(a, b)
-        gcos = _synthetic_cosine_gradient(params, cos, query_mask)
+        gcos = _synthetic_cosine_gradient(params, cos, query_mask, phi_apply)
         # Below the clamp normalize() is x / 1e-12: its Jacobian has no radial part.
         radial = jnp.where(norm > NORM_EPS,
                            lr * jnp.sum(gcos * cos, axis=-2) / (clamped * clamped), 0.0)

@@ -281,7 +281,8 @@ def support_shape(model: TrainedModel, support_labels: np.ndarray) -> tuple[int,
         trained = ", ".join(model.trained_settings()) or "no setting"
         raise ConfigError(f"the support set has {n_way} classes, but {model.workdir} has SIB "
                           f"heads only for {trained}; use as many classes as a trained "
-                          f"head, or meta-train {setting_name(n_way, n_shot)} in a new "
+                          f"head, or meta-train {setting_name(n_way, n_shot)}, or one head "
+                          "for any way count (--config.metatrain.phi=equivariant), in a new "
                           "work dir.")
     return n_way, n_shot
 

@@ -107,17 +107,21 @@ def _one_episode_at_a_time(fn: Callable[..., jax.Array]) -> Callable[..., jax.Ar
 @_one_episode_at_a_time
 def _apply_form(params: Params, support_feats: jax.Array, support_labels: jax.Array,
                 query_feats: jax.Array, *, form: str, steps: int, lr,
-                remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
+                remat: bool = False, query_mask: jax.Array | None = None,
+                n_way: int | None = None, phi_apply=None) -> jax.Array:
     """`apply` in the given form: "direct" (theta itself) or "gram" (`metaunlab._unrolled`)."""
-    theta0 = init_theta(params["init"], support_feats, support_labels, n_way_of(params))
+    n_way = n_way_of(params) if n_way is None else n_way
+    theta0 = init_theta(params["init"], support_feats, support_labels, n_way)
     unroll = _unrolled.gram_logits if form == "gram" else _unrolled.direct_logits
     return unroll(params, theta0, query_feats, steps=steps, lr=lr, remat=remat,
-                  query_mask=query_mask)
+                  query_mask=query_mask, phi_apply=phi_apply)
 
 
 def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
           query_feats: jax.Array, *, steps: int = 3, lr: float = 1e-3,
-          remat: bool = False, query_mask: jax.Array | None = None) -> jax.Array:
+          remat: bool = False, query_mask: jax.Array | None = None,
+          n_way: int | None = None, phi_apply: Callable[..., jax.Array] | None = None
+          ) -> jax.Array:
     """Query logits after K = `steps` synthetic gradient steps.
 
     theta0 = `init_theta`; each step is theta - lr * (dz/dtheta)^T phi(z) with z the cosine
@@ -138,6 +142,11 @@ def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
       query_mask: (..., Nq) bool or None: the real queries of padded query sets. phi's
         BatchNorm uses their statistics only and padded queries add nothing to the steps,
         so real queries get the logits of the unpadded episode; padded rows are finite.
+      n_way: the episode's number of classes; None: the width of the reference phi in
+        `params`.
+      phi_apply: `(params["grad_net"], logits, query_mask) -> gradient`, phi's apply
+        function; None: the reference phi (`metaunlab.synthetic_gradient.apply`). The
+        head of `metaunlab.head` passes the one its description names.
 
     Returns:
       Logits (..., Nq, N), the leading axes those of the inputs. Two or more episodes with
@@ -146,19 +155,23 @@ def apply(params: Params, support_feats: jax.Array, support_labels: jax.Array,
     episodes = math.prod(support_feats.shape[:-2])
     form = "gram" if steps > 0 and episodes >= 2 else "direct"
     return _apply_form(params, support_feats, support_labels, query_feats, form=form,
-                       steps=steps, lr=lr, remat=remat, query_mask=query_mask)
+                       steps=steps, lr=lr, remat=remat, query_mask=query_mask, n_way=n_way,
+                       phi_apply=phi_apply)
 
 
-def grad_matching_loss(params: Params, logits: jax.Array, labels: jax.Array) -> jax.Array:
+def grad_matching_loss(params: Params, logits: jax.Array, labels: jax.Array,
+                       phi_apply: Callable[..., jax.Array] | None = None) -> jax.Array:
     """mean((phi(z) - dCE/dz)^2) on final query logits z (the reference's `coeffGrad` term).
 
     The target, the true gradient of the episode's mean query cross-entropy with respect to
     z, (softmax(z) - one_hot(y)) / Nq, is held fixed; phi and z receive gradient, as in the
-    reference. With leading episode axes, the mean over all of them.
+    reference. With leading episode axes, the mean over all of them. `phi_apply` as in
+    `apply`.
     """
+    phi_apply = phi.apply if phi_apply is None else phi_apply
     one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     true_grad = (jax.nn.softmax(logits, axis=-1) - one_hot) / logits.shape[-2]
-    return jnp.mean(jnp.square(phi.apply(params["grad_net"], logits)
+    return jnp.mean(jnp.square(phi_apply(params["grad_net"], logits)
                                - jax.lax.stop_gradient(true_grad)))
 
 

@@ -210,13 +210,23 @@ class TrainedModel:
           n_shot: support images per class.
 
         Returns:
-          The same setting when trained, else any trained one with the same n_way (phi
-          depends on n_way only), else None.
+          The same setting when trained, else any trained one with the same n_way (the
+          reference phi depends on n_way only), else one whose head serves any way count
+          (`Head.any_ways`; the same shot first), else None.
         """
         settings = self.trained_settings()
         candidates = [setting_name(n_way, n_shot)] + [s for s in settings
                                                       if s.startswith(f"{n_way}way_")]
-        return next((c for c in candidates if c in settings), None)
+        found = next((c for c in candidates if c in settings), None)
+        if found is not None:
+            return found
+        any_ways = [s for s in settings if self._setting_head_serves_any_ways(s)]
+        same_shot = [s for s in any_ways if s.endswith(f"_{n_shot}shot")]
+        return (same_shot or any_ways or [None])[0]
+
+    def _setting_head_serves_any_ways(self, setting: str) -> bool:
+        folder = os.path.join(self.workdir, "metatrain", setting)
+        return os.path.exists(os.path.join(folder, HEAD_FILE)) and Head.load(folder).any_ways
 
     def head(self, n_way: int, n_shot: int) -> Head:
         """The composition of the head meta-trained for n_way-way episodes.
@@ -226,15 +236,15 @@ class TrainedModel:
           n_shot: support images per class (`head_for` picks the setting).
 
         Returns:
-          The `Head` saved beside its checkpoints (`Head.save`).
+          The `Head` saved beside its checkpoints (`Head.save`), for n_way ways.
 
         Raises:
-          ConfigError: no head was meta-trained for n_way ways.
+          ConfigError: no head serves n_way ways.
         """
         name = self._require_head(n_way, n_shot)
         folder = os.path.join(self.workdir, "metatrain", name)
         if os.path.exists(os.path.join(folder, HEAD_FILE)):
-            return Head.load(folder)
+            return Head.load(folder).for_ways(n_way)
         # A work dir written before heads were described: its parameters name the parts.
         params = self.sib_params(n_way, n_shot)
         return Head(sib.n_way_of(params), int(params["init"]["w"].shape[-1]),
@@ -246,8 +256,9 @@ class TrainedModel:
         if name is None:
             raise ConfigError(f"no SIB head for {n_way}-way episodes in {self.workdir} (trained: "
                               f"{', '.join(self.trained_settings()) or 'none'}); meta-train "
-                              f"--config.settings={setting_name(n_way, n_shot)} in a new work "
-                              "dir.")
+                              f"--config.settings={setting_name(n_way, n_shot)}, or one head for "
+                              "any way count with --config.metatrain.phi=equivariant, in a new "
+                              "work dir.")
         return name
 
     def sib_params(self, n_way: int, n_shot: int, checkpoint: str = "last") -> sib.Params:

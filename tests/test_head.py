@@ -27,13 +27,14 @@ from tests._finite_differences import assert_gradient_matches_finite_differences
 from tests._toy_meta_training import meta_train_toy, toy_features
 
 N_WAY, DIM = 5, 8
-COMPOSITIONS = {
-    "reference": ((), None),
-    "power": (("power",), None),
-    "centering": (("centering",), None),
-    "power+centering": (("power", "centering"), None),
-    "readout": ((), "balanced"),
-    "all": (("power", "centering"), "balanced"),
+COMPOSITIONS = {  # name: (transforms, readout, phi)
+    "reference": ((), None, "per_way"),
+    "power": (("power",), None, "per_way"),
+    "centering": (("centering",), None, "per_way"),
+    "power+centering": (("power", "centering"), None, "per_way"),
+    "readout": ((), "balanced", "per_way"),
+    "all": (("power", "centering"), "balanced", "per_way"),
+    "equivariant phi": ((), None, "equivariant"),
 }
 # Part parameters away from their initial values, so that no term hides behind a 1 or a 0.
 PART_VALUES = {"power": {"exponent": 0.7}, "centering": {"strength": 0.6},
@@ -41,15 +42,20 @@ PART_VALUES = {"power": {"exponent": 0.7}, "centering": {"strength": 0.6},
 
 
 def _head(name: str) -> Head:
-    transforms, readout = COMPOSITIONS[name]
-    return Head(N_WAY, DIM, transforms, readout)
+    return Head(N_WAY, DIM, *COMPOSITIONS[name])
 
 
 def _params(head: Head, perturbed_sib_params, dtype=jnp.float32):
     params = perturbed_sib_params(1, N_WAY, DIM)
-    for key in head.init(jax.random.PRNGKey(1)):
+    fresh = head.init(jax.random.PRNGKey(1))
+    for key in fresh:
         if key in PART_VALUES:
             params[key] = {k: jnp.asarray(v) for k, v in PART_VALUES[key].items()}
+    if head.any_ways:  # BatchNorm scales and biases away from 1 and 0 too
+        leaves, tree = jax.tree_util.tree_flatten(fresh["grad_net"])
+        noise = np.random.default_rng(1)
+        params["grad_net"] = jax.tree_util.tree_unflatten(
+            tree, [leaf + 0.3 * noise.normal(size=leaf.shape) for leaf in leaves])
     return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
 
 
@@ -149,7 +155,7 @@ def test_one_meta_training_step_moves_every_parameter(name, perturbed_sib_params
     after = jax.tree_util.tree_leaves_with_path(new_state["params"])
     for old, (path, new) in zip(before, after, strict=True):
         assert not np.array_equal(old, np.asarray(new)), jax.tree_util.keystr(path)
-    if head.transforms or head.readout:  # only the reference architecture converts
+    if head != Head(N_WAY, DIM):  # only the reference architecture converts
         with pytest.raises(DataError, match="reference ClassifierSIB"):
             sib_to_torch(new_state["params"])
 

@@ -465,3 +465,34 @@ def test_a_step_tuned_on_validation_is_tested_beside_the_reference(features_run)
                       methods=["protonet_cosine"], sib_steps=(0, 3), progress=False)
     assert out["settings"]["5way_1shot"]["method_order"] == [
         "protonet_cosine", "sib_k0", "sib_k3", "sib_k3_tuned"]
+
+
+def test_an_any_way_head_serves_way_counts_it_was_not_trained_for(tmp_path):
+    """A run with phi "equivariant" trained on 3- and 5-way episodes: its one head predicts
+    and is compared on 4- and 6-way tasks."""
+    from experiments.configs.features import get_config as features_config
+    from experiments.tools.compare import run_compare
+    from metaunlab.prediction import predict
+
+    _write_features(tmp_path / "feats.npz")
+    config = _tiny(features_config(), tmp_path / "feats.npz", settings="3way_1shot")
+    config.metatrain.phi, config.metatrain.ways = "equivariant", "3,5"
+    # Two blocks of 10 iterations, each one call of 10 (both way counts are drawn).
+    config.metatrain.iterations = config.metatrain.val_every = config.metatrain.log_every = 10
+    config.metatrain.iterations = 20
+    train_and_evaluate(config, str(tmp_path / "w"))
+    model = TrainedModel.load(str(tmp_path / "w"))
+    assert model.head_for(4, 1) == "3way_1shot" and model.head(4, 1).n_way == 4
+    feats, labels = model.split_features("test")
+    support = np.array([np.flatnonzero(labels == c)[0] for c in range(4)])
+    queries = np.concatenate([np.flatnonzero(labels == c)[1:4] for c in range(4)])
+    sib_probs, k0_probs = predict(model, feats[support], np.arange(4), feats[queries])
+    assert sib_probs.shape == k0_probs.shape == (12, 4)
+    assert not np.allclose(sib_probs, k0_probs)  # the steps moved the predictions
+    out = run_compare(str(tmp_path / "w"), ways=(4, 6), num_episodes=4, shots=(1,),
+                      methods=["protonet_cosine"], sib_steps=(0, 3), write=False,
+                      progress=False)
+    for name, entry in out["settings"].items():
+        assert entry["sib_head"] == "3way_1shot", name
+        assert list(entry["methods"]) == ["protonet_cosine", "sib_k0", "sib_k3"], name
+    assert sorted(entry["n_way"] for entry in out["settings"].values()) == [4, 6]

@@ -235,8 +235,9 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
             trained = _trained_ways(model.trained_settings())
             if not trained:
                 raise ConfigError(f"{workdir} has no meta-trained SIB head; train one first.")
-            if ways is not None:
-                untrained = sorted(set(ways) - set(trained))
+            if ways is not None:  # a head that serves any way count serves them all
+                untrained = sorted(n for n in set(ways)
+                                   if all(model.head_for(n, k) is None for k in shots))
                 if untrained:
                     raise ConfigError(f"--ways={','.join(map(str, ways))}: {workdir} has SIB "
                                       f"heads for {', '.join(map(str, trained))}-way episodes "

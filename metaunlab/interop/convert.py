@@ -269,9 +269,11 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
     except (KeyError, TypeError, IndexError) as error:
         raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
-    if any(key in params for key in ("centering", "readout", "power")):
+    if (any(key in params for key in ("centering", "readout", "power"))
+            or "pooled_kernel" in params["grad_net"]["dense1"]):
         raise DataError("this SIB head was meta-trained with metatrain.center_features, "
-                        "metatrain.power_transform or metatrain.balanced_readout, which the "
+                        "metatrain.power_transform, metatrain.balanced_readout or "
+                        "metatrain.phi=equivariant, which the "
                         "reference ClassifierSIB does not have; only heads of the reference "
                         "architecture convert.")
     out = _convert_to_torch(params, sib_layout(n_way, feat_dim), "SIB head")

@@ -156,6 +156,13 @@ METATRAIN: dict[str, Field] = {
     # in every evaluation; K = 0 stays the inductive classifier. It assumes classes of about
     # equal frequency in the query set, as PT-MAP's assignment does.
     "balanced_readout": Field(False, flag()),
+    # The synthetic-gradient network: "per_way" (the reference's MLP over a query's N
+    # logits, as wide as N) or "equivariant" (the same weights for any N,
+    # metaunlab/equivariant_phi.py), whose head serves every way count.
+    "phi": Field("per_way", one_of("per_way", "equivariant")),
+    # Way counts of meta-training episodes: "" = n_way always; "5,20" = each block of
+    # iterations draws one of these, as it draws its query count (phi "equivariant" only).
+    "ways": Field("", count_list()),
     # Filled in per setting by the pipeline.
     "n_way": Field(5),
     "n_shot": Field(1),

@@ -50,6 +50,8 @@ from metaunlab.train.query_schedule import (
     query_count_index,
     training_query_counts,
     training_query_distributions,
+    training_ways,
+    way_index,
 )
 from metaunlab.train.train_loop import TrainLoop
 
@@ -78,12 +80,13 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def head_of_config(config: ml_collections.ConfigDict, feat_dim: int) -> Head:
     """The head a `metatrain` config group builds: the reference head, with the power
-    transform, then centring, and the balanced readout where the config turns them on."""
+    transform, then centring, the balanced readout and the equivariant phi where the config
+    turns them on."""
     config = with_defaults(config)
     transforms = tuple(name for name, on in (("power", config.power_transform),
                                              ("centering", config.center_features)) if on)
     readout = "balanced" if config.balanced_readout else None
-    return Head(config.n_way, feat_dim, transforms, readout)
+    return Head(config.n_way, feat_dim, transforms, readout, config.phi)
 
 
 def init_state(params: sib.Params, optimizer: optax.GradientTransformation,
@@ -258,18 +261,20 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
     backbone_dtype = compute_dtype(config.backbone_dtype,
                                    "--config.metatrain.backbone_dtype")
     query_counts = training_query_counts(config)
+    ways = training_ways(config)
     distributions = training_query_distributions(config)
     smallest_class = int(np.unique(np.asarray(train_labels), return_counts=True)[1].min())
     samplers = {}
-    for q in query_counts:
-        usable = [d for d in distributions if d.is_balanced
-                  or imbalanced_fits(q, config.n_shot, smallest_class)]
-        # A count too large for imbalanced query sets uses balanced ones instead.
-        usable = usable or [QueryDistribution()]
-        samplers[q] = [EpisodeSampler(train_labels,
-                                      EpisodeShape(config.n_way, config.n_shot, q),
-                                      seed=config.seed, split_name="train", groups=train_groups,
-                                      query_distribution=d) for d in usable]
+    for n_way in ways:
+        for q in query_counts:
+            usable = [d for d in distributions if d.is_balanced
+                      or imbalanced_fits(q, config.n_shot, smallest_class)]
+            # A count too large for imbalanced query sets uses balanced ones instead.
+            usable = usable or [QueryDistribution()]
+            samplers[n_way, q] = [
+                EpisodeSampler(train_labels, EpisodeShape(n_way, config.n_shot, q),
+                               seed=config.seed, split_name="train", groups=train_groups,
+                               query_distribution=d) for d in usable]
     optimizer = make_optimizer(config)
     head = head_of_config(config, feat_dim)
     params = head.init(jax.random.PRNGKey(config.seed), scale=config.init_scale)
@@ -288,37 +293,41 @@ def meta_train(config: ml_collections.ConfigDict, *, source: np.ndarray,
 
     step_kwargs = dict(steps=config.sib_steps, inner_lr=config.inner_lr,
                        grad_coeff=config.grad_coeff, feature_fn=feature_fn, transform=transform,
-                       mesh=mesh, remat=config.remat, backbone_dtype=backbone_dtype,
-                       head=head)
+                       mesh=mesh, remat=config.remat, backbone_dtype=backbone_dtype)
     # jit compiles on first use: the one-iteration step only where a call of `per_call`
-    # would cross a log, validation or checkpoint step.
-    train_step = make_train_step(optimizer, **step_kwargs)
-    train_steps = (train_step if per_call == 1
-                   else make_train_step(optimizer, steps_per_call=per_call, **step_kwargs))
+    # would cross a log, validation or checkpoint step; one pair per way count.
+    train_step = {n: make_train_step(optimizer, head=head.for_ways(n), **step_kwargs)
+                  for n in ways}
+    train_steps = (train_step if per_call == 1 else
+                   {n: make_train_step(optimizer, steps_per_call=per_call,
+                                       head=head.for_ways(n), **step_kwargs) for n in ways})
     source = parallel.replicate(np.asarray(source), mesh)
     backbone_variables = parallel.replicate(backbone_variables, mesh)
     val_feats = None if val_feats is None else jnp.asarray(val_feats)
 
-    def query_count(step):
-        return query_counts[query_count_index(config.seed, step, len(query_counts))]
+    def shape(step):
+        """(ways, queries per class) of iteration `step`."""
+        return (ways[way_index(config.seed, step, len(ways))],
+                query_counts[query_count_index(config.seed, step, len(query_counts))])
 
     def sample(step):
-        choices = samplers[query_count(step)]
+        choices = samplers[shape(step)]
         sampler = choices[distribution_index(config.seed, step, len(choices))]
         return episodes_as_dict(sampler.sample(step, len(rows), first_episode=rows.start))
 
     def advance(state, step, count):
-        if count > 1 and len({query_count(s) for s in range(step, step + count)}) > 1:
+        if count > 1 and len({shape(s) for s in range(step, step + count)}) > 1:
             for s in range(step, step + count):  # a call mixing shapes: one at a time
                 state, metrics = advance(state, s, 1)
             return state, metrics  # the last iteration's metrics
+        n_way = shape(step)[0]
         if count == 1:
             batch = parallel.global_batch(sample(step), config.batch_size, mesh)
-            return train_step(state, backbone_variables, source, batch)
+            return train_step[n_way](state, backbone_variables, source, batch)
         local = [sample(s) for s in range(step, step + count)]
         local = {k: np.stack([d[k] for d in local]) for k in local[0]}
         batch = parallel.global_batch(local, config.batch_size, mesh, axis=1)
-        return train_steps(state, backbone_variables, source, batch)
+        return train_steps[n_way](state, backbone_variables, source, batch)
 
     def validate(state):
         # Every process validates the same episodes on its own first device, so all of

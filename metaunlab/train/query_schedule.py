@@ -41,6 +41,35 @@ def query_count_index(seed: int, step: int, choices: int) -> int:
     return int(np.random.default_rng([seed, 0x5155, block]).integers(choices))
 
 
+def training_ways(config: ml_collections.ConfigDict) -> list[int]:
+    """The way counts meta-training draws from: `metatrain.ways` ("5,20"), or `n_way` alone
+    when that is empty.
+
+    Raises:
+      ConfigError: several way counts for a head whose phi is as wide as one of them.
+    """
+    config = with_defaults(config, "metatrain")
+    text = str(config.ways or "")
+    check, what = count_list()
+    if not check(text):
+        raise ConfigError(f"--config.metatrain.ways={text!r} is not allowed; it must be {what}.")
+    ways = sorted(set(parse_counts(text))) or [int(config.n_way)]
+    if ways != [int(config.n_way)] and config.phi != "equivariant":
+        raise ConfigError(f"--config.metatrain.ways={text!r} trains one head on several way "
+                          "counts, which needs --config.metatrain.phi=equivariant (the "
+                          "reference phi is as wide as one way count).")
+    return ways
+
+
+def way_index(seed: int, step: int, choices: int) -> int:
+    """Which of `choices` way counts iteration `step` uses: one seeded draw per block of
+    QUERY_COUNT_BLOCK iterations, like `query_count_index` (another stream)."""
+    if choices == 1:
+        return 0
+    block = step // QUERY_COUNT_BLOCK
+    return int(np.random.default_rng([seed, 0x3A7, block]).integers(choices))
+
+
 def training_query_distributions(config: ml_collections.ConfigDict) -> list[QueryDistribution]:
     """The query distributions meta-training draws from: `metatrain.query_distribution`, one
     or several separated by commas ("balanced,dirichlet:2")."""
