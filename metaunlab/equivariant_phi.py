@@ -24,29 +24,18 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metaunlab.synthetic_gradient import BN_EPS
+from metaunlab.synthetic_gradient import BN_EPS, torch_linear_init
 
 Params = dict[str, Any]
 
 HIDDEN_CHANNELS = 32
 INPUT_CHANNELS = 2
-
-
-def _uniform(fan_in: int):
-    """PyTorch nn.Linear's default, as the reference phi: uniform in +-1/sqrt(fan_in)."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 class EquivariantDense(nn.Module):
@@ -57,8 +46,7 @@ class EquivariantDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        fan_in = 2 * x.shape[-1]
-        init = _uniform(fan_in)
+        init = torch_linear_init(2 * x.shape[-1])  # as the reference phi's layers
         own = self.param("kernel", init, (x.shape[-1], self.features))
         pooled = self.param("pooled_kernel", init, (x.shape[-1], self.features))
         bias = self.param("bias", init, (self.features,))

@@ -33,7 +33,7 @@ HIDDEN_MULTIPLIER = 8
 SINKHORN_ITERATIONS = 3
 
 
-def _torch_linear_init(fan_in: int):
+def torch_linear_init(fan_in: int):
     """PyTorch nn.Linear default: weights and biases uniform in +-1/sqrt(fan_in)."""
     bound = 1.0 / math.sqrt(fan_in)
 
@@ -99,7 +99,7 @@ class SyntheticGradientNet(nn.Module):
         weights = None if query_mask is None else _mask_weights(query_mask, logits.dtype)
 
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
-            init = _torch_linear_init(fan_in)
+            init = torch_linear_init(fan_in)
             return nn.Dense(features, kernel_init=init, bias_init=init, name=name)
 
         x = dense(hidden, self.n_way, "dense1")(logits)
