@@ -29,7 +29,14 @@ follow torchvision.
 
 The deterministic operations (``to_float``, ``normalize``, ``center_crop``, the colour
 adjustments) are in ``image_ops``, the affine distortions in ``affine``; both are re-exported
-here.
+here. Random crops and flips are dm-pix's (``dm_pix.random_crop``,
+``dm_pix.random_flip_left_right``), one key per image. The colour jitter and the affine
+warp are not: dm-pix's colour operations follow TensorFlow (an added brightness delta,
+contrast about each channel's mean, saturation through HSV) where torchvision, and the
+reference, multiply the brightness, take the contrast about the greyscale mean and blend
+the saturation with greyscale; and dm-pix's ``affine_transform`` in constant mode drops
+a border pixel whose bilinear neighbours leave the image, where torchvision's
+``grid_sample`` blends them with the fill (``jax.scipy.ndimage.map_coordinates`` does too).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import dataclasses
 import functools
 import math
 
+import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
@@ -98,39 +106,27 @@ def random_crop(rng: Array, images: Array, size: int | tuple[int, int], padding:
 
     Matches torchvision ``RandomCrop(size, padding)`` with its default constant fill 0 (black,
     for both ``uint8`` and ``[0, 1]`` float images). Works on any dtype. Every image draws its
-    own top/left offsets uniformly from ``0 .. H + 2 * padding - size`` (resp. W).
+    own top/left offsets uniformly from ``0 .. H + 2 * padding - size`` (resp. W), with its
+    own key, through ``dm_pix.random_crop``.
     """
     flat, lead = flatten(images)
     crop_h, crop_w = pair(size)
-    channels = flat.shape[-1]
     if padding:
-        pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-        flat = jnp.pad(flat, pad)
-    max_top = flat.shape[1] - crop_h
-    max_left = flat.shape[2] - crop_w
-    if max_top < 0 or max_left < 0:
+        flat = jnp.pad(flat, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    if crop_h > flat.shape[1] or crop_w > flat.shape[2]:
         raise ValueError(f"crop {(crop_h, crop_w)} larger than padded image {flat.shape[1:3]}")
-    offsets = jax.random.randint(
-        rng,
-        (flat.shape[0], 2),
-        minval=0,
-        maxval=jnp.array([max_top + 1, max_left + 1], dtype=jnp.int32),
-    )
-
-    def crop_one(image: Array, offset: Array) -> Array:
-        start = (offset[0], offset[1], jnp.zeros((), offset.dtype))
-        return jax.lax.dynamic_slice(image, start, (crop_h, crop_w, channels))
-
-    return unflatten(jax.vmap(crop_one)(flat, offsets), lead)
+    keys = jax.random.split(rng, flat.shape[0])
+    crop_one = functools.partial(pix.random_crop, crop_sizes=(crop_h, crop_w, flat.shape[-1]))
+    return unflatten(jax.vmap(crop_one)(keys, flat), lead)
 
 
 @jax.jit
 def random_flip(rng: Array, images: Array) -> Array:
-    """Horizontal flip of each image independently with probability 0.5."""
+    """Horizontal flip of each image independently with probability 0.5, each with its own
+    key (``dm_pix.random_flip_left_right``)."""
     flat, lead = flatten(images)
-    flip = jax.random.bernoulli(rng, 0.5, (flat.shape[0],))
-    out = jnp.where(flip[:, None, None, None], flat[:, :, ::-1, :], flat)
-    return unflatten(out, lead)
+    keys = jax.random.split(rng, flat.shape[0])
+    return unflatten(jax.vmap(pix.random_flip_left_right)(keys, flat), lead)
 
 
 @functools.partial(jax.jit, static_argnames=("num", "brightness", "contrast", "saturation"))
