@@ -51,6 +51,9 @@ flags.DEFINE_list("query_distribution", ["balanced"],
 flags.DEFINE_enum("split", "test", ["train", "val", "test"],
                   "Split of the random episodes: val to choose without looking at the test "
                   "classes; train, the classes SIB was meta-trained on.")
+flags.DEFINE_string("against", None,
+                    "Another work dir trained on the same frozen features: its SIB heads run "
+                    "on the same episodes (against_sib_k<K>), with the paired difference.")
 FLAGS = flags.FLAGS
 
 
@@ -69,7 +72,7 @@ def main(argv):
             sib_step_scales=[float(x) for x in FLAGS.sib_step_scales],
             chunk=FLAGS.chunk, query_distributions=FLAGS.query_distribution,
             ways=None if FLAGS.ways is None else [int(w) for w in FLAGS.ways],
-            split=FLAGS.split)
+            split=FLAGS.split, against=FLAGS.against)
     name = output_name(results)
     with open(f"{FLAGS.workdir}/{name}.md") as f:
         print(f.read())

@@ -64,6 +64,7 @@ DEFAULT_METHODS = ("protonet_cosine", "simpleshot", "logreg", "transductive_ft",
                    "laplacianshot", "tim_gd", "alpha_tim", "pt_map")
 SIB_STEPS = (0, 1, 3, 5)
 SPLITS = ("train", "val", "test")
+AGAINST = "against_"  # the name prefix of another work dir's heads (`run_compare(against=)`)
 MAX_BASE_IMAGES = 20_000  # images averaged for the base-class mean (a seeded subset above)
 
 
@@ -165,7 +166,38 @@ def compare_methods(feats: np.ndarray, episode_set: EpisodeSet, methods: Sequenc
             if name.startswith("sib_k") and not name.startswith("sib_k0"):
                 results[name]["minus_k0"] = evaluation.paired_difference(
                     per_episode[name], per_episode[control])
+    for name in results:  # this work dir's head against another's (`run_compare(against=)`)
+        if f"{AGAINST}{name}" in per_episode:
+            results[name]["minus_against"] = evaluation.paired_difference(
+                per_episode[name], per_episode[f"{AGAINST}{name}"])
     return results
+
+
+def against_methods(other: TrainedModel, shape: EpisodeShape,
+                    checkpoint: str) -> list[Method]:
+    """The SIB head of another work dir for this shape, at its trained K and step size,
+    named `against_sib_k<K>`; none where it has no head for the shape."""
+    if other.head_for(shape.n_way, shape.n_shot) is None:
+        return []
+    steps, lr = int(other.config.metatrain.sib_steps), float(other.config.metatrain.inner_lr)
+    return [sib_method(other.sib_params(shape.n_way, shape.n_shot, checkpoint), steps, lr,
+                       name=f"{AGAINST}sib_k{steps}", head=other.head(shape.n_way, shape.n_shot))]
+
+
+def _check_same_features(model: TrainedModel, other: TrainedModel) -> None:
+    """Raises unless `other` was trained on the features `model` computes: the same
+    features file, or the same data and the same frozen backbone, weight for weight."""
+    same = (model.features_file == other.features_file
+            and model.config.data.to_dict() == other.config.data.to_dict()
+            and model.config.backbone == other.config.backbone)
+    if same and model.features_file is None:
+        mine, theirs = (jax.tree_util.tree_leaves(m.variables) for m in (model, other))
+        same = len(mine) == len(theirs) and all(
+            np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True))
+    if not same:
+        raise ConfigError(f"--against={other.workdir} was not trained on the features of "
+                          f"{model.workdir} (another features file, dataset or backbone); "
+                          "compare heads trained on the same frozen backbone.")
 
 
 def _trained_ways(settings: Sequence[str]) -> list[int]:
@@ -183,7 +215,8 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                 sib_steps: Sequence[int] = SIB_STEPS, checkpoint: str = "last",
                 sib_step_scales: Sequence[float] = (1.0,),
                 chunk: int = 100, query_distributions: Sequence[str] = ("balanced",),
-                ways: Sequence[int] | None = None, split: str = "test", write: bool = True,
+                ways: Sequence[int] | None = None, split: str = "test",
+                against: str | None = None, write: bool = True,
                 progress: bool = True) -> dict:
     """Evaluate every method on the same episodes; write compare.md/.png and results.json.
 
@@ -194,7 +227,9 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
     classes the head was meta-trained on, to tell what its training taught it from what
     carries over to new classes. A head whose step was tuned on validation
     (`test.step_scales`) adds `sib_k<K>_tuned`; on the "val" split it is measured on the
-    classes its step was chosen on.
+    classes its step was chosen on. `against`: another work dir trained on the same frozen
+    features, whose head for each shape runs on the same episodes as `against_sib_k<K>`;
+    this head's `sib_k<K>` then has `minus_against`, the paired difference from it.
     """
     if split not in SPLITS:
         raise ConfigError(f"--split={split!r}; use one of {', '.join(SPLITS)}.")
@@ -216,6 +251,10 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
         started = time.time()
         model = TrainedModel.load(workdir)
         config = model.config
+        other = None
+        if against is not None:
+            other = TrainedModel.load(against)
+            _check_same_features(model, other)
         seed = config.test.seed if seed is None else seed
         baselines = method_order(methods)
 
@@ -283,6 +322,8 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                     head, params, config.metatrain.inner_lr, sib_steps, sib_step_scales,
                     tuned=model.step_scales(shape.n_way, shape.n_shot, checkpoint),
                     tuned_steps=config.metatrain.sib_steps)
+            if other is not None:
+                entry_methods += against_methods(other, shape, checkpoint)
             results = compare_methods(feats, episode_set, entry_methods, base_mean=base_mean,
                                       chunk=chunk, progress=progress,
                                       k0_transductive=k0_transductive)
@@ -298,6 +339,7 @@ def run_compare(workdir: str, *, episodes_file: str | None = None, image_root: s
                            f"{results[best]['accuracy']:.2f}%")
 
         out = {"workdir": os.path.abspath(workdir), "dataset": config.data.name,
+               "against": None if against is None else os.path.abspath(against),
                "backbone": config.backbone, "checkpoint": checkpoint, "source": source,
                "base_mean_images": int(base_images), "sib_trained_steps":
                int(config.metatrain.sib_steps), "sib_lr": float(config.metatrain.inner_lr),
@@ -359,10 +401,10 @@ def _time_cell(entry: dict | None) -> str:
     return "n/a" if entry is None else f"{entry['ms_per_episode']:.2f} ({entry['warm_up_s']:.1f} s)"
 
 
-def _paired_cell(entry: dict | None) -> str:
-    if entry is None or "minus_k0" not in entry:
+def _paired_cell(entry: dict | None, key: str = "minus_k0") -> str:
+    if entry is None or key not in entry:
         return "n/a"
-    return f"{entry['minus_k0']['mean']:+.2f} +- {entry['minus_k0']['ci95']:.2f}"
+    return f"{entry[key]['mean']:+.2f} +- {entry[key]['ci95']:.2f}"
 
 
 def format_markdown(results: dict) -> str:
@@ -401,6 +443,14 @@ def format_markdown(results: dict) -> str:
         lines += ["", "## SIB's steps against the same head at K = 0 (paired difference over "
                   "the same episodes, +- its 95% interval)", "",
                   methods_table(results["settings"], names, paired, cell=_paired_cell)]
+    against = [m for m in methods
+               if any("minus_against" in results["settings"][s]["methods"].get(m, {})
+                      for s in names)]
+    if against:
+        lines += ["", f"## Against the heads of `{results['against']}` (`{AGAINST}*`; paired "
+                  "difference over the same episodes, +- its 95% interval)", "",
+                  methods_table(results["settings"], names, against,
+                                cell=lambda entry: _paired_cell(entry, "minus_against"))]
     lines += ["", "## Milliseconds per episode (in brackets: seconds of the untimed first "
               "call, i.e. compilation plus one chunk)", "",
               methods_table(results["settings"], names, methods, cell=_time_cell)]

@@ -10,6 +10,7 @@ not run that test).
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from experiments.tools.report import write_report
 from metaunlab import evaluation
 from metaunlab.data.episode_files import fixed_episodes_to_json
 from metaunlab.data.episodes import EpisodeSampler, EpisodeShape
+from metaunlab.errors import ConfigError
 from metaunlab.methods import get_method, sib_method
 from metaunlab.train.pipeline import load_splits
 from metaunlab.trained_model import TrainedModel
@@ -308,3 +310,29 @@ def test_head_study_scores_each_recipe_against_its_matched_k0_on_validation(tiny
                        baselines=[], progress=False)
     with pytest.raises(Exception, match="not JSON"):
         parse_variants("{plain")
+
+
+def test_compare_against_another_work_dir_pairs_its_heads_on_the_same_episodes(tiny, tmp_path):
+    """--against: another work dir's head runs on the same episodes and each head of this one
+    gets its paired difference from it; a copy of the work dir is its exact match, and a
+    work dir trained on other data is refused."""
+    from experiments.tools.compare import format_markdown
+
+    workdir, config = tiny
+    other = tmp_path / "other"
+    shutil.copytree(workdir, other)
+    out = run_compare(str(workdir), num_episodes=5, n_query=2, shots=(1,), seed=7, methods=[],
+                      sib_steps=(config.metatrain.sib_steps,), against=str(other), chunk=5,
+                      write=False, progress=False)
+    methods = out["settings"]["5way_1shot"]["methods"]
+    mine = f"sib_k{config.metatrain.sib_steps}"
+    theirs = f"against_{mine}"
+    assert mine in methods and list(methods)[-1] == theirs
+    assert methods[theirs]["accuracy"] == methods[mine]["accuracy"]
+    assert methods[mine]["minus_against"] == pytest.approx({"mean": 0.0, "ci95": 0.0})
+    assert f"## Against the heads of `{other}`" in format_markdown(out)
+    stored = json.loads((other / "config.json").read_text())
+    stored["data"]["split_seed"] += 1
+    (other / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="was not trained on the features of"):
+        run_compare(str(workdir), against=str(other), write=False, progress=False)
