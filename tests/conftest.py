@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import traceback
 import warnings
 import zipfile
@@ -358,13 +359,19 @@ def tiny_omniglot_config():
     return _tiny_omniglot_config
 
 
+def _shared_temp(tmp_path_factory) -> Path:
+    """The temporary folder of this test session that all its pytest-xdist workers share."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder above every worker's own
+    return shared
+
+
 @contextlib.contextmanager
 def _session_folder(tmp_path_factory, name: str):
     """A folder of this test session shared by its pytest-xdist workers, held under a lock:
     the first worker to ask fills it, the others wait for it and read it."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the folder above every worker's own
+    shared = _shared_temp(tmp_path_factory)
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield shared / name
@@ -444,21 +451,72 @@ class DemoRun:
     stdout: str  # what the command printed
 
 
+def _demo_command(workdir: Path, data: Path) -> list[str]:
+    return [sys.executable, "-m", "experiments.omniglot", f"--workdir={workdir}",
+            f"--data_dir={data}", *DEMO_FLAGS]
+
+
 @pytest.fixture(scope="session")
 def omniglot_demo(tmp_path_factory, five_per_alphabet) -> DemoRun:
     """`python -m experiments.omniglot --workdir=W --data_dir=<five_per_alphabet>
     <DEMO_FLAGS>`, as a user runs the demo: both protocols side by side, each in a process
-    of its own. Run once for the session (by the first pytest-xdist worker to ask)."""
+    of its own. Run once for the session, in the background from its start
+    (`_demo_started_early`), or here by the first pytest-xdist worker to ask."""
     with _session_folder(tmp_path_factory, "omniglot_demo") as workdir, \
             _filled_once(workdir) as partial:
         if partial:
-            proc = subprocess.run(
-                [sys.executable, "-m", "experiments.omniglot", f"--workdir={partial}",
-                 f"--data_dir={five_per_alphabet}", *DEMO_FLAGS], cwd=ROOT,
-                capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(_demo_command(partial, five_per_alphabet), cwd=ROOT,
+                                  capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, proc.stderr[-3000:]
             (partial / "stdout.txt").write_text(proc.stdout)
     return DemoRun(workdir, five_per_alphabet, (workdir / "stdout.txt").read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_started_early(request, tmp_path_factory):
+    """Starts `omniglot_demo`'s run in the background before this worker's first test, when a
+    collected test needs it and no worker has started it: whichever worker then asks for it
+    waits for what is left of it instead of the whole run, and no core idles meanwhile. A
+    run that fails leaves no folder, so `omniglot_demo` runs it again and reports why."""
+    if not any("omniglot_demo" in getattr(item, "fixturenames", ())
+               for item in request.session.items):
+        yield
+        return
+    data = request.getfixturevalue("five_per_alphabet")
+    shared = _shared_temp(tmp_path_factory)
+    lock = open(shared / "omniglot_demo.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another worker holds it: started, or filling it now
+        lock.close()
+        yield
+        return
+    workdir = shared / "omniglot_demo"
+    if workdir.exists():
+        lock.close()
+        yield
+        return
+    partial = workdir.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    proc = subprocess.Popen(_demo_command(partial, data), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+    def finish():
+        try:
+            stdout, _ = proc.communicate(timeout=900)
+            if proc.returncode == 0:
+                (partial / "stdout.txt").write_text(stdout)
+                partial.rename(workdir)
+        finally:
+            lock.close()  # releases the lock for the workers waiting in `omniglot_demo`
+
+    waiter = threading.Thread(target=finish, daemon=True)
+    waiter.start()
+    yield
+    if proc.poll() is None:  # the session ended first (-x, a deselected run)
+        proc.kill()
+    waiter.join()
 
 
 @dataclasses.dataclass
