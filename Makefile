@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/omniglot
 PYTEST_WORKERS ?= 2
 
-.PHONY: install install-torch demo folds test test-slow bench-quick lint clean \
+.PHONY: install install-torch demo folds test test-slow test-e2e bench-quick lint clean \
 	tpu-create tpu-setup tpu-train tpu-logs tpu-delete
 
 $(PY):
@@ -38,6 +38,17 @@ test: install
 # Long end-to-end runs and the slowest checks, excluded from the default suite.
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The end-to-end runs of whole commands and processes that CI adds to the default suite: two
+# processes meta-training as one, a SIGTERM and the resumed run, the benchmark's command
+# line, a published checkpoint imported, evaluated and trained on, the wheel installed.
+E2E_TESTS := tests/test_parallel.py::test_two_processes_train_like_one_and_only_process_0_writes \
+	tests/test_preemption.py::test_sigterm_saves_the_current_step_and_the_rerun_ends_bitwise_equal \
+	tests/experiments/tools/test_benchmark.py::test_cli_smoke_writes_well_formed_json \
+	"tests/interop/test_workdir_import.py::test_published_sib_checkpoint_imports_evaluates_and_meta_training_continues[conv4]" \
+	tests/test_packaging.py::test_the_wheel_installs_metaunlab_alone_and_its_console_scripts_run
+test-e2e: install
+	$(PY) -m pytest -q -m slow $(E2E_TESTS)
 
 # The benchmark's quick suite (about 1 min on 2 CPU cores). CI runs it as a smoke test: it must
 # finish; no timing is asserted. The full suite: `$(PY) -m experiments.benchmark`.

@@ -225,7 +225,8 @@ def test_batchnorm_train_vs_eval():
     a = jax.random.normal(key_a, (1, 28, 28, 1)) + 0.5
     b = jax.random.normal(key_b, (1, 28, 28, 1))
     c = 3.0 * jax.random.normal(key_c, (1, 28, 28, 1)) - 1.0
-    variables = model.init(jax.random.key(5), jnp.concatenate([a, b]), train=False)
+    variables = jax.jit(model.init, static_argnames="train")(
+        jax.random.key(5), jnp.concatenate([a, b]), train=False)
 
     # BatchNorm hyper-parameters mirror PyTorch defaults (torch momentum 0.1 = flax 0.9).
     for train in (True, False):
@@ -234,7 +235,8 @@ def test_batchnorm_train_vs_eval():
 
     # Train mode: running statistics get updated.
     batch = jnp.concatenate([a, b])
-    _, updates = model.apply(variables, batch, train=True, mutable=["batch_stats"])
+    apply = jax.jit(model.apply, static_argnames=("train", "mutable"))
+    _, updates = apply(variables, batch, train=True, mutable=("batch_stats",))
     old, new = variables["batch_stats"]["bn0"], updates["batch_stats"]["bn0"]
     assert not np.allclose(old["mean"], new["mean"])
     assert not np.allclose(old["var"], new["var"])
@@ -253,17 +255,13 @@ def test_batchnorm_train_vs_eval():
     variables = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
 
     # Eval mode: the features of `a` do not depend on the rest of the batch.
-    eval_ab = model.apply(variables, jnp.concatenate([a, b]), train=False)
-    eval_ac = model.apply(variables, jnp.concatenate([a, c]), train=False)
+    eval_ab = apply(variables, jnp.concatenate([a, b]), train=False)
+    eval_ac = apply(variables, jnp.concatenate([a, c]), train=False)
     np.testing.assert_allclose(eval_ab[0], eval_ac[0], rtol=1e-5, atol=1e-6)
 
     # Train mode: they do (batch statistics).
-    train_ab, _ = model.apply(
-        variables, jnp.concatenate([a, b]), train=True, mutable=["batch_stats"]
-    )
-    train_ac, _ = model.apply(
-        variables, jnp.concatenate([a, c]), train=True, mutable=["batch_stats"]
-    )
+    train_ab, _ = apply(variables, jnp.concatenate([a, b]), train=True, mutable=("batch_stats",))
+    train_ac, _ = apply(variables, jnp.concatenate([a, c]), train=True, mutable=("batch_stats",))
     assert not np.allclose(train_ab[0], train_ac[0], atol=1e-3)
 
 
@@ -368,8 +366,11 @@ def tiny_factory(image_size, remat):
 def test_a_registered_or_importable_factory_builds_the_backbone():
     module, dim = get_backbone("tests.test_backbones:tiny_factory", 32)
     assert isinstance(module, Conv4) and module.width == 4 and dim == 16
-    variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), train=False)
-    assert module.apply(variables, jnp.zeros((2, 32, 32, 1)), train=False).shape == (2, dim)
+    variables = jax.jit(module.init, static_argnames="train")(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), train=False)
+    features = jax.jit(module.apply, static_argnames="train")(
+        variables, jnp.zeros((2, 32, 32, 1)), train=False)
+    assert features.shape == (2, dim)
     backbones.register_backbone("tiny_for_test", tiny_factory)
     try:
         assert get_backbone("tiny_for_test", 16)[1] == 4

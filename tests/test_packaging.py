@@ -78,6 +78,7 @@ def test_every_package_is_listed_and_every_script_has_a_console_entry():
     assert set(console.SCRIPTS) == runnable
 
 
+@pytest.mark.slow  # CI runs it: make test-e2e
 def test_the_wheel_installs_metaunlab_alone_and_its_console_scripts_run(tmp_path):
     """The wheel, installed into a folder of its own (its dependencies are this
     environment's): `metaunlab-predict --help` runs there, from the installed files."""

@@ -60,6 +60,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # CI runs it: make test-e2e
 def test_two_processes_train_like_one_and_only_process_0_writes(tmp_path, run_tiny, saved_leaves):
     workdir, port = tmp_path / "two", _free_port()
     procs = [run_tiny([workdir, tmp_path / f"p{i}.npz", "--iterations", 8,

@@ -469,7 +469,7 @@ def test_a_step_tuned_on_validation_is_tested_beside_the_reference(features_run)
 
 def test_an_any_way_head_serves_way_counts_it_was_not_trained_for(tmp_path):
     """A run with phi "equivariant" trained on 3- and 5-way episodes: its one head predicts
-    and is compared on 4- and 6-way tasks."""
+    a 4-way task and is compared on 6-way episodes."""
     from experiments.configs.features import get_config as features_config
     from experiments.tools.compare import run_compare
     from metaunlab.prediction import predict
@@ -489,10 +489,7 @@ def test_an_any_way_head_serves_way_counts_it_was_not_trained_for(tmp_path):
     sib_probs, k0_probs = predict(model, feats[support], np.arange(4), feats[queries])
     assert sib_probs.shape == k0_probs.shape == (12, 4)
     assert not np.allclose(sib_probs, k0_probs)  # the steps moved the predictions
-    out = run_compare(str(tmp_path / "w"), ways=(4, 6), num_episodes=4, shots=(1,),
-                      methods=["protonet_cosine"], sib_steps=(0, 3), write=False,
-                      progress=False)
-    for name, entry in out["settings"].items():
-        assert entry["sib_head"] == "3way_1shot", name
-        assert list(entry["methods"]) == ["protonet_cosine", "sib_k0", "sib_k3"], name
-    assert sorted(entry["n_way"] for entry in out["settings"].values()) == [4, 6]
+    out = run_compare(str(tmp_path / "w"), ways=(6,), num_episodes=4, shots=(1,), methods=[],
+                      sib_steps=(3,), write=False, progress=False)
+    entry = out["settings"]["6way_1shot"]
+    assert entry["sib_head"] == "3way_1shot" and list(entry["methods"]) == ["sib_k3"]

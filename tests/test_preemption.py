@@ -48,6 +48,7 @@ def _uninterrupted(tmp_path):
     return _tiny_run.run_meta_train(str(tmp_path / "straight"), ITERATIONS, 0)
 
 
+@pytest.mark.slow  # CI runs it: make test-e2e
 def test_sigterm_saves_the_current_step_and_the_rerun_ends_bitwise_equal(tmp_path, run_tiny):
     workdir = tmp_path / "term"
     code, output = _start_and_interrupt(run_tiny, workdir, tmp_path / "term.npz", signal.SIGTERM, 0)

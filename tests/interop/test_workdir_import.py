@@ -126,11 +126,12 @@ def _reference_accuracy(torch, backbone, head, image_root, record, steps, lr):
     return 100.0 * float((logits.argmax(-1) == yq).float().mean())
 
 
-# (--arch, the torch transcription's network, its feature size at 32 px). The WRN-28-10 run
-# embeds every image with 36M parameters on the CPU, so it is in `make test-slow`; the Conv-4
-# run takes the same path through import, evaluate and continued meta-training.
+# (--arch, the torch transcription's network, its feature size at 32 px). Both run whole
+# commands end to end, outside the default suite: the WRN-28-10 run, which embeds every image
+# with 36M parameters on the CPU, in `make test-slow`; the Conv-4 run, the same path through
+# import, evaluate and continued meta-training, also in `make test-e2e`, which CI runs.
 _ARCHS = [
-    pytest.param("ConvNet_4_64", "conv4", 256, id="conv4"),
+    pytest.param("ConvNet_4_64", "conv4", 256, id="conv4", marks=pytest.mark.slow),
     pytest.param("WRN_28_10", "wrn", 640, id="wrn28_10", marks=pytest.mark.slow),
 ]
 

@@ -201,6 +201,7 @@ def test_torch_transcription_matches_the_jax_step(one_episode):
                                atol=1e-5)
 
 
+@pytest.mark.slow  # CI runs it: make test-e2e
 def test_cli_smoke_writes_well_formed_json(tmp_path, run_script):
     out = tmp_path / "bench.json"
     result = run_script("experiments.benchmark", "--smoke", f"--json={out}")
