@@ -44,7 +44,8 @@ def test_each_bad_value_is_refused_before_the_work_dir_stores_anything(tmp_path,
 def test_the_published_and_demo_configs_pass():
     from experiments.configs import cifar_fs, features, miniimagenet, omniglot
 
-    for config in (omniglot.get_config(), miniimagenet.get_config("1shot"),
+    for config in (omniglot.get_config(), omniglot.get_config("any_way"),
+                   miniimagenet.get_config("1shot"),
                    cifar_fs.get_config("5shot"), features.get_config()):
         check_config(config)
 
