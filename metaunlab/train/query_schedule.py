@@ -35,10 +35,16 @@ def query_count_index(seed: int, step: int, choices: int) -> int:
     """Which of `choices` query counts iteration `step` uses: one seeded draw per block of
     QUERY_COUNT_BLOCK iterations, a pure function of (seed, step), so resuming draws the
     same ones."""
+    return _block_draw(seed, 0x5155, step, choices)
+
+
+def _block_draw(seed: int, stream: int, step: int, choices: int) -> int:
+    """One seeded draw among `choices` per block of QUERY_COUNT_BLOCK iterations, from its
+    own `stream`."""
     if choices == 1:
         return 0
     block = step // QUERY_COUNT_BLOCK
-    return int(np.random.default_rng([seed, 0x5155, block]).integers(choices))
+    return int(np.random.default_rng([seed, stream, block]).integers(choices))
 
 
 def training_ways(config: ml_collections.ConfigDict) -> list[int]:
@@ -64,10 +70,7 @@ def training_ways(config: ml_collections.ConfigDict) -> list[int]:
 def way_index(seed: int, step: int, choices: int) -> int:
     """Which of `choices` way counts iteration `step` uses: one seeded draw per block of
     QUERY_COUNT_BLOCK iterations, like `query_count_index` (another stream)."""
-    if choices == 1:
-        return 0
-    block = step // QUERY_COUNT_BLOCK
-    return int(np.random.default_rng([seed, 0x3A7, block]).integers(choices))
+    return _block_draw(seed, 0x3A7, step, choices)
 
 
 def training_query_distributions(config: ml_collections.ConfigDict) -> list[QueryDistribution]:
