@@ -89,6 +89,12 @@ class EquivariantGradientNet(nn.Module):
         return EquivariantDense(1, name="dense3")(x)[..., 0]
 
 
+def holds(grad_net: Params) -> bool:
+    """Whether phi parameters (a head's "grad_net" entry) are this network's, not the
+    reference's."""
+    return "pooled_kernel" in grad_net.get("dense1", {})
+
+
 def init(rng: jax.Array) -> Params:
     """Fresh parameters, the same for every way count."""
     return EquivariantGradientNet().init(rng, jnp.zeros((2, 2)))["params"]

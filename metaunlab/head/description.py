@@ -138,7 +138,7 @@ class Head:
             raise ConfigError(f"SIB parameters with entries {sorted(params)} do not match the "
                               f"head {self}, which needs {sorted(want)}; pass the Head they "
                               "were trained with (TrainedModel.head).")
-        equivariant = "pooled_kernel" in params["grad_net"].get("dense1", {})
+        equivariant = equivariant_phi.holds(params["grad_net"])
         if equivariant != self.any_ways or (
                 not equivariant and per_way_phi.n_way_of(params["grad_net"]) != self.n_way):
             raise ConfigError(f"SIB parameters with a {'equivariant' if equivariant else 'per-way'}"

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from metaunlab import equivariant_phi
 from metaunlab.data.errors import DataError
 from metaunlab.interop.layouts import (
     ARCHS,
@@ -270,7 +271,7 @@ def sib_to_torch(params: Mapping[str, Any], arch: str | None = None
         raise DataError("SIB parameters need grad_net/dense1/kernel (N, 8N) and init/w (D,) "
                          f"to fix their shapes; {error!r} is missing.") from None
     if (any(key in params for key in ("centering", "readout", "power"))
-            or "pooled_kernel" in params["grad_net"]["dense1"]):
+            or equivariant_phi.holds(params["grad_net"])):
         raise DataError("this SIB head was meta-trained with metatrain.center_features, "
                         "metatrain.power_transform, metatrain.balanced_readout or "
                         "metatrain.phi=equivariant, which the "
