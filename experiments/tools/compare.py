@@ -407,6 +407,13 @@ def _paired_cell(entry: dict | None, key: str = "minus_k0") -> str:
     return f"{entry[key]['mean']:+.2f} +- {entry[key]['ci95']:.2f}"
 
 
+def _methods_having(results: dict, names: Sequence[str], methods: Sequence[str],
+                    key: str) -> list[str]:
+    """The methods with `key` (a paired difference) in at least one of the settings."""
+    return [m for m in methods
+            if any(key in results["settings"][s]["methods"].get(m, {}) for s in names)]
+
+
 def format_markdown(results: dict) -> str:
     source = results["source"]
     if source["kind"] == "random":
@@ -437,15 +444,12 @@ def format_markdown(results: dict) -> str:
     names, methods = setting_names(results), method_names(results)
     transductive = {m: _lookup(results, m)["transductive"] for m in methods}
     lines.append(methods_table(results["settings"], names, methods, transductive=transductive))
-    paired = [m for m in methods if any("minus_k0" in results["settings"][s]["methods"].get(m, {})
-                                        for s in names)]
+    paired = _methods_having(results, names, methods, "minus_k0")
     if paired:
         lines += ["", "## SIB's steps against the same head at K = 0 (paired difference over "
                   "the same episodes, +- its 95% interval)", "",
                   methods_table(results["settings"], names, paired, cell=_paired_cell)]
-    against = [m for m in methods
-               if any("minus_against" in results["settings"][s]["methods"].get(m, {})
-                      for s in names)]
+    against = _methods_having(results, names, methods, "minus_against")
     if against:
         lines += ["", f"## Against the heads of `{results['against']}` (`{AGAINST}*`; paired "
                   "difference over the same episodes, +- its 95% interval)", "",
