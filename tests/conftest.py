@@ -384,11 +384,17 @@ def _filled_once(folder: Path):
     if folder.exists():
         yield None
         return
+    partial = _empty_partial(folder)
+    yield partial
+    partial.rename(folder)
+
+
+def _empty_partial(folder: Path) -> Path:
+    """`folder`.partial, emptied: where `folder` is filled before it takes its name."""
     partial = folder.with_suffix(".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    yield partial
-    partial.rename(folder)
+    return partial
 
 
 @pytest.fixture(scope="session")
@@ -499,9 +505,7 @@ def _demo_started_early(request, tmp_path_factory):
         lock.close()
         yield
         return
-    partial = workdir.with_suffix(".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial = _empty_partial(workdir)
     proc = subprocess.Popen(_demo_command(partial, data), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
